@@ -1,0 +1,322 @@
+"""
+The three abstract classes that wrap transformers models and put a head on top, with ``from_pretrained`` and
+``save_pretrained``:
+    - ``BaseModel`` adapts a transformers base model (the "core") to one interface.
+    - ``Head`` turns the base model's embeddings into logits.
+    - ``ModelWithHead`` runs a ``BaseModel`` and then a ``Head``, and computes the task's loss.
+
+Everything that constructs instances is a class method, because ``from_pretrained`` must build the model before it has
+an instance. Classes are parameterised by their config classes (``PC`` for the base model's transformers config,
+``HC`` for the head config).
+"""
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Generic, Optional, Tuple, Type, Union
+
+import torch
+from torch import FloatTensor, Tensor
+from torch.nn import Module
+from torch.nn.modules.loss import _Loss
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention as AllHiddenStatesAndPooling
+from transformers.utils import ModelOutput
+from typing_extensions import Self
+
+import compat
+
+from .configs import HC, PC, BaseModelConfig, CombinedConfig, HeadConfig
+from .mixins import LossState, StatefulLossMixin
+
+Tensors = Tuple[Tensor, ...]
+OneOrMoreTensors = Union[Tensor, Tensors]
+HeadOutput = OneOrMoreTensors  # A head can return several tensors (e.g. QA with answerability).
+
+__all__ = ["BaseModel", "BaseModelConfig", "Head", "HeadConfig", "ModelWithHead", "ModelWithHeadOutput",
+           "CombinedConfig", "AllHiddenStatesAndPooling", "Tensors", "OneOrMoreTensors", "HeadOutput", "PC", "HC"]
+
+
+class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
+    """
+    Adapter giving every transformers base model the same signature: ``forward(input_ids, attention_mask)`` returns
+    ``AllHiddenStatesAndPooling``. Subclasses name the transformers config and core classes; the core is built from the
+    config and is reachable as ``.base_model``.
+    """
+
+    def __init__(self, config: PC):
+        super().__init__(config)
+        self._core = self.buildCore(config)
+        self.supports_gradient_checkpointing = self._core.supports_gradient_checkpointing
+        self._accumulated_loss = LossState()  # Loss terms added by modules inside the core (StatefulLossMixin).
+        self.activateCoreLoss()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.config_class = cls.configClass()  # None for abstract subclasses.
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, do_drop_intermediates: bool = True,
+                **kwargs: Any) -> AllHiddenStatesAndPooling:
+        output = self._core(input_ids=input_ids, attention_mask=attention_mask, return_dict=True,
+                            output_hidden_states=not do_drop_intermediates, **kwargs)
+        return AllHiddenStatesAndPooling(last_hidden_state=output.last_hidden_state,
+                                         hidden_states=output.hidden_states,
+                                         pooler_output=getattr(output, "pooler_output", None))
+
+    def __call__(self, *args, **kwargs) -> AllHiddenStatesAndPooling:
+        return super().__call__(*args, **kwargs)
+
+    @property
+    def base_model(self) -> PreTrainedModel:
+        """The transformers model this base model wraps (``RobertaModel``, ...)."""
+        return self._core
+
+    def get_input_embeddings(self) -> Module:
+        return self._core.get_input_embeddings()
+
+    def set_input_embeddings(self, value: Module) -> None:
+        self._core.set_input_embeddings(value)
+
+    def activateCoreLoss(self) -> None:
+        """Let modules of the core that add loss terms (``StatefulLossMixin``) add them to this model's loss.
+        Override with an empty body to keep the core's loss terms out of the task loss."""
+        def register(module: Module):
+            if isinstance(module, StatefulLossMixin):
+                module.registerLoss(self._accumulated_loss)
+        self._core.apply(register)
+
+    def computeLoss(self) -> Union[Tensor, int]:
+        """The loss terms accumulated by the core since the last call (0 if none); resets the accumulator."""
+        return self._accumulated_loss.compute()
+
+    # Class methods
+
+    @classmethod
+    def from_config(cls, config: Union[CombinedConfig, PC]) -> Self:
+        return cls(config.base_model_config if isinstance(config, CombinedConfig) else config)
+
+    @classmethod
+    @abstractmethod
+    def configClass(cls) -> Type[PC]:
+        """The transformers config class of the core (``RobertaConfig``, ...)."""
+
+    @classmethod
+    def coreClass(cls) -> Type[PreTrainedModel]:
+        """The transformers base model class (``RobertaModel``, ...)."""
+        raise NotImplementedError(f"{cls.__name__} does not name its core class; override coreClass().")
+
+    @classmethod
+    def buildCore(cls, raw_config: PC) -> PreTrainedModel:
+        """Build the transformers base model from its config."""
+        return cls.coreClass()(raw_config)
+
+    @classmethod
+    @abstractmethod
+    def standardiseConfig(cls, raw_config: PC) -> BaseModelConfig:
+        """The core's config, read into the standard ``BaseModelConfig``."""
+
+    @classmethod
+    def hfHeadKeys(cls) -> dict:
+        """
+        Where transformers' task models of this family keep the weights of heads that compute what an archit head
+        computes: ``{hfEquivalentSuffix: {transformers key prefix: archit head key prefix}}``. Loading such a task
+        checkpoint imports its head. Covers the names most families use; override for a family that differs.
+        """
+        return {
+            "ForTokenClassification": {"classifier.": ""},
+            "ForQuestionAnswering": {"qa_outputs.": ""},
+            "ForCausalLM": {"lm_head.": ""},
+        }
+
+    @classmethod
+    def hfArchitectureSuffixes(cls) -> dict:
+        """transformers architecture-name suffixes of this family that mean the same head as another suffix, e.g.
+        ``{"LMHeadModel": "ForCausalLM"}`` for GPT-2."""
+        return {}
+
+
+class Head(Module, Generic[HC], ABC):
+    """Turns a base model's output (``AllHiddenStatesAndPooling``) into logits."""
+
+    def __init__(self, base_config: BaseModelConfig, head_config: HC):
+        super().__init__()
+        self.assertConfigConstraints(base_config, head_config)
+
+    def post_init(self) -> None:
+        """Initialise every parameter of the head. Call at the end of ``__init__``."""
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: Module) -> None:
+        with torch.no_grad():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(mean=0.0, std=0.02)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, torch.nn.LayerNorm):
+                module.bias.zero_()
+                module.weight.fill_(1.0)
+
+    @abstractmethod
+    def forward(self, encoder_output: AllHiddenStatesAndPooling, attention_mask: Tensor, **kwargs) -> HeadOutput:
+        pass
+
+    def __call__(self, *args, **kwargs) -> HeadOutput:
+        return super().__call__(*args, **kwargs)
+
+    @classmethod
+    def fromConfigs(cls, base_config: BaseModelConfig, head_config: HC) -> Self:
+        """The one way heads are built, so that no head's constructor takes more than these two arguments."""
+        return cls(base_config, head_config)
+
+    @classmethod
+    @abstractmethod
+    def assertConfigConstraints(cls, base_config: BaseModelConfig, head_config: HC) -> None:
+        """Raise ``ValueError`` when the configs cannot make this head."""
+
+    @classmethod
+    @abstractmethod
+    def configClass(cls) -> Type[HC]:
+        """The head's config class."""
+
+    @classmethod
+    def hfEquivalentSuffix(cls) -> str:
+        """Suffix of the transformers ``XForY`` classes whose head computes the same as this head, or ``"/"``."""
+        return "/"
+
+
+@dataclass
+class ModelWithHeadOutput(ModelOutput):
+    """Loss first and logits second, as in transformers."""
+    loss: Optional[Tensor] = None
+    logits: OneOrMoreTensors = None
+    base_model_output: Optional[AllHiddenStatesAndPooling] = None
+
+
+class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
+    """
+    A ``BaseModel`` (``.model``) with a ``Head`` (``.head``) and a loss. Subclasses (the tasks) name the head class and
+    the loss; the user brings the base model class and a head config.
+    """
+
+    config_class = CombinedConfig
+    base_model_prefix = "model._core"
+
+    def __init__(self, combined_config: CombinedConfig, model: BaseModel, head: Head, loss: _Loss):
+        """Use ``fromModelAndHeadConfig`` or ``from_pretrained`` rather than this constructor."""
+        super().__init__(combined_config)
+        if not isinstance(head, self.headClass()):
+            raise TypeError(f"{self.__class__.__name__} needs a {self.headClass().__name__}, got {type(head).__name__}.")
+        self.supports_gradient_checkpointing = model.base_model.supports_gradient_checkpointing
+        self.model: BaseModel = model
+        self.head: Head = head
+        self._loss_function = loss
+        self.tie_weights()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Optional[OneOrMoreTensors] = None,
+                output_hidden_states: bool = False, **kwargs) -> ModelWithHeadOutput:
+        base_output = self.callBaseModel(input_ids, attention_mask, do_drop_intermediates=not output_hidden_states,
+                                         **kwargs)
+        logits = self.head(base_output, attention_mask, **kwargs)
+        loss = self.model.computeLoss()
+        if labels is not None:
+            loss = loss + self.computeLoss(logits, labels)
+        return ModelWithHeadOutput(logits=logits, base_model_output=base_output if output_hidden_states else None,
+                                   loss=None if isinstance(loss, int) and loss == 0 else loss)
+
+    def __call__(self, *args, **kwargs) -> ModelWithHeadOutput:
+        return super().__call__(*args, **kwargs)
+
+    def callBaseModel(self, input_ids: Tensor, attention_mask: Tensor, do_drop_intermediates: bool,
+                      **kwargs) -> AllHiddenStatesAndPooling:
+        return self.model(input_ids, attention_mask, do_drop_intermediates=do_drop_intermediates, **kwargs)
+
+    @property
+    def base_model(self) -> PreTrainedModel:
+        """The transformers model under the base model (``RobertaModel``, ...)."""
+        return self.model.base_model
+
+    @property
+    def loss_function(self) -> _Loss:
+        return self._loss_function
+
+    @abstractmethod
+    def computeLoss(self, logits: OneOrMoreTensors, labels: OneOrMoreTensors) -> FloatTensor:
+        pass
+
+    def get_input_embeddings(self) -> Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> Optional[Module]:
+        """The head's output matrix, for heads that can be tied to the input embeddings; ``None`` otherwise."""
+        return None
+
+    def tiesWeights(self) -> bool:
+        """Whether the head's output matrix is tied to the input embeddings (``tie_weights`` in the head config)."""
+        return self.get_output_embeddings() is not None and bool(getattr(self.config.head_config, "tie_weights", False))
+
+    def tie_weights(self, *args, **kwargs) -> None:
+        """Make the head's output matrix the input embedding matrix, when the head config asks for tying."""
+        if self.tiesWeights():
+            self.get_output_embeddings().weight = self.get_input_embeddings().weight
+
+    def __getattr__(self, item: str):
+        """Also resolves dotted paths (``model._core``), as the published ArchIt did."""
+        if "." not in item:
+            return super().__getattr__(item)
+        obj = self
+        for name in item.split("."):
+            obj = getattr(obj, name)
+        return obj
+
+    def save_pretrained(self, save_directory, max_shard_size: Union[int, str] = "5GB",
+                        safe_serialization: bool = True, is_main_process: bool = True, **kwargs) -> None:
+        """
+        Write ``config.json`` (nested ``base_model_config`` and ``head_config``) and the weights (``model._core.*``,
+        ``head.*``) as safetensors (default) or ``pytorch_model.bin``, sharded above ``max_shard_size``. A tied output
+        matrix is stored once.
+        """
+        from ..loading.saving import save_model_with_head
+        save_model_with_head(self, save_directory, max_shard_size=max_shard_size,
+                             safe_serialization=safe_serialization, is_main_process=is_main_process, **kwargs)
+
+    # Class methods
+
+    @classmethod
+    @abstractmethod
+    def headClass(cls) -> Type[Head]:
+        """The head class of this task."""
+
+    @classmethod
+    def buildHead(cls, base_model_config: BaseModelConfig, head_config: HC) -> Head:
+        return cls.headClass().fromConfigs(base_model_config, head_config)
+
+    @classmethod
+    @abstractmethod
+    def buildLoss(cls) -> _Loss:
+        """The task's default loss module."""
+
+    @classmethod
+    def fromModelAndHeadConfig(cls, base_model: BaseModel, head_config: HC, loss: Optional[_Loss] = None) -> Self:
+        """Put a newly initialised head on an existing base model (``loss`` replaces the task's default loss)."""
+        return cls(CombinedConfig(base_model_config=base_model.config, head_config=head_config),
+                   base_model,
+                   cls.buildHead(base_model.__class__.standardiseConfig(base_model.config), head_config),
+                   loss if loss is not None else cls.buildLoss())
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str, base_model_class: Type[BaseModel], head_config: Optional[HC] = None,
+                        **kwargs) -> Self:
+        """
+        Load from a local folder or hub id holding
+          - a base model checkpoint (``embeddings.*`` or ``roberta.embeddings.*``): the head is new (``head_config`` needed);
+          - a transformers task checkpoint (``RobertaForTokenClassification``, ...): its head is imported where it
+            computes the same as this task's head;
+          - an archit checkpoint (ours or the published ArchIt's): head config and weights restored; a ``head_config``
+            given here wins.
+        Keyword arguments as in transformers: ``dtype``/``torch_dtype``, ``device_map``, ``attn_implementation``,
+        ``ignore_mismatched_sizes``, ``output_loading_info``, ``cache_dir``, ``revision``, ``local_files_only``,
+        ``token``, ``subfolder``, ``loss``; others set fields of the base model's config.
+        """
+        from ..loading import load_model_with_head
+        return load_model_with_head(cls, checkpoint, base_model_class, head_config, **kwargs)

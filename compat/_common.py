@@ -1,0 +1,29 @@
+"""Pieces that are identical in every era: public transformers names only, shared by the era modules."""
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+
+def get_config_dtype(config_dict: Dict[str, Any]) -> Optional[Union[str, torch.dtype]]:
+    return config_dict.get("dtype", config_dict.get("torch_dtype"))
+
+
+def init_core_module(core: PreTrainedModel, module: nn.Module) -> None:
+    with torch.no_grad():
+        core._init_weights(module)
+
+
+def no_split_modules(core: PreTrainedModel) -> List[str]:
+    return list(getattr(core, "_no_split_modules", None) or [])
+
+
+def resolve_file(path_or_repo_id: str, filename: str, **hub_kwargs: Any) -> Optional[str]:
+    from transformers.utils import cached_file
+
+    return cached_file(
+        path_or_repo_id, filename,
+        _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False,
+        **hub_kwargs,
+    )

@@ -1,0 +1,37 @@
+"""Backend for transformers 4.36 – 4.49: attention chosen by the classmethod ``_autoset_attn_implementation``."""
+from typing import Optional
+
+import torch
+from transformers import PretrainedConfig, PreTrainedModel
+
+from ._common import get_config_dtype as get_config_dtype
+from ._common import init_core_module as init_core_module
+from ._common import no_split_modules as no_split_modules
+from ._common import resolve_file as resolve_file
+
+ERA = "4.36"
+
+
+class PreTrainedWrapper(PreTrainedModel):
+    """``PreTrainedModel`` for models that wrap a transformers core: the core decides attention and initialises itself."""
+
+    @classmethod
+    def _autoset_attn_implementation(cls, config, *args, **kwargs):
+        return config  # The wrapped core validates and sets the implementation when it is built.
+
+    def _init_weights(self, module):
+        pass  # Weights belong to the core and the head, which initialise themselves when built.
+
+
+def set_attn_implementation(config: PretrainedConfig, implementation: Optional[str]) -> None:
+    config._attn_implementation_internal = implementation
+    if hasattr(config, "_attn_implementation_autoset"):  # 4.48+
+        config._attn_implementation_autoset = False
+
+
+def get_attn_implementation(config: PretrainedConfig) -> Optional[str]:
+    return getattr(config, "_attn_implementation_internal", None)
+
+
+def set_config_dtype(config: PretrainedConfig, dtype: torch.dtype) -> None:
+    config.torch_dtype = dtype

@@ -1,0 +1,47 @@
+"""Backend for transformers 4.50 – 4.57: the loading rewrite; attention checked by ``_autoset_attn_implementation``
+(up to 4.53) or ``_check_and_adjust_attn_implementation`` (4.54+); ``dtype`` replaces ``torch_dtype`` from 4.56."""
+from typing import Optional
+
+import torch
+from transformers import PretrainedConfig, PreTrainedModel
+
+from ._common import get_config_dtype as get_config_dtype
+from ._common import init_core_module as init_core_module
+from ._common import no_split_modules as no_split_modules
+from ._common import resolve_file as resolve_file
+
+ERA = "4.50"
+
+
+class PreTrainedWrapper(PreTrainedModel):
+    """``PreTrainedModel`` for models that wrap a transformers core: the core decides attention and initialises itself."""
+
+    @classmethod
+    def _autoset_attn_implementation(cls, config, *args, **kwargs):
+        return config  # Up to 4.53. The wrapped core validates and sets the implementation when it is built.
+
+    def _check_and_adjust_attn_implementation(self, attn_implementation, *args, **kwargs):
+        return attn_implementation  # 4.54+. Same: the core decides.
+
+    def _init_weights(self, module):
+        pass  # Weights belong to the core and the head, which initialise themselves when built.
+
+
+def set_attn_implementation(config: PretrainedConfig, implementation: Optional[str]) -> None:
+    config._attn_implementation_internal = implementation
+    if hasattr(config, "_attn_implementation_autoset"):  # up to 4.53
+        config._attn_implementation_autoset = False
+
+
+def get_attn_implementation(config: PretrainedConfig) -> Optional[str]:
+    return getattr(config, "_attn_implementation_internal", None)
+
+
+_HAS_DTYPE_FIELD = isinstance(getattr(PretrainedConfig, "torch_dtype", None), property)  # 4.56+: torch_dtype is an alias
+
+
+def set_config_dtype(config: PretrainedConfig, dtype: torch.dtype) -> None:
+    if _HAS_DTYPE_FIELD:
+        config.dtype = dtype
+    else:
+        config.torch_dtype = dtype

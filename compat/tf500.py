@@ -1,0 +1,35 @@
+"""Backend for transformers 5.x: dataclass configs with ``dtype``; attention checked at every ``PreTrainedModel.__init__``
+by ``_check_and_adjust_attn_implementation``; a common initialisation scheme run from ``post_init``."""
+from typing import Optional
+
+import torch
+from transformers import PretrainedConfig, PreTrainedModel
+
+from ._common import get_config_dtype as get_config_dtype
+from ._common import init_core_module as init_core_module
+from ._common import no_split_modules as no_split_modules
+from ._common import resolve_file as resolve_file
+
+ERA = "5.0"
+
+
+class PreTrainedWrapper(PreTrainedModel):
+    """``PreTrainedModel`` for models that wrap a transformers core: the core decides attention and initialises itself."""
+
+    def _check_and_adjust_attn_implementation(self, attn_implementation, *args, **kwargs):
+        return attn_implementation  # The wrapped core validates and sets the implementation when it is built.
+
+    def _init_weights(self, module):
+        pass  # Weights belong to the core and the head, which initialise themselves when built.
+
+
+def set_attn_implementation(config: PretrainedConfig, implementation: Optional[str]) -> None:
+    config._attn_implementation = implementation
+
+
+def get_attn_implementation(config: PretrainedConfig) -> Optional[str]:
+    return getattr(config, "_attn_implementation_internal", None)
+
+
+def set_config_dtype(config: PretrainedConfig, dtype: torch.dtype) -> None:
+    config.dtype = dtype
