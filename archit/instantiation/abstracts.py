@@ -121,9 +121,9 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
         checkpoint imports its head. Covers the names most families use; override for a family that differs.
         """
         return {
-            "ForTokenClassification": {"classifier.": ""},
-            "ForQuestionAnswering": {"qa_outputs.": ""},
-            "ForCausalLM": {"lm_head.": ""},
+            "ForTokenClassification": {"classifier.": "dense."},
+            "ForQuestionAnswering": {"qa_outputs.": "dense."},
+            "ForCausalLM": {"lm_head.": "dense."},
         }
 
     @classmethod

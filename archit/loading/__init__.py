@@ -1,0 +1,6 @@
+"""Loading and saving archit models on every transformers release, with public building blocks only
+(safetensors, accelerate, ``torch.load(weights_only=True)``) and the ``compat`` facade."""
+from .loader import load_model_with_head as load_model_with_head
+from .saving import save_model_with_head as save_model_with_head
+
+__all__ = ["load_model_with_head", "save_model_with_head"]

@@ -1,0 +1,261 @@
+"""``ModelWithHead.from_pretrained``: build the model on the meta device, then fill it from the checkpoint.
+
+Tensors the checkpoint supplies are assigned straight from the file (safetensors) or from ``torch.load(weights_only=True)``
+(``.bin``); only the tensors it does not supply are initialised, each by its owner (the head, or the core's class).
+"""
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple, Type, Union
+
+import torch
+from accelerate import init_empty_weights
+from accelerate.utils import set_module_tensor_to_device
+from torch import nn
+
+import compat
+
+from ..util import dataclass_from_dict
+from .devices import DevicePlacement
+from .files import HUB_KWARGS, CheckpointReader, find_weight_files, read_config_dict
+from .keys import rename_checkpoint_keys
+
+logger = logging.getLogger(__name__)
+
+CORE_PATH = "model._core."
+HEAD_PATH = "head."
+
+
+@dataclass
+class LoadOptions:
+    """The keyword arguments of ``from_pretrained``, under one name each on every transformers release."""
+    hub: Dict[str, Any] = field(default_factory=dict)
+    dtype: Any = None
+    device_map: Any = None
+    max_memory: Optional[Dict] = None
+    attn_implementation: Optional[str] = None
+    ignore_mismatched_sizes: bool = False
+    output_loading_info: bool = False
+    use_safetensors: Optional[bool] = None
+    loss: Optional[nn.Module] = None
+    config_overrides: Dict[str, Any] = field(default_factory=dict)
+
+    _IGNORED = ("low_cpu_mem_usage", "trust_remote_code", "_fast_init", "resume_download", "offload_state_dict")
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Dict[str, Any]) -> "LoadOptions":
+        kwargs = dict(kwargs)
+        if "torch_dtype" in kwargs and "dtype" in kwargs and kwargs["torch_dtype"] != kwargs["dtype"]:
+            raise ValueError(f"Got dtype={kwargs['dtype']} and torch_dtype={kwargs['torch_dtype']}: pass one.")
+        options = cls(
+            hub={k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs},
+            dtype=kwargs.pop("dtype", kwargs.pop("torch_dtype", None)),
+            device_map=kwargs.pop("device_map", None),
+            max_memory=kwargs.pop("max_memory", None),
+            attn_implementation=kwargs.pop("attn_implementation", None),
+            ignore_mismatched_sizes=kwargs.pop("ignore_mismatched_sizes", False),
+            output_loading_info=kwargs.pop("output_loading_info", False),
+            use_safetensors=kwargs.pop("use_safetensors", None),
+            loss=kwargs.pop("loss", None),
+        )
+        kwargs.pop("torch_dtype", None)
+        if "use_auth_token" in kwargs:
+            options.hub.setdefault("token", kwargs.pop("use_auth_token"))
+        for name in cls._IGNORED:
+            kwargs.pop(name, None)
+        options.config_overrides = kwargs
+        return options
+
+
+def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, head_config: Any = None,
+                         **kwargs: Any) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
+    checkpoint = str(checkpoint)
+    options = LoadOptions.from_kwargs(kwargs)
+    config_dict = read_config_dict(checkpoint, **options.hub)
+    is_archit = "base_model_config" in config_dict
+    base_dict = dict(config_dict["base_model_config"] if is_archit else config_dict)
+
+    if head_config is None:
+        if not (is_archit and config_dict.get("head_config") is not None):
+            raise ValueError(f"Checkpoint '{checkpoint}' holds no head config (it is not an archit checkpoint of "
+                             f"{cls.__name__}): pass head_config=, e.g. {cls.headClass().configClass().__name__}(...).")
+        head_config = dataclass_from_dict(cls.headClass().configClass(), config_dict["head_config"])
+
+    base_config = _base_config(base_model_class, base_dict, checkpoint, options)
+    dtype = _resolve_dtype(options.dtype, base_dict)
+
+    with init_empty_weights():
+        model = cls.fromModelAndHeadConfig(base_model_class(base_config), head_config, loss=options.loss)
+    model.config.name_or_path = checkpoint
+
+    head_prefixes = {} if is_archit else _imported_head_prefixes(cls, base_model_class, config_dict)
+    state_keys = set(model.state_dict(keep_vars=True).keys())
+    non_persistent = {name for name, _ in model.named_buffers()} - state_keys
+    placement = DevicePlacement.plan(model, options.device_map, options.max_memory, dtype)
+
+    aliases = _tied_aliases(model)
+    mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = []
+    weight_files = find_weight_files(checkpoint, options.use_safetensors, **options.hub)
+    with CheckpointReader(weight_files) as reader:
+        renaming = rename_checkpoint_keys(reader.keys(), state_keys, non_persistent, CORE_PATH,
+                                          model.base_model.base_model_prefix, HEAD_PATH, head_prefixes)
+        if not any(target.startswith(CORE_PATH) for target in renaming.targets.values()):
+            raise ValueError(
+                f"Checkpoint '{checkpoint}' supplies none of the weights of {base_model_class.__name__} "
+                f"({type(model.base_model).__name__}): it is a checkpoint of another architecture "
+                f"(model_type '{base_dict.get('model_type')}', architectures {config_dict.get('architectures')}). "
+                f"Pick the base model class that matches it.")
+        expected = model.state_dict(keep_vars=True)
+        for key, target in renaming.targets.items():
+            if target in aliases:
+                continue  # Tied to a tensor loaded under its own name.
+            tensor = reader.get(key)
+            shape = tuple(expected[target].shape)
+            if tuple(tensor.shape) != shape:
+                if not options.ignore_mismatched_sizes:
+                    raise ValueError(
+                        f"Checkpoint '{checkpoint}': {key} has shape {tuple(tensor.shape)}, but {target} in "
+                        f"{cls.__name__} has shape {shape}. Check the head config (e.g. num_labels), or pass "
+                        f"ignore_mismatched_sizes=True to initialise it anew.")
+                mismatched.append((target, tuple(tensor.shape), shape))
+                continue
+            set_module_tensor_to_device(model, target, placement.device_of(target), value=tensor,
+                                        dtype=dtype if tensor.is_floating_point() else None)
+
+    model.tie_weights()
+    _copy_embeddings_into_untied_head(model, head_prefixes, config_dict, placement, dtype)
+    missing = [name for name, tensor in _named_tensors(model) if tensor.device.type == "meta"]
+    _initialise(model, missing, placement, dtype)
+    model.tie_weights()
+
+    if dtype is not None:
+        compat.set_config_dtype(model.config.base_model_config, dtype)
+    placement.finish(model)
+    model.eval()
+
+    info = {"missing_keys": missing, "unexpected_keys": renaming.unexpected,
+            "mismatched_keys": mismatched, "error_msgs": []}
+    _report(cls, checkpoint, len(renaming.targets), info, expect_new_head=not (is_archit or head_prefixes))
+    return (model, info) if options.output_loading_info else model
+
+
+def _base_config(base_model_class: type, base_dict: Dict[str, Any], checkpoint: str, options: LoadOptions):
+    config_class = base_model_class.configClass()
+    config = config_class.from_dict(base_dict)
+    for name, value in options.config_overrides.items():
+        if not hasattr(config, name):
+            raise TypeError(f"from_pretrained() got an unexpected keyword argument '{name}': it is neither a "
+                            f"loading option nor a field of {config_class.__name__}.")
+        setattr(config, name, value)
+    if options.attn_implementation is not None:
+        compat.set_attn_implementation(config, options.attn_implementation)
+    config.name_or_path = checkpoint
+    return config
+
+
+def _resolve_dtype(dtype: Any, base_dict: Dict[str, Any]) -> Optional[torch.dtype]:
+    if dtype == "auto":
+        dtype = compat.get_config_dtype(base_dict)
+    if dtype is None:
+        return None  # Keep the default: float32, as on every transformers 4.x release.
+    if isinstance(dtype, str):
+        resolved = getattr(torch, dtype.replace("torch.", ""), None)
+        if not isinstance(resolved, torch.dtype):
+            raise ValueError(f"dtype '{dtype}' is not a torch dtype (e.g. 'float16', 'bfloat16', 'auto').")
+        return resolved
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, a string such as 'bfloat16', or 'auto'; got {dtype!r}.")
+    return dtype
+
+
+def _imported_head_prefixes(cls: type, base_model_class: type, config_dict: Dict[str, Any]) -> Dict[str, str]:
+    """Head key prefixes to import when the checkpoint is a transformers task model with this task's head."""
+    suffix = cls.headClass().hfEquivalentSuffix()
+    aliases = base_model_class.hfArchitectureSuffixes()
+    for architecture in config_dict.get("architectures") or []:
+        matches = architecture.endswith(suffix) or any(
+            architecture.endswith(alias) and meaning == suffix for alias, meaning in aliases.items())
+        if matches:
+            return base_model_class.hfHeadKeys().get(suffix, {})
+    return {}
+
+
+def _named_tensors(model: nn.Module):
+    yield from model.named_parameters()
+    yield from model.named_buffers()
+
+
+def _tied_aliases(model: nn.Module) -> set:
+    """Names under which an already named parameter appears again (a tied output matrix)."""
+    seen, aliases = set(), set()
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        if id(parameter) in seen:
+            aliases.add(name)
+        seen.add(id(parameter))
+    return aliases
+
+
+def _copy_embeddings_into_untied_head(model, head_prefixes, config_dict, placement, dtype) -> None:
+    """A transformers task checkpoint with tied embeddings stores its output matrix once, as the input embeddings:
+    an untied archit head imports a copy of them."""
+    output = model.get_output_embeddings()
+    if not head_prefixes or output is None or model.tiesWeights() or output.weight.device.type != "meta":
+        return
+    if not config_dict.get("tie_word_embeddings", True):
+        return
+    name = next(n for n, p in model.named_parameters() if p is output.weight)
+    source = model.get_input_embeddings().weight.detach().clone()
+    set_module_tensor_to_device(model, name, placement.device_of(name), value=source, dtype=dtype)
+
+
+def _initialise(model: nn.Module, missing: List[str], placement: "DevicePlacement", dtype) -> None:
+    """Give every tensor the checkpoint did not supply memory and its owner's initialisation, leaving loaded tensors
+    of the same modules untouched."""
+    by_module: Dict[str, List[str]] = {}
+    for name in missing:
+        module_name, _, tensor_name = name.rpartition(".")
+        by_module.setdefault(module_name, []).append(tensor_name)
+    for module_name, tensor_names in by_module.items():
+        module = model.get_submodule(module_name)
+        for tensor_name in tensor_names:
+            full = f"{module_name}.{tensor_name}" if module_name else tensor_name
+            old = getattr(module, tensor_name)
+            new_dtype = dtype if (dtype is not None and old.is_floating_point()) else old.dtype
+            set_module_tensor_to_device(model, full, placement.device_of(full),
+                                        value=torch.empty(old.shape, dtype=new_dtype))
+        loaded = {n: t.detach().clone() for n, t in list(module.named_parameters(recurse=False))
+                  + list(module.named_buffers(recurse=False)) if n not in tensor_names}
+        _initialise_module(model, module_name, module)
+        with torch.no_grad():
+            for n, t in loaded.items():
+                getattr(module, n).copy_(t)
+
+
+def _initialise_module(model: nn.Module, module_name: str, module: nn.Module) -> None:
+    if (module_name + ".").startswith(HEAD_PATH):
+        model.head._init_weights(module)
+    elif (module_name + ".").startswith(CORE_PATH):
+        compat.init_core_module(model.base_model, module)
+    elif hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+    else:
+        raise RuntimeError(f"{module_name} of {type(model).__name__} is not in the checkpoint and has no way to be "
+                           f"initialised (no reset_parameters()).")
+
+
+def _report(cls: type, checkpoint: str, loaded: int, info: Dict[str, List], expect_new_head: bool) -> None:
+    logger.info("Loaded %d tensors of %s from '%s'.", loaded, cls.__name__, checkpoint)
+    new_base = [k for k in info["missing_keys"] if not k.startswith(HEAD_PATH)]
+    new_head = [k for k in info["missing_keys"] if k.startswith(HEAD_PATH)]
+    if new_base:
+        logger.warning("Some base model weights of %s were not in the checkpoint at '%s' and are newly initialised: "
+                       "%s. You should probably train this model before using it.", cls.__name__, checkpoint, new_base)
+    if new_head:
+        (logger.info if expect_new_head else logger.warning)(
+            "The head of %s is newly initialised (not in the checkpoint at '%s'): %s.", cls.__name__, checkpoint, new_head)
+    if info["mismatched_keys"]:
+        logger.warning("Some weights of the checkpoint at '%s' did not match the size in %s and were newly "
+                       "initialised: %s.", checkpoint, cls.__name__,
+                       [f"{k}: checkpoint {a} vs model {b}" for k, a, b in info["mismatched_keys"]])
+    if info["unexpected_keys"]:
+        logger.warning("Some weights of the checkpoint at '%s' were not used by %s: %s.",
+                       checkpoint, cls.__name__, info["unexpected_keys"])

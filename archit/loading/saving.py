@@ -1,0 +1,102 @@
+"""``ModelWithHead.save_pretrained``: ``config.json`` plus weights, safetensors by default, sharded, tied tensors once."""
+import json
+import logging
+import os
+import re
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
+
+from .files import CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
+logger = logging.getLogger(__name__)
+
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_ACCEPTED_AND_UNUSED = ("push_to_hub", "variant", "token", "save_peft_format", "save_function")
+
+
+def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_shard_size: Union[int, str] = "5GB",
+                         safe_serialization: bool = True, is_main_process: bool = True,
+                         state_dict: Optional[Dict[str, Tensor]] = None, **kwargs: Any) -> None:
+    if os.path.isfile(save_directory):
+        raise ValueError(f"save_pretrained needs a directory, but '{save_directory}' is a file.")
+    for name in kwargs:
+        if name not in _ACCEPTED_AND_UNUSED:
+            raise TypeError(f"save_pretrained() got an unexpected keyword argument '{name}'.")
+        if name == "push_to_hub" and kwargs[name]:
+            raise NotImplementedError("archit does not push to the hub: save, then use huggingface_hub's upload_folder.")
+    if not is_main_process:
+        return
+    os.makedirs(save_directory, exist_ok=True)
+    model.config.to_json_file(os.path.join(save_directory, CONFIG_NAME))
+
+    tensors = _without_shared_duplicates(model.state_dict() if state_dict is None else state_dict)
+    shards = _shard(tensors, parse_size(max_shard_size))
+    weights_name, index_name = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME) if safe_serialization \
+        else (WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
+    _remove_stale_weights(save_directory)
+
+    stem, extension = weights_name.rsplit(".", 1)
+    names = [weights_name] if len(shards) == 1 else \
+        [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{extension}" for i in range(len(shards))]
+    for name, shard in zip(names, shards):
+        path = os.path.join(save_directory, name)
+        if safe_serialization:
+            save_file(shard, path, metadata={"format": "pt"})
+        else:
+            torch.save(shard, path)
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(_nbytes(t) for t in tensors.values())},
+                 "weight_map": {key: name for name, shard in zip(names, shards) for key in shard}}
+        with open(os.path.join(save_directory, index_name), "w", encoding="utf-8") as handle:
+            json.dump(index, handle, indent=2, sort_keys=True)
+    logger.info("Saved %s to '%s' (%d tensors, %d file(s)).", type(model).__name__, save_directory,
+                len(tensors), len(shards))
+
+
+def parse_size(size: Union[int, str]) -> int:
+    """Bytes in ``size``: an int, or a string such as ``"5GB"``, ``"50KB"``, ``"10MiB"``."""
+    if isinstance(size, int):
+        return size
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B)\s*", str(size).upper())
+    if match is None:
+        raise ValueError(f"max_shard_size must be an int or a size like '5GB'; got {size!r}.")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _without_shared_duplicates(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Keep the first name of every tensor that shares memory with an earlier one (a tied output matrix)."""
+    kept, seen = {}, set()
+    for key, tensor in state_dict.items():
+        identity = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.numel() and identity in seen:
+            continue
+        seen.add(identity)
+        kept[key] = tensor.detach().contiguous()
+    return kept
+
+
+def _nbytes(tensor: Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def _shard(tensors: Dict[str, Tensor], max_bytes: int) -> List[Dict[str, Tensor]]:
+    shards: List[Dict[str, Tensor]] = [{}]
+    size = 0
+    for key, tensor in tensors.items():
+        if shards[-1] and size + _nbytes(tensor) > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += _nbytes(tensor)
+    return shards
+
+
+def _remove_stale_weights(save_directory: Union[str, os.PathLike]) -> None:
+    pattern = re.compile(r"^(model|pytorch_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)(\.index\.json)?$")
+    for name in os.listdir(save_directory):
+        if pattern.match(name):
+            os.remove(os.path.join(save_directory, name))
