@@ -2,9 +2,8 @@
 
 Boundaries compare against ``X.Y.0.dev0`` so that a development build counts as the release it leads to.
 """
-from packaging.version import Version
-
 import transformers
+from packaging.version import Version
 
 TRANSFORMERS_VERSION = Version(transformers.__version__)
 

@@ -90,6 +90,15 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
     # Class methods
 
     @classmethod
+    def from_pretrained(cls, checkpoint: str, **kwargs) -> Self:
+        """
+        Load the base model alone from a bare base model checkpoint, a transformers task checkpoint or an archit
+        checkpoint. Keyword arguments as in ``ModelWithHead.from_pretrained``.
+        """
+        from ..loading.loader import load_base_model
+        return load_base_model(cls, checkpoint, **kwargs)
+
+    @classmethod
     def from_config(cls, config: Union[CombinedConfig, PC]) -> Self:
         return cls(config.base_model_config if isinstance(config, CombinedConfig) else config)
 

@@ -5,7 +5,7 @@ Tensors the checkpoint supplies are assigned straight from the file (safetensors
 """
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from accelerate import init_empty_weights
@@ -88,33 +88,68 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
     model.config.name_or_path = checkpoint
 
     head_prefixes = {} if is_archit else _imported_head_prefixes(cls, base_model_class, config_dict)
+    info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout(CORE_PATH, HEAD_PATH),
+                                head_prefixes)
+    _report(cls, checkpoint, info, expect_new_head=not (is_archit or head_prefixes))
+    return (model, info) if options.output_loading_info else model
+
+
+def load_base_model(cls: type, checkpoint: str, **kwargs: Any) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
+    """``BaseModel.from_pretrained``: a base model from a bare, prefixed, task or archit checkpoint (no head)."""
+    checkpoint = str(checkpoint)
+    options = LoadOptions.from_kwargs(kwargs)
+    config_dict = read_config_dict(checkpoint, **options.hub)
+    base_dict = dict(config_dict.get("base_model_config", config_dict))
+    dtype = _resolve_dtype(options.dtype, base_dict)
+    with init_empty_weights():
+        model = cls(_base_config(cls, base_dict, checkpoint, options))
+    info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout("_core.", None), {},
+                                archit_core_path=CORE_PATH)
+    _report(cls, checkpoint, info, expect_new_head=True)
+    return (model, info) if options.output_loading_info else model
+
+
+@dataclass
+class Layout:
+    """Where the transformers core and the head sit in the model being loaded (paths with a trailing dot)."""
+    core_path: str
+    head_path: Optional[str]
+
+
+def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[str, Any], options: LoadOptions,
+                         dtype: Optional[torch.dtype], layout: Layout, head_prefixes: Dict[str, str],
+                         archit_core_path: str = "") -> Dict[str, List]:
+    """Assign the checkpoint's tensors to ``model`` (built on the meta device), initialise the rest, tie, place."""
+    core = model.base_model
     state_keys = set(model.state_dict(keep_vars=True).keys())
     non_persistent = {name for name, _ in model.named_buffers()} - state_keys
     placement = DevicePlacement.plan(model, options.device_map, options.max_memory, dtype)
-
     aliases = _tied_aliases(model)
     mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = []
     weight_files = find_weight_files(checkpoint, options.use_safetensors, **options.hub)
     with CheckpointReader(weight_files) as reader:
-        renaming = rename_checkpoint_keys(reader.keys(), state_keys, non_persistent, CORE_PATH,
-                                          model.base_model.base_model_prefix, HEAD_PATH, head_prefixes)
-        if not any(target.startswith(CORE_PATH) for target in renaming.targets.values()):
+        keys = [k[len(archit_core_path):] if archit_core_path and k.startswith(archit_core_path) else k
+                for k in reader.keys()]
+        renaming = rename_checkpoint_keys(keys, state_keys, non_persistent, layout.core_path,
+                                          core.base_model_prefix, layout.head_path or "", head_prefixes)
+        if not any(target.startswith(layout.core_path) for target in renaming.targets.values()):
             raise ValueError(
-                f"Checkpoint '{checkpoint}' supplies none of the weights of {base_model_class.__name__} "
-                f"({type(model.base_model).__name__}): it is a checkpoint of another architecture "
-                f"(model_type '{base_dict.get('model_type')}', architectures {config_dict.get('architectures')}). "
-                f"Pick the base model class that matches it.")
+                f"Checkpoint '{checkpoint}' supplies none of the weights of {_base_class_name(model)} "
+                f"({type(core).__name__}): it is a checkpoint of another architecture "
+                f"(model_type '{config_dict.get('base_model_config', config_dict).get('model_type')}', "
+                f"architectures {config_dict.get('architectures')}). Pick the base model class that matches it.")
         expected = model.state_dict(keep_vars=True)
+        stored = dict(zip(keys, reader.keys()))
         for key, target in renaming.targets.items():
             if target in aliases:
                 continue  # Tied to a tensor loaded under its own name.
-            tensor = reader.get(key)
+            tensor = reader.get(stored[key])
             shape = tuple(expected[target].shape)
             if tuple(tensor.shape) != shape:
                 if not options.ignore_mismatched_sizes:
                     raise ValueError(
                         f"Checkpoint '{checkpoint}': {key} has shape {tuple(tensor.shape)}, but {target} in "
-                        f"{cls.__name__} has shape {shape}. Check the head config (e.g. num_labels), or pass "
+                        f"{type(model).__name__} has shape {shape}. Check the head config (e.g. num_labels), or pass "
                         f"ignore_mismatched_sizes=True to initialise it anew.")
                 mismatched.append((target, tuple(tensor.shape), shape))
                 continue
@@ -122,20 +157,22 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
                                         dtype=dtype if tensor.is_floating_point() else None)
 
     model.tie_weights()
-    _copy_embeddings_into_untied_head(model, head_prefixes, config_dict, placement, dtype)
+    if layout.head_path is not None:
+        _copy_embeddings_into_untied_head(model, head_prefixes, config_dict, placement, dtype)
     missing = [name for name, tensor in _named_tensors(model) if tensor.device.type == "meta"]
-    _initialise(model, missing, placement, dtype)
+    _initialise(model, missing, placement, dtype, layout)
     model.tie_weights()
 
     if dtype is not None:
-        compat.set_config_dtype(model.config.base_model_config, dtype)
+        compat.set_config_dtype(core.config, dtype)
     placement.finish(model)
     model.eval()
+    return {"missing_keys": missing, "unexpected_keys": renaming.unexpected,
+            "mismatched_keys": mismatched, "error_msgs": [], "loaded": len(renaming.targets)}
 
-    info = {"missing_keys": missing, "unexpected_keys": renaming.unexpected,
-            "mismatched_keys": mismatched, "error_msgs": []}
-    _report(cls, checkpoint, len(renaming.targets), info, expect_new_head=not (is_archit or head_prefixes))
-    return (model, info) if options.output_loading_info else model
+
+def _base_class_name(model: nn.Module) -> str:
+    return type(model.model).__name__ if hasattr(model, "head") else type(model).__name__
 
 
 def _base_config(base_model_class: type, base_dict: Dict[str, Any], checkpoint: str, options: LoadOptions):
@@ -207,7 +244,7 @@ def _copy_embeddings_into_untied_head(model, head_prefixes, config_dict, placeme
     set_module_tensor_to_device(model, name, placement.device_of(name), value=source, dtype=dtype)
 
 
-def _initialise(model: nn.Module, missing: List[str], placement: "DevicePlacement", dtype) -> None:
+def _initialise(model: nn.Module, missing: List[str], placement: DevicePlacement, dtype, layout: Layout) -> None:
     """Give every tensor the checkpoint did not supply memory and its owner's initialisation, leaving loaded tensors
     of the same modules untouched."""
     by_module: Dict[str, List[str]] = {}
@@ -224,16 +261,16 @@ def _initialise(model: nn.Module, missing: List[str], placement: "DevicePlacemen
                                         value=torch.empty(old.shape, dtype=new_dtype))
         loaded = {n: t.detach().clone() for n, t in list(module.named_parameters(recurse=False))
                   + list(module.named_buffers(recurse=False)) if n not in tensor_names}
-        _initialise_module(model, module_name, module)
+        _initialise_module(model, module_name, module, layout)
         with torch.no_grad():
             for n, t in loaded.items():
                 getattr(module, n).copy_(t)
 
 
-def _initialise_module(model: nn.Module, module_name: str, module: nn.Module) -> None:
-    if (module_name + ".").startswith(HEAD_PATH):
+def _initialise_module(model: nn.Module, module_name: str, module: nn.Module, layout: Layout) -> None:
+    if layout.head_path is not None and (module_name + ".").startswith(layout.head_path):
         model.head._init_weights(module)
-    elif (module_name + ".").startswith(CORE_PATH):
+    elif (module_name + ".").startswith(layout.core_path):
         compat.init_core_module(model.base_model, module)
     elif hasattr(module, "reset_parameters"):
         module.reset_parameters()
@@ -242,8 +279,8 @@ def _initialise_module(model: nn.Module, module_name: str, module: nn.Module) ->
                            f"initialised (no reset_parameters()).")
 
 
-def _report(cls: type, checkpoint: str, loaded: int, info: Dict[str, List], expect_new_head: bool) -> None:
-    logger.info("Loaded %d tensors of %s from '%s'.", loaded, cls.__name__, checkpoint)
+def _report(cls: type, checkpoint: str, info: Dict[str, List], expect_new_head: bool) -> None:
+    logger.info("Loaded %d tensors of %s from '%s'.", info.pop("loaded"), cls.__name__, checkpoint)
     new_base = [k for k in info["missing_keys"] if not k.startswith(HEAD_PATH)]
     new_head = [k for k in info["missing_keys"] if k.startswith(HEAD_PATH)]
     if new_base:
