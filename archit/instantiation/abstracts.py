@@ -207,6 +207,7 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
 
     config_class = CombinedConfig
     base_model_prefix = "model._core"
+    accepts_loss_kwargs = False  # The Trainer must not pass num_items_in_batch: our losses average themselves.
 
     def __init__(self, combined_config: CombinedConfig, model: BaseModel, head: Head, loss: _Loss):
         """Use ``fromModelAndHeadConfig`` or ``from_pretrained`` rather than this constructor."""

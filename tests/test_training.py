@@ -1,0 +1,92 @@
+"""Training behaves as transformers' own task model: same gradients on the same weights, gradient checkpointing
+passed to the core, and the transformers ``Trainer`` runs and lowers the loss."""
+import torch
+from transformers import RobertaForTokenClassification, Trainer, TrainingArguments
+
+from archit.instantiation.basemodels import RobertaBaseModel
+from archit.instantiation.heads import TokenClassificationHeadConfig
+from archit.instantiation.tasks import ForSingleLabelTokenClassification
+from conftest import BATCH, SEQ_LEN, VOCAB, roberta_config
+
+NUM_LABELS = 3
+
+
+def _pair(tmp_path):
+    torch.manual_seed(0)
+    reference = RobertaForTokenClassification(roberta_config(num_labels=NUM_LABELS))
+    reference.save_pretrained(tmp_path)
+    model = ForSingleLabelTokenClassification.from_pretrained(
+        tmp_path, RobertaBaseModel, TokenClassificationHeadConfig(num_labels=NUM_LABELS), attn_implementation="eager")
+    return reference, model
+
+
+def _batch():
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(3, VOCAB, (BATCH, SEQ_LEN), generator=generator)
+    labels = torch.randint(0, NUM_LABELS, (BATCH, SEQ_LEN), generator=generator)
+    labels[:, 0] = -100
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+
+
+def _gradients(model, prefix_from: str, prefix_to: str):
+    return {name.replace(prefix_from, prefix_to, 1): p.grad for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_gradients_equal_transformers_model(tmp_path):
+    reference, model = _pair(tmp_path)
+    reference.eval(), model.eval()  # No dropout: both must compute exactly the same function.
+    reference(**_batch()).loss.backward()
+    model(**_batch()).loss.backward()
+    expected = _gradients(reference, "roberta.", "model._core.")
+    expected = {k.replace("classifier.", "head.dense."): v for k, v in expected.items()}
+    actual = _gradients(model, "", "")
+    assert set(actual) == set(expected)
+    for name, gradient in actual.items():
+        torch.testing.assert_close(gradient, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_gradient_checkpointing_reaches_the_core_and_keeps_gradients(tmp_path):
+    _, model = _pair(tmp_path)
+    model.train()
+    torch.manual_seed(2)
+    model(**_batch()).loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+
+    model.gradient_checkpointing_enable()
+    assert model.base_model.is_gradient_checkpointing
+    torch.manual_seed(2)
+    model(**_batch()).loss.backward()
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, plain[name], msg=name)
+
+
+class _Repeated(torch.utils.data.Dataset):
+    def __init__(self, batch):
+        self.rows = [{k: v[i] for k, v in batch.items()} for i in range(BATCH)]
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, index):
+        return self.rows[index % BATCH]
+
+
+def test_trainer_trains_and_saves(tmp_path):
+    _, model = _pair(tmp_path / "start")
+    batch = _batch()
+    with torch.no_grad():
+        before = model.eval()(**batch).loss.item()
+    arguments = TrainingArguments(output_dir=str(tmp_path / "run"), per_device_train_batch_size=BATCH, max_steps=20,
+                                  learning_rate=1e-2, report_to=[], save_strategy="no", use_cpu=True)
+    trainer = Trainer(model=model, args=arguments, train_dataset=_Repeated(batch))
+    trainer.train()
+    with torch.no_grad():
+        after = model.eval()(**batch).loss.item()
+    assert after < before
+
+    trainer.save_model(str(tmp_path / "saved"))
+    reloaded = ForSingleLabelTokenClassification.from_pretrained(tmp_path / "saved", RobertaBaseModel,
+                                                                 attn_implementation="eager")
+    with torch.no_grad():
+        assert torch.equal(reloaded(**batch).logits, model(**batch).logits)
