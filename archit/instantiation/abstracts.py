@@ -118,9 +118,17 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
         return cls.coreClass()(raw_config)
 
     @classmethod
-    @abstractmethod
     def standardiseConfig(cls, raw_config: PC) -> BaseModelConfig:
-        """The core's config, read into the standard ``BaseModelConfig``."""
+        """The core's config, read into the standard ``BaseModelConfig``. Reads the names most families use
+        (``hidden_size``, ``hidden_dropout_prob``, ``max_position_embeddings``, ...); override for a family that differs."""
+        return BaseModelConfig(
+            hidden_size=raw_config.hidden_size,
+            hidden_dropout_prob=raw_config.hidden_dropout_prob,
+            vocab_size=raw_config.vocab_size,
+            num_hidden_layers=raw_config.num_hidden_layers,
+            num_attention_heads=raw_config.num_attention_heads,
+            context_length=raw_config.max_position_embeddings,
+        )
 
     @classmethod
     def hfHeadKeys(cls) -> dict:

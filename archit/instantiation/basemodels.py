@@ -25,17 +25,6 @@ class RobertaBaseModel(BaseModel[RobertaConfig]):
         return RobertaModel(raw_config, add_pooling_layer=False)
 
     @classmethod
-    def standardiseConfig(cls, raw_config: RobertaConfig) -> BaseModelConfig:
-        return BaseModelConfig(
-            hidden_size=raw_config.hidden_size,
-            hidden_dropout_prob=raw_config.hidden_dropout_prob,
-            vocab_size=raw_config.vocab_size,
-            num_hidden_layers=raw_config.num_hidden_layers,
-            num_attention_heads=raw_config.num_attention_heads,
-            context_length=raw_config.max_position_embeddings,
-        )
-
-    @classmethod
     def hfHeadKeys(cls) -> dict:
         return {**super().hfHeadKeys(),
                 "ForMaskedLM": {"lm_head.dense.": "dense1.", "lm_head.layer_norm.": "layer_norm.",
@@ -56,17 +45,6 @@ class BertBaseModel(BaseModel[BertConfig]):
     @classmethod
     def buildCore(cls, raw_config: BertConfig) -> PreTrainedModel:
         return BertModel(raw_config, add_pooling_layer=False)
-
-    @classmethod
-    def standardiseConfig(cls, raw_config: BertConfig) -> BaseModelConfig:
-        return BaseModelConfig(
-            hidden_size=raw_config.hidden_size,
-            hidden_dropout_prob=raw_config.hidden_dropout_prob,
-            vocab_size=raw_config.vocab_size,
-            num_hidden_layers=raw_config.num_hidden_layers,
-            num_attention_heads=raw_config.num_attention_heads,
-            context_length=raw_config.max_position_embeddings,
-        )
 
 
 class GPT2BaseModel(BaseModel[GPT2Config]):
