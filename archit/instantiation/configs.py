@@ -102,13 +102,13 @@ class CombinedConfig(PretrainedConfig, Generic[PC, HC]):
             super().__setattr__(name, value)
 
     def to_dict(self) -> Dict[str, Any]:
-        import transformers
+        import compat
 
         from .. import __version__ as archit_version
         return {
             "base_model_config": self.base_model_config.to_dict(),
             "head_config": _to_serialisable(self.head_config),
-            "transformers_version": transformers.__version__,
+            "transformers_version": str(compat.TRANSFORMERS_VERSION),
             "archit_version": archit_version,
         }
 

@@ -146,16 +146,16 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
             tensor = reader.get(stored[key])
             shape = tuple(expected[target].shape)
             if tuple(tensor.shape) != shape:
-                if not options.ignore_mismatched_sizes:
-                    raise ValueError(
-                        f"Checkpoint '{checkpoint}': {key} has shape {tuple(tensor.shape)}, but {target} in "
-                        f"{type(model).__name__} has shape {shape}. Check the head config (e.g. num_labels), or pass "
-                        f"ignore_mismatched_sizes=True to initialise it anew.")
                 mismatched.append((target, tuple(tensor.shape), shape))
                 continue
             set_module_tensor_to_device(model, target, placement.device_of(target), value=tensor,
                                         dtype=dtype if tensor.is_floating_point() else None)
 
+    if mismatched and not options.ignore_mismatched_sizes:
+        listing = "; ".join(f"{key}: checkpoint {a}, model {b}" for key, a, b in sorted(mismatched))
+        raise ValueError(f"Checkpoint '{checkpoint}' has tensors whose shape differs from {type(model).__name__}'s: "
+                         f"{listing}. Check the head config (e.g. num_labels), or pass ignore_mismatched_sizes=True "
+                         f"to initialise them anew.")
     model.tie_weights()
     if layout.head_path is not None:
         _copy_embeddings_into_untied_head(model, head_prefixes, config_dict, placement, dtype)
@@ -258,7 +258,7 @@ def _initialise(model: nn.Module, missing: List[str], placement: DevicePlacement
             old = getattr(module, tensor_name)
             new_dtype = dtype if (dtype is not None and old.is_floating_point()) else old.dtype
             set_module_tensor_to_device(model, full, placement.device_of(full),
-                                        value=torch.empty(old.shape, dtype=new_dtype))
+                                        value=torch.empty(old.shape, dtype=new_dtype), dtype=new_dtype)
         loaded = {n: t.detach().clone() for n, t in list(module.named_parameters(recurse=False))
                   + list(module.named_buffers(recurse=False)) if n not in tensor_names}
         _initialise_module(model, module_name, module, layout)
