@@ -6,6 +6,7 @@ from transformers import RobertaForTokenClassification, Trainer, TrainingArgumen
 from archit.instantiation.basemodels import RobertaBaseModel
 from archit.instantiation.heads import TokenClassificationHeadConfig
 from archit.instantiation.tasks import ForSingleLabelTokenClassification
+
 from conftest import BATCH, SEQ_LEN, VOCAB, roberta_config
 
 NUM_LABELS = 3

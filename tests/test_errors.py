@@ -1,0 +1,65 @@
+"""Bad input fails loudly, with an exception of a sensible type whose message names the thing at fault."""
+import pytest
+
+from conftest import ARCHS, load_archit, loading_info_keys
+
+ROBERTA = ARCHS["roberta"]
+
+
+def token_head(num_labels=3):
+    from archit.instantiation.heads import TokenClassificationHeadConfig
+    return TokenClassificationHeadConfig(num_labels=num_labels)
+
+
+def token_task():
+    from archit.instantiation.tasks import ForSingleLabelTokenClassification
+    return ForSingleLabelTokenClassification
+
+
+def test_nonexistent_local_path(tmp_path):
+    missing = tmp_path / "no-such-checkpoint"
+    with pytest.raises((OSError, ValueError)) as caught:
+        load_archit(token_task(), missing, ROBERTA, head_config=token_head())
+    assert str(missing) in str(caught.value)
+
+
+def test_unknown_hub_id_offline():
+    repo_id = "archit-tests-nobody/definitely-not-a-model"
+    with pytest.raises((OSError, ValueError)) as caught:
+        load_archit(token_task(), repo_id, ROBERTA, head_config=token_head())
+    assert repo_id in str(caught.value)
+
+
+def test_bare_checkpoint_without_head_config(roberta_bare):
+    with pytest.raises(ValueError) as caught:
+        load_archit(token_task(), roberta_bare, ROBERTA)
+    message = str(caught.value).lower()
+    assert "head_config" in message or "head config" in message
+
+
+def test_wrong_base_model_class(gpt2_bare):
+    with pytest.raises(ValueError) as caught:
+        load_archit(token_task(), gpt2_bare, ROBERTA, head_config=token_head())
+    assert "RobertaBaseModel" in str(caught.value)
+    assert str(gpt2_bare) in str(caught.value)
+
+
+@pytest.fixture
+def three_label_checkpoint(roberta_bare, tmp_path):
+    model = load_archit(token_task(), roberta_bare, ROBERTA, head_config=token_head(3))
+    model.save_pretrained(str(tmp_path))
+    return tmp_path
+
+
+def test_head_shape_mismatch(three_label_checkpoint):
+    with pytest.raises(ValueError) as caught:
+        load_archit(token_task(), three_label_checkpoint, ROBERTA, head_config=token_head(5))
+    assert "head.dense.weight" in str(caught.value) and "head.dense.bias" in str(caught.value)
+
+
+def test_head_shape_mismatch_ignored(three_label_checkpoint):
+    model, info = load_archit(token_task(), three_label_checkpoint, ROBERTA, head_config=token_head(5),
+                              ignore_mismatched_sizes=True, output_loading_info=True)
+    assert "head.dense.weight" in loading_info_keys(info["mismatched_keys"])
+    assert model.head.dense.weight.shape == (5, ROBERTA.make_config().hidden_size)
+    assert model.config.head_config.num_labels == 5

@@ -1,0 +1,89 @@
+"""``save_pretrained`` of every task writes the archit layout (nested config, ``model._core.``/``head.`` keys,
+``model.safetensors`` or shards) and reloads with bit-identical logits."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from conftest import ARCHS, load_archit, make_inputs, read_checkpoint_tensors
+
+
+def task_cases():
+    from archit.instantiation import heads, tasks
+    sequence, token = heads.SequenceClassificationHeadConfig, heads.TokenClassificationHeadConfig
+    return {
+        "token": (tasks.ForSingleLabelTokenClassification, token(num_labels=3), "roberta"),
+        "sequence": (tasks.ForSingleLabelSequenceClassification, sequence(num_labels=3), "roberta"),
+        "multilabel": (tasks.ForMultiLabelSequenceClassification, sequence(num_labels=4), "roberta"),
+        "regression": (tasks.ForSequenceRegression, sequence(num_labels=1), "roberta"),
+        "mlm": (tasks.ForMaskedLM, heads.MaskedLMHeadConfig(), "roberta"),
+        "clm": (tasks.ForCausalLM, heads.CausalLMHeadConfig(), "gpt2"),
+        "qa": (tasks.ForExtractiveQA, heads.ExtractiveQAHeadConfig(), "roberta"),
+    }
+
+
+TASKS = ["token", "sequence", "multilabel", "regression", "mlm", "clm", "qa"]
+
+
+def build(case, bare_checkpoints):
+    task, head_config, arch_name = task_cases()[case]
+    arch = ARCHS[arch_name]
+    return task, head_config, arch, load_archit(task, bare_checkpoints[arch_name], arch, head_config=head_config)
+
+
+def logits_of(model):
+    input_ids, attention_mask = make_inputs()
+    with torch.no_grad():
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+@pytest.mark.parametrize("case", TASKS)
+def test_save_and_reload(case, bare_checkpoints, tmp_path):
+    task, head_config, arch, model = build(case, bare_checkpoints)
+    model.save_pretrained(str(tmp_path))
+    assert (tmp_path / "model.safetensors").is_file()
+    assert not (tmp_path / "pytorch_model.bin").exists()
+
+    config = json.loads((tmp_path / "config.json").read_text())
+    expected_base = arch.make_config().to_dict()
+    for key in ("model_type", "vocab_size", "n_embd" if arch.name == "gpt2" else "hidden_size"):
+        assert config["base_model_config"][key] == expected_base[key], key
+    assert config["head_config"] == dataclasses.asdict(head_config)
+
+    tensors = read_checkpoint_tensors(tmp_path)
+    assert all(k.startswith("model._core.") or k.startswith("head.") for k in tensors), sorted(tensors)
+    for key, tensor in model.base_model.state_dict().items():
+        assert torch.equal(tensors[f"model._core.{key}"], tensor), key
+
+    reloaded = load_archit(task, tmp_path, arch)
+    assert reloaded.config.head_config == head_config
+    assert torch.equal(logits_of(reloaded), logits_of(model))
+
+
+@pytest.mark.parametrize("case", ["token", "mlm"])
+def test_sharded_save_and_reload(case, bare_checkpoints, tmp_path):
+    task, head_config, arch, model = build(case, bare_checkpoints)
+    model.save_pretrained(str(tmp_path), max_shard_size="50KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    shards = sorted(tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    assert set(index["weight_map"].values()) == {p.name for p in shards}
+    assert not (tmp_path / "model.safetensors").exists()
+    assert set(index["weight_map"]) == set(read_checkpoint_tensors(tmp_path))
+
+    reloaded = load_archit(task, tmp_path, arch)
+    assert torch.equal(logits_of(reloaded), logits_of(model))
+
+
+@pytest.mark.parametrize("case", ["mlm", "clm"])
+def test_tied_matrix_saved_once(case, bare_checkpoints, tmp_path):
+    task, head_config, arch, model = build(case, bare_checkpoints)
+    embedding = model.base_model.get_input_embeddings().weight
+    model.save_pretrained(str(tmp_path))
+    tensors = read_checkpoint_tensors(tmp_path)
+    copies = [k for k, v in tensors.items() if v.shape == embedding.shape and torch.equal(v, embedding)]
+    assert len(copies) == 1, copies
+    reloaded = load_archit(task, tmp_path, arch)
+    head_linear = reloaded.head.dense2 if case == "mlm" else reloaded.head.dense
+    assert head_linear.weight is reloaded.base_model.get_input_embeddings().weight
