@@ -52,6 +52,5 @@ class DevicePlacement:
         else:
             from accelerate import dispatch_model
             dispatch_model(model, device_map=self.device_map)
-        model.hf_device_map = dict(self.device_map) if len(self.device_map) > 1 or "" not in self.device_map else None
-        if model.hf_device_map is None:
-            del model.hf_device_map
+        if set(self.device_map) != {""}:
+            model.hf_device_map = dict(self.device_map)  # As transformers records a device map it used.
