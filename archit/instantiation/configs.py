@@ -138,8 +138,11 @@ class CombinedConfig(PretrainedConfig, Generic[PC, HC]):
         Read a checkpoint's ``config.json``: an archit checkpoint (nested base model and head configs) or a plain
         transformers checkpoint plus ``head_config``. A ``head_config`` given here wins over the checkpoint's.
         """
-        from ..loading.files import read_config_dict
+        from ..loading.files import HUB_KWARGS, read_config_dict
 
+        unknown = set(kwargs) - set(HUB_KWARGS)
+        if unknown:
+            raise TypeError(f"CombinedConfig.from_pretrained() got unexpected keyword arguments {sorted(unknown)}.")
         config_dict = read_config_dict(str(pretrained_model_name_or_path), **kwargs)
         return cls.from_checkpoint_dict(config_dict, str(pretrained_model_name_or_path), head_config,
                                         base_model_config_class, head_config_class)
