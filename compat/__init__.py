@@ -14,11 +14,13 @@ get_attn_implementation = backend.get_attn_implementation
 set_config_dtype = backend.set_config_dtype
 get_config_dtype = backend.get_config_dtype
 init_core_module = backend.init_core_module
+no_init_weights = backend.no_init_weights
 no_split_modules = backend.no_split_modules
 resolve_file = backend.resolve_file
 
 __all__ = [
     "Backend", "backend", "ERA", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
-    "get_attn_implementation", "set_config_dtype", "get_config_dtype", "init_core_module", "no_split_modules",
+    "get_attn_implementation", "set_config_dtype", "get_config_dtype", "init_core_module", "no_init_weights",
+    "no_split_modules",
     "resolve_file",
 ]

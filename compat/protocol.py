@@ -1,5 +1,5 @@
 """The contract every per-era backend fulfils. ``archit`` relies on these names only."""
-from typing import Any, List, Optional, Protocol, Union, runtime_checkable
+from typing import Any, ContextManager, List, Optional, Protocol, Union, runtime_checkable
 
 import torch
 from torch import nn
@@ -29,6 +29,10 @@ class Backend(Protocol):
 
     def get_config_dtype(self, config_dict: dict) -> Optional[Union[str, torch.dtype]]:
         """The weights' dtype recorded in a ``config.json`` dictionary (``torch_dtype`` or ``dtype``), if any."""
+
+    def no_init_weights(self) -> ContextManager:
+        """Context in which building a transformers model skips weight initialisation (for a meta-device build that
+        is filled from a checkpoint)."""
 
     def init_core_module(self, core: PreTrainedModel, module: nn.Module) -> None:
         """Initialise ``module`` (part of ``core``) the way ``core``'s class initialises fresh weights."""

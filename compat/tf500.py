@@ -4,6 +4,7 @@ from typing import Optional
 
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
+from transformers.initialization import no_init_weights as no_init_weights
 
 from ._common import get_config_dtype as get_config_dtype
 from ._common import init_core_module as init_core_module

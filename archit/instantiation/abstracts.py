@@ -162,6 +162,8 @@ class Head(Module, Generic[HC], ABC):
         self.apply(self._init_weights)
 
     def _init_weights(self, module: Module) -> None:
+        if any(p.is_meta for p in module.parameters(recurse=False)):
+            return  # Built on the meta device to be filled from a checkpoint; what it lacks is initialised then.
         with torch.no_grad():
             if isinstance(module, torch.nn.Linear):
                 module.weight.normal_(mean=0.0, std=0.02)

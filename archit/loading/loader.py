@@ -83,7 +83,7 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
     base_config = _base_config(base_model_class, base_dict, checkpoint, options)
     dtype = _resolve_dtype(options.dtype, base_dict)
 
-    with init_empty_weights():
+    with init_empty_weights(), compat.no_init_weights():
         model = cls.fromModelAndHeadConfig(base_model_class(base_config), head_config, loss=options.loss)
     model.config.name_or_path = checkpoint
 
@@ -101,7 +101,7 @@ def load_base_model(cls: type, checkpoint: str, **kwargs: Any) -> Union[nn.Modul
     config_dict = read_config_dict(checkpoint, **options.hub)
     base_dict = dict(config_dict.get("base_model_config", config_dict))
     dtype = _resolve_dtype(options.dtype, base_dict)
-    with init_empty_weights():
+    with init_empty_weights(), compat.no_init_weights():
         model = cls(_base_config(cls, base_dict, checkpoint, options))
     info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout("_core.", None), {},
                                 archit_core_path=CORE_PATH)
