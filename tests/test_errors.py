@@ -63,3 +63,11 @@ def test_head_shape_mismatch_ignored(three_label_checkpoint):
     assert "head.dense.weight" in loading_info_keys(info["mismatched_keys"])
     assert model.head.dense.weight.shape == (5, ROBERTA.make_config().hidden_size)
     assert model.config.head_config.num_labels == 5
+
+
+def test_checkpoint_of_another_family_with_same_key_names_warns(bare_checkpoints, caplog):
+    """BERT's base keys have RoBERTa's names: the weights load, but the mix-up must be reported."""
+    with caplog.at_level("WARNING", logger="archit"):
+        load_archit(token_task(), bare_checkpoints["bert"], ROBERTA, head_config=token_head())
+    assert any("'bert'" in record.getMessage() and "RobertaBaseModel" in record.getMessage()
+               for record in caplog.records)

@@ -68,6 +68,7 @@ class LoadOptions:
 
 def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, head_config: Any = None,
                          **kwargs: Any) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
+    """``ModelWithHead.from_pretrained``: the model-with-head ``cls`` on ``base_model_class``, from any checkpoint."""
     checkpoint = str(checkpoint)
     options = LoadOptions.from_kwargs(kwargs)
     config_dict = read_config_dict(checkpoint, **options.hub)
@@ -167,8 +168,9 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
         compat.set_config_dtype(core.config, dtype)
     placement.finish(model)
     model.eval()
+    logger.info("Loaded %d tensors of %s from '%s'.", len(renaming.targets), type(model).__name__, checkpoint)
     return {"missing_keys": missing, "unexpected_keys": renaming.unexpected,
-            "mismatched_keys": mismatched, "error_msgs": [], "loaded": len(renaming.targets)}
+            "mismatched_keys": mismatched, "error_msgs": []}
 
 
 def _base_class_name(model: nn.Module) -> str:
@@ -177,6 +179,11 @@ def _base_class_name(model: nn.Module) -> str:
 
 def _base_config(base_model_class: type, base_dict: Dict[str, Any], checkpoint: str, options: LoadOptions):
     config_class = base_model_class.configClass()
+    stored_type = base_dict.get("model_type")
+    if stored_type and config_class.model_type and stored_type != config_class.model_type:
+        logger.warning("Checkpoint '%s' is a '%s' model, but %s builds '%s': weights with matching names will be "
+                       "loaded into a different architecture.", checkpoint, stored_type, base_model_class.__name__,
+                       config_class.model_type)
     config = config_class.from_dict(base_dict)
     for name, value in options.config_overrides.items():
         if not hasattr(config, name):
@@ -280,7 +287,6 @@ def _initialise_module(model: nn.Module, module_name: str, module: nn.Module, la
 
 
 def _report(cls: type, checkpoint: str, info: Dict[str, List], expect_new_head: bool) -> None:
-    logger.info("Loaded %d tensors of %s from '%s'.", info.pop("loaded"), cls.__name__, checkpoint)
     new_base = [k for k in info["missing_keys"] if not k.startswith(HEAD_PATH)]
     new_head = [k for k in info["missing_keys"] if k.startswith(HEAD_PATH)]
     if new_base:
