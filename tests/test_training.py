@@ -91,3 +91,24 @@ def test_trainer_trains_and_saves(tmp_path):
                                                                  attn_implementation="eager")
     with torch.no_grad():
         assert torch.equal(reloaded(**batch).logits, model(**batch).logits)
+
+
+def test_trainer_update_with_gradient_accumulation_equals_transformers(tmp_path):
+    """One optimiser step over two accumulated batches moves archit's weights exactly as transformers' model's."""
+    reference, model = _pair(tmp_path / "start")
+    batch = _batch()
+
+    def train(m, name):
+        arguments = TrainingArguments(output_dir=str(tmp_path / name), per_device_train_batch_size=1,
+                                      gradient_accumulation_steps=2, max_steps=1, learning_rate=1e-1, report_to=[],
+                                      save_strategy="no", use_cpu=True, seed=0)
+        for module in m.modules():  # No dropout, so that both compute the same function.
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        Trainer(model=m, args=arguments, train_dataset=_Repeated(batch)).train()
+
+    train(reference, "reference")
+    train(model, "archit")
+    torch.testing.assert_close(model.head.dense.weight, reference.classifier.weight, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(model.base_model.embeddings.word_embeddings.weight,
+                               reference.roberta.embeddings.word_embeddings.weight, atol=1e-5, rtol=1e-4)

@@ -9,6 +9,7 @@ Everything that constructs instances is a class method, because ``from_pretraine
 an instance. Classes are parameterised by their config classes (``PC`` for the base model's transformers config,
 ``HC`` for the head config).
 """
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Generic, Optional, Tuple, Type, Union
@@ -217,7 +218,7 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
 
     config_class = CombinedConfig
     base_model_prefix = "model._core"
-    accepts_loss_kwargs = False  # The Trainer must not pass num_items_in_batch: our losses average themselves.
+    accepts_loss_kwargs = False  # See forward.__signature__.
 
     def __init__(self, combined_config: CombinedConfig, model: BaseModel, head: Head, loss: _Loss):
         """Use ``fromModelAndHeadConfig`` or ``from_pretrained`` rather than this constructor."""
@@ -240,6 +241,11 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
             loss = loss + self.computeLoss(logits, labels)
         return ModelWithHeadOutput(logits=logits, base_model_output=base_output if output_hidden_states else None,
                                    loss=None if isinstance(loss, int) and loss == 0 else loss)
+
+    # The Trainer passes num_items_in_batch to a forward() that takes **kwargs, expecting it to normalise the loss;
+    # ours average themselves. 4.48+ read accepts_loss_kwargs; 4.46-4.47 only look for **kwargs in the signature.
+    forward.__signature__ = inspect.signature(forward).replace(parameters=[
+        p for p in inspect.signature(forward).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD])
 
     def __call__(self, *args, **kwargs) -> ModelWithHeadOutput:
         return super().__call__(*args, **kwargs)
