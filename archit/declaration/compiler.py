@@ -96,73 +96,114 @@ class _Compiler:
         self.declarations: List[_ClassDeclaration] = []
         self.imports: Set[Tuple[str, str]] = set()
         self.uses_torch = False
+        self.rebuilt_paths: List[str] = []  # Dotted paths of the submodules the generated code assigns.
 
-    def declare(self, instance: nn.Module, reference: nn.Module, path: str,
-                is_root: bool = False) -> Optional[_ClassDeclaration]:
-        """The declaration of ``instance``'s class if it or anything below it differs from ``reference``."""
+    def declare(self, instance: nn.Module, reference: nn.Module, path: str, is_root: bool = False,
+                own_arguments: Optional[Dict[str, Any]] = None) -> Optional[_ClassDeclaration]:
+        """
+        The declaration of ``instance``'s class if it or anything below it differs from ``reference``.
+
+        :param own_arguments: the constructor arguments the declared class is built with; a child built with the
+            same value for a parameter of the same name gets that parameter passed through (``layer_idx=layer_idx``).
+        """
         declaration = _ClassDeclaration(type(reference), [])
-        self._compare_children(instance._modules, reference._modules, "self.", path, declaration)
+        self._compare_children(instance, reference, "self.", path, declaration, own_arguments or {})
         if not declaration.statements:
             return None
+        if is_root:
+            declaration.statements.extend(self._restored_ties(instance))
         return self._register(declaration, force_name=type(reference).__name__ + self.suffix if is_root else None)
 
-    def _compare_children(self, children: Dict[str, Optional[nn.Module]], reference_children: Dict[str, Optional[nn.Module]],
-                          accessor: str, path: str, declaration: _ClassDeclaration) -> None:
+    def _compare_children(self, instance: nn.Module, reference: nn.Module, accessor: str, path: str,
+                          declaration: _ClassDeclaration, own_arguments: Dict[str, Any]) -> None:
+        children, reference_children = instance._modules, reference._modules
         for name in _ordered_union(reference_children, children):
             target = _accessor(accessor, name)
             child_path = f"{path}.{name}" if path else name
             if name not in children:
+                if vars(instance).get(name, ...) is None:  # Set to None before it was ever a submodule.
+                    declaration.statements.append(f"{target} = None")
+                    continue
                 declaration.statements.append(f"del {target}")
                 self._flag_forward(declaration, f"deleted submodule '{child_path}'")
                 continue
             module, original = children[name], reference_children.get(name)
             if name not in reference_children:
+                if module is None and vars(reference).get(name, ...) is None:
+                    continue  # None in both, registered as a submodule only in the instance.
                 self._flag_forward(declaration, f"added submodule '{child_path}'")
                 if module is None:
                     declaration.statements.append(f"{target} = None")
                     continue
                 in_list = accessor != "self." and name.isdigit()  # A new element at the end of a ModuleList.
                 declaration.statements.extend(self._assignment(accessor if in_list else target, module, None,
-                                                               child_path, declaration, appended=in_list))
+                                                               child_path, declaration, own_arguments,
+                                                               appended=in_list))
             elif module is None:
                 if original is not None:
                     declaration.statements.append(f"{target} = None")
             elif original is None or type(module) is not type(original) or self._builtin_differs(module, original):
-                declaration.statements.extend(self._assignment(target, module, None, child_path, declaration))
+                declaration.statements.extend(self._assignment(target, module, None, child_path, declaration,
+                                                               own_arguments))
             elif isinstance(module, _CONTAINERS):
-                self._compare_children(module._modules, original._modules, target, child_path, declaration)
+                self._compare_children(module, original, target, child_path, declaration, own_arguments)
             else:
-                inner = self.declare(module, original, child_path)
+                config_available = "config" in _init_parameters(declaration.original)
+                arguments, problem = _constructor_arguments(type(module), original, self.root_config, config_available)
+                inner = self.declare(module, original, child_path, own_arguments=arguments)
                 if inner is not None:
-                    declaration.statements.extend(self._assignment(target, module, original, child_path, declaration,
-                                                                   rebuilt_as=inner))
+                    declaration.statements.extend(self._assignment(
+                        target, module, original, child_path, declaration, own_arguments,
+                        rebuilt=(inner, arguments, problem)))
 
     def _assignment(self, target: str, module: nn.Module, original: Optional[nn.Module], path: str,
-                    owner: _ClassDeclaration, rebuilt_as: Optional[_ClassDeclaration] = None,
+                    owner: _ClassDeclaration, owner_arguments: Dict[str, Any],
+                    rebuilt: Optional[Tuple[_ClassDeclaration, Dict[str, Any], Optional[str]]] = None,
                     appended: bool = False) -> List[str]:
-        """Statements that put ``module`` (or its generated subclass ``rebuilt_as``) at ``target``."""
+        """Statements that put ``module`` at ``target``: the module itself rebuilt, or its generated subclass
+        ``rebuilt = (declaration, constructor arguments, problem)``."""
         klass = type(module)
-        config_available = "config" in _init_parameters(owner.original)
-        if rebuilt_as is None and _is_torch_builtin(klass):
+        self.rebuilt_paths.append(path)
+        if rebuilt is None and _is_torch_builtin(klass):
             call, problem = self._builtin_call(module)
-        elif "<locals>" in klass.__qualname__:
+        elif rebuilt is None and "<locals>" in klass.__qualname__:
             call, problem = "", f"{klass.__qualname__} is defined inside a function and cannot be imported"
         else:
-            expected = original if rebuilt_as is not None else module
-            arguments, problem = _constructor_arguments(klass, expected, self.root_config, config_available)
-            call = f"{rebuilt_as.name if rebuilt_as else self._class_reference(klass)}({arguments})"
+            if rebuilt is None:
+                config_available = "config" in _init_parameters(owner.original)
+                arguments, problem = _constructor_arguments(klass, module, self.root_config, config_available)
+                name = self._class_reference(klass) if not problem or problem.startswith("unverified") else ""
+            else:
+                declaration, arguments, problem = rebuilt
+                name = declaration.name
+            passthrough = {k: v for k, v in owner_arguments.items() if k in _init_parameters(owner.original)}
+            call = f"{name}({_render_arguments(arguments, _init_parameters(klass), passthrough)})"
         statement = f"{target}.append({call})" if appended else f"{target} = {call}"
         if problem is None:
             return [statement]
-        if problem.startswith("unverified"):
+        if problem.startswith("unverified") and _is_torch_builtin(klass):
             warnings.warn(f"archit.declaration: {path}: {problem}; check the generated call {call}.", UserWarning,
                           stacklevel=4)
             return [f"# {_TODO}: {problem}; check these arguments.", statement]
         warnings.warn(f"archit.declaration: {path}: {problem}; the generated code has a placeholder to fill in.",
                       UserWarning, stacklevel=4)
         message = f"archit.declaration: write how to build the {klass.__name__} at '{path}' ({problem})."
-        return [f"# {_TODO}: build the {klass.__name__} for '{path}' here ({problem}).",
+        closest = [f"# Closest guess: {statement}"] if problem.startswith("unverified") else []
+        return [f"# {_TODO}: build the {klass.__name__} for '{path}' here ({problem}).", *closest,
                 f"raise NotImplementedError({message!r})"]
+
+    def _restored_ties(self, instance: nn.Module) -> List[str]:
+        """Parameters the instance shares between modules, where a rebuilt module would have broken the sharing."""
+        first_name: Dict[int, str] = {}
+        statements = []
+        for name, parameter in instance.named_parameters(remove_duplicate=False):
+            if id(parameter) not in first_name:
+                first_name[id(parameter)] = name
+                continue
+            primary = first_name[id(parameter)]
+            if any(_under(n, rebuilt) for n in (name, primary) for rebuilt in self.rebuilt_paths):
+                statements.append(f"{_attribute_path(name)} = {_attribute_path(primary)}  # Shared in the original.")
+        return statements
 
     def _builtin_differs(self, module: nn.Module, original: nn.Module) -> bool:
         if not _is_torch_builtin(type(module)) or isinstance(module, _CONTAINERS):
@@ -177,7 +218,7 @@ class _Compiler:
             return f"nn.{klass.__name__}(...)", problem
         if not _build_matches(klass, kwargs, module):
             problem = f"unverified: rebuilding {klass.__name__} from its attributes did not reproduce it"
-        arguments = _render_arguments(kwargs, _init_parameters(klass))
+        arguments = _render_arguments(kwargs, _init_parameters(klass), {})
         dtype = _own_dtype(module)
         if dtype is not None and dtype != self.dtype:
             arguments = ", ".join(filter(None, [arguments, f"dtype={dtype}"]))
@@ -277,21 +318,23 @@ def _open_signature(signature: inspect.Signature) -> Tuple[str, str]:
 
 
 def _constructor_arguments(klass: type, expected: nn.Module, root_config: Any,
-                           config_available: bool) -> Tuple[str, Optional[str]]:
+                           config_available: bool) -> Tuple[Dict[str, Any], Optional[str]]:
     """Arguments of ``klass(...)`` that rebuild ``expected``: the config where the constructor takes one, values of
-    same-named attributes, and (for arguments with defaults) the combination whose result matches ``expected``."""
+    same-named attributes or sizes found in ``expected``, and among those the combination whose result matches
+    ``expected`` (checked by building it on the meta device)."""
     parameters = _init_parameters(klass)
     options: List[List[Tuple[str, Any]]] = []
     for name, p in parameters.items():
         if name == "config" or _annotated_as_config(p):
             if not config_available or root_config is None:
-                return "", "its constructor takes a config, and the module that holds it has none"
+                return {}, "its constructor takes a config, and the module that holds it has none"
             options.append([(name, _CONFIG)])
             continue
         found = [v for v in _attribute_values(expected, name) if _is_literal(v)]
         if p.default is p.empty:
+            found = found or _sizes(expected)
             if not found:
-                return "", f"its constructor argument '{name}' cannot be recovered from the instance"
+                return {}, f"its constructor argument '{name}' cannot be recovered from the instance"
             options.append([(name, v) for v in found])
         else:
             values = [p.default] + [v for v in found if v != p.default]
@@ -301,9 +344,14 @@ def _constructor_arguments(klass: type, expected: nn.Module, root_config: Any,
     for combination in itertools.islice(itertools.product(*options), _MAX_CANDIDATES):
         kwargs = dict(combination)
         if _build_matches(klass, {k: (root_config if v is _CONFIG else v) for k, v in kwargs.items()}, expected):
-            return _render_arguments(kwargs, parameters), None
-    default = dict(next(itertools.product(*options), ()))
-    return _render_arguments(default, parameters), "unverified: no constructor arguments tried rebuilt it exactly"
+            return kwargs, None
+    return dict(next(itertools.product(*options), ())), "unverified: no constructor arguments tried rebuilt it exactly"
+
+
+def _sizes(module: nn.Module) -> List[int]:
+    """Candidate values for a size argument: the dimensions of the module's tensors, largest first."""
+    sizes = {d for t in itertools.chain(module.parameters(), module.buffers()) for d in t.shape}
+    return sorted(sizes, reverse=True)[:8]
 
 
 class _ConfigMarker:
@@ -319,18 +367,27 @@ def _annotated_as_config(parameter: inspect.Parameter) -> bool:
     return isinstance(annotation, type) and annotation.__name__.endswith("Config")
 
 
-def _render_arguments(kwargs: Dict[str, Any], parameters: Dict[str, inspect.Parameter]) -> str:
+def _render_arguments(kwargs: Dict[str, Any], parameters: Dict[str, inspect.Parameter],
+                      passthrough: Dict[str, Any]) -> str:
+    """Source of a call's arguments: required ones positionally, others by keyword when not the default; a value
+    equal to the enclosing ``__init__``'s same-named parameter is passed as that parameter."""
     rendered, positional = [], True
     for name, value in kwargs.items():
         p = parameters[name]
-        if p.default is not p.empty and value == p.default and value is not _CONFIG:
+        if value is _CONFIG:
+            source = "config"
+        elif name in passthrough and passthrough[name] == value and value is not None:
+            source = name
+        elif p.default is not p.empty and value == p.default:
             positional = False
             continue
+        else:
+            source = _literal(value)
         if positional and p.default is p.empty and p.kind is not p.KEYWORD_ONLY:
-            rendered.append(_literal(value))
+            rendered.append(source)
         else:
             positional = False
-            rendered.append(f"{name}={_literal(value)}")
+            rendered.append(f"{name}={source}")
     return ", ".join(rendered)
 
 
@@ -406,6 +463,18 @@ def _is_literal(value: Any) -> bool:
 
 def _literal(value: Any) -> str:
     return repr(value)
+
+
+def _under(name: str, path: str) -> bool:
+    return name == path or name.startswith(path + ".")
+
+
+def _attribute_path(dotted: str) -> str:
+    """``"encoder.layer.1.weight"`` -> ``"self.encoder.layer[1].weight"``."""
+    source = "self"
+    for part in dotted.split("."):
+        source += f"[{part}]" if part.isdigit() else f".{part}"
+    return source
 
 
 def _accessor(prefix: str, name: str) -> str:
