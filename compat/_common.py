@@ -6,6 +6,13 @@ from torch import nn
 from transformers import PreTrainedModel
 
 
+class WrapperWithoutOwnWeights(PreTrainedModel):
+    """Base of the era ``PreTrainedWrapper`` classes: the wrapped core and the head initialise their own weights."""
+
+    def _init_weights(self, module):
+        pass
+
+
 def get_config_dtype(config_dict: Dict[str, Any]) -> Optional[Union[str, torch.dtype]]:
     return config_dict.get("dtype", config_dict.get("torch_dtype"))
 

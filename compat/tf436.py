@@ -2,9 +2,10 @@
 from typing import Optional
 
 import torch
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig
 from transformers.modeling_utils import no_init_weights as no_init_weights
 
+from ._common import WrapperWithoutOwnWeights
 from ._common import get_config_dtype as get_config_dtype
 from ._common import init_core_module as init_core_module
 from ._common import no_split_modules as no_split_modules
@@ -13,15 +14,12 @@ from ._common import resolve_file as resolve_file
 ERA = "4.36"
 
 
-class PreTrainedWrapper(PreTrainedModel):
+class PreTrainedWrapper(WrapperWithoutOwnWeights):
     """``PreTrainedModel`` for models that wrap a transformers core: the core decides attention and initialises itself."""
 
     @classmethod
     def _autoset_attn_implementation(cls, config, *args, **kwargs):
         return config  # The wrapped core validates and sets the implementation when it is built.
-
-    def _init_weights(self, module):
-        pass  # Weights belong to the core and the head, which initialise themselves when built.
 
 
 def set_attn_implementation(config: PretrainedConfig, implementation: Optional[str]) -> None:
