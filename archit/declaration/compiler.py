@@ -117,7 +117,10 @@ class _Compiler:
     def _compare_children(self, instance: nn.Module, reference: nn.Module, accessor: str, path: str,
                           declaration: _ClassDeclaration, own_arguments: Dict[str, Any]) -> None:
         children, reference_children = instance._modules, reference._modules
-        for name in _ordered_union(reference_children, children):
+        names = _ordered_union(reference_children, children)
+        if accessor != "self.":  # In a ModuleList, delete from the end so that earlier indices stay valid.
+            names = [n for n in names if n in children] + [n for n in reversed(names) if n not in children]
+        for name in names:
             target = _accessor(accessor, name)
             child_path = f"{path}.{name}" if path else name
             if name not in children:
