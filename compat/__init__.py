@@ -10,7 +10,6 @@ from .shared import TRANSFORMERS_VERSION as TRANSFORMERS_VERSION
 ERA = backend.ERA
 PreTrainedWrapper = backend.PreTrainedWrapper
 set_attn_implementation = backend.set_attn_implementation
-get_attn_implementation = backend.get_attn_implementation
 set_config_dtype = backend.set_config_dtype
 get_config_dtype = backend.get_config_dtype
 init_core_module = backend.init_core_module
@@ -20,7 +19,5 @@ resolve_file = backend.resolve_file
 
 __all__ = [
     "Backend", "backend", "ERA", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
-    "get_attn_implementation", "set_config_dtype", "get_config_dtype", "init_core_module", "no_init_weights",
-    "no_split_modules",
-    "resolve_file",
+    "set_config_dtype", "get_config_dtype", "init_core_module", "no_init_weights", "no_split_modules", "resolve_file",
 ]

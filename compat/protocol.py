@@ -21,9 +21,6 @@ class Backend(Protocol):
     def set_attn_implementation(self, config: PretrainedConfig, implementation: Optional[str]) -> None:
         """Request an attention implementation (``"eager"``, ``"sdpa"``, ...) for models built from ``config``."""
 
-    def get_attn_implementation(self, config: PretrainedConfig) -> Optional[str]:
-        """The attention implementation recorded in ``config`` (``None`` when not decided yet)."""
-
     def set_config_dtype(self, config: PretrainedConfig, dtype: torch.dtype) -> None:
         """Record the dtype of the loaded weights in ``config``, under the name this era serialises."""
 

@@ -32,10 +32,6 @@ def set_attn_implementation(config: PretrainedConfig, implementation: Optional[s
         config._attn_implementation_autoset = False
 
 
-def get_attn_implementation(config: PretrainedConfig) -> Optional[str]:
-    return getattr(config, "_attn_implementation_internal", None)
-
-
 _HAS_DTYPE_FIELD = isinstance(getattr(PretrainedConfig, "torch_dtype", None), property)  # 4.56+: torch_dtype is an alias
 
 

@@ -26,9 +26,5 @@ def set_attn_implementation(config: PretrainedConfig, implementation: Optional[s
     config._attn_implementation = implementation
 
 
-def get_attn_implementation(config: PretrainedConfig) -> Optional[str]:
-    return getattr(config, "_attn_implementation_internal", None)
-
-
 def set_config_dtype(config: PretrainedConfig, dtype: torch.dtype) -> None:
     config.dtype = dtype

@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, is_dataclass
 from enum import Enum
-from typing import Any, Dict, Generic, Optional, Type, TypeVar, Union
+from typing import Any, Dict, Generic, Optional, Tuple, Type, TypeVar, Union
 
 from transformers import PretrainedConfig
 
@@ -153,23 +153,33 @@ class CombinedConfig(PretrainedConfig, Generic[PC, HC]):
                              head_config_class: Optional[Type[HC]]) -> "CombinedConfig":
         if base_model_config_class is None:
             raise ValueError("CombinedConfig.from_pretrained needs base_model_config_class= (e.g. RobertaConfig).")
-        if "base_model_config" in config_dict:
-            base_dict, stored_head = config_dict["base_model_config"], config_dict.get("head_config")
-        else:
-            base_dict, stored_head = config_dict, None
-        if head_config is None:
-            if stored_head is None:
-                raise ValueError(f"Checkpoint '{checkpoint}' holds no head config: pass head_config=... "
-                                 f"(e.g. TokenClassificationHeadConfig(num_labels=...)).")
-            if head_config_class is None:
-                raise ValueError(f"Checkpoint '{checkpoint}' has a head config; pass head_config_class= to read it.")
-            from ..util import dataclass_from_dict
-            head_config = dataclass_from_dict(head_config_class, stored_head)
-        base_config = base_model_config_class.from_dict(dict(base_dict))
+        if head_config is None and head_config_class is None:
+            raise ValueError("CombinedConfig.from_pretrained needs head_config= or head_config_class=.")
+        base_dict, head_config = split_checkpoint_config(config_dict, checkpoint, head_config, head_config_class)
+        base_config = base_model_config_class.from_dict(base_dict)
         base_config.name_or_path = checkpoint
         combined = cls(base_model_config=base_config, head_config=head_config)
         combined.name_or_path = checkpoint
         return combined
+
+
+def split_checkpoint_config(config_dict: Dict[str, Any], checkpoint: str, head_config: Optional[HC] = None,
+                            head_config_class: Optional[Type[HC]] = None) -> Tuple[Dict[str, Any], Optional[HC]]:
+    """
+    ``(base model config dict, head config)`` of a checkpoint's ``config.json``: an archit checkpoint nests both, a
+    transformers checkpoint is the base config alone. A ``head_config`` given wins; otherwise the stored one is read
+    as ``head_config_class``, and its absence is an error. Without ``head_config_class`` no head config is wanted.
+    """
+    is_archit = "base_model_config" in config_dict
+    base_dict = dict(config_dict["base_model_config"] if is_archit else config_dict)
+    if head_config is not None or head_config_class is None:
+        return base_dict, head_config
+    stored = config_dict.get("head_config") if is_archit else None
+    if stored is None:
+        raise ValueError(f"Checkpoint '{checkpoint}' holds no head config (it is not an archit checkpoint): pass "
+                         f"head_config=, e.g. {head_config_class.__name__}(...).")
+    from ..util import dataclass_from_dict
+    return base_dict, dataclass_from_dict(head_config_class, stored)
 
 
 def _deserialise_parts(base_model_config, head_config, base_model_config_class, head_config_class, kwargs):

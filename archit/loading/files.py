@@ -1,7 +1,6 @@
 """Finding and reading a checkpoint's files: ``config.json`` and the weights (safetensors or ``.bin``, sharded or not),
 in a local folder or a hub repository."""
 import json
-import os
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -120,7 +119,3 @@ def read_tensors(paths: List[str]) -> Iterator[Tuple[str, Tensor]]:
     with CheckpointReader(paths) as reader:
         for key in reader.keys():
             yield key, reader.get(key)
-
-
-def is_local(checkpoint: str) -> bool:
-    return os.path.isdir(checkpoint)

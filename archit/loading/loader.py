@@ -14,7 +14,7 @@ from torch import nn
 
 import compat
 
-from ..util import dataclass_from_dict
+from ..instantiation.configs import split_checkpoint_config
 from .devices import DevicePlacement
 from .files import HUB_KWARGS, CheckpointReader, find_weight_files, read_config_dict
 from .keys import rename_checkpoint_keys
@@ -73,14 +73,8 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
     options = LoadOptions.from_kwargs(kwargs)
     config_dict = read_config_dict(checkpoint, **options.hub)
     is_archit = "base_model_config" in config_dict
-    base_dict = dict(config_dict["base_model_config"] if is_archit else config_dict)
-
-    if head_config is None:
-        if not (is_archit and config_dict.get("head_config") is not None):
-            raise ValueError(f"Checkpoint '{checkpoint}' holds no head config (it is not an archit checkpoint of "
-                             f"{cls.__name__}): pass head_config=, e.g. {cls.headClass().configClass().__name__}(...).")
-        head_config = dataclass_from_dict(cls.headClass().configClass(), config_dict["head_config"])
-
+    base_dict, head_config = split_checkpoint_config(config_dict, checkpoint, head_config,
+                                                     cls.headClass().configClass())
     base_config = _base_config(base_model_class, base_dict, checkpoint, options)
     dtype = _resolve_dtype(options.dtype, base_dict)
 
@@ -100,7 +94,7 @@ def load_base_model(cls: type, checkpoint: str, **kwargs: Any) -> Union[nn.Modul
     checkpoint = str(checkpoint)
     options = LoadOptions.from_kwargs(kwargs)
     config_dict = read_config_dict(checkpoint, **options.hub)
-    base_dict = dict(config_dict.get("base_model_config", config_dict))
+    base_dict, _ = split_checkpoint_config(config_dict, checkpoint)
     dtype = _resolve_dtype(options.dtype, base_dict)
     with init_empty_weights(), compat.no_init_weights():
         model = cls(_base_config(cls, base_dict, checkpoint, options))
