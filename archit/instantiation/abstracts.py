@@ -129,6 +129,8 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
             num_hidden_layers=raw_config.num_hidden_layers,
             num_attention_heads=raw_config.num_attention_heads,
             context_length=raw_config.max_position_embeddings,
+            layer_norm_eps=getattr(raw_config, "layer_norm_eps", None),
+            hidden_act=getattr(raw_config, "hidden_act", None),
         )
 
     @classmethod
@@ -197,8 +199,11 @@ class Head(Module, Generic[HC], ABC):
         """The head's config class."""
 
     @classmethod
-    def hfEquivalentSuffix(cls) -> str:
-        """Suffix of the transformers ``XForY`` classes whose head computes the same as this head, or ``"/"``."""
+    def hfEquivalentSuffix(cls, head_config: Optional[HC] = None) -> str:
+        """
+        Suffix of the transformers ``XForY`` classes whose head computes the same as this head (configured by
+        ``head_config``, when the answer depends on it), or ``"/"`` when there is none.
+        """
         return "/"
 
 

@@ -30,6 +30,10 @@ class BaseModelConfig:
     num_attention_heads: int
     context_length: int
 
+    # Read by heads that copy a transformers head's details (the MLM head); None where the family has no such field.
+    layer_norm_eps: Optional[float] = None
+    hidden_act: Optional[str] = None
+
 
 class RecursiveSerialisable:
     """Serialises to a dictionary, turning fields that have ``to_dict()`` (configs, dataclasses) into dictionaries too."""

@@ -1,8 +1,10 @@
 """Heads: modules that turn a base model's output into logits, each with a dataclass config."""
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
+from transformers.activations import ACT2FN
 
 from .abstracts import AllHiddenStatesAndPooling, BaseModelConfig, Head, HeadConfig
 
@@ -46,7 +48,7 @@ class TokenClassificationHead(Head[TokenClassificationHeadConfig]):
         return TokenClassificationHeadConfig
 
     @classmethod
-    def hfEquivalentSuffix(cls) -> str:
+    def hfEquivalentSuffix(cls, head_config=None) -> str:
         return "ForTokenClassification"
 
     @classmethod
@@ -54,13 +56,19 @@ class TokenClassificationHead(Head[TokenClassificationHeadConfig]):
         _require_labels(cls, head_config)
 
 
+SEQUENCE_POOLINGS = ("mean", "first")
+
+
 @dataclass
 class SequenceClassificationHeadConfig(HeadConfigWithLabels):
-    pass
+    pooling: str = field(default="mean", kw_only=True)
+    """How the text becomes one vector: ``"mean"`` (the published head: the base model's pooler output if it has one,
+    else the mean over the attention mask) or ``"first"`` (the first token's embedding, as RoBERTa's and BERT's
+    sequence classifiers do; transformers' ``XForSequenceClassification`` heads of those families are imported)."""
 
 
 class SequenceClassificationHead(Head[SequenceClassificationHeadConfig]):
-    """Pooler output if the base model has one, else the mean over the attention mask; then dense-tanh-dense."""
+    """Pool (see ``SequenceClassificationHeadConfig.pooling``), then dropout-dense-tanh-dropout-dense."""
 
     def __init__(self, base_config: BaseModelConfig, head_config: SequenceClassificationHeadConfig):
         super().__init__(base_config, head_config)
@@ -68,12 +76,16 @@ class SequenceClassificationHead(Head[SequenceClassificationHeadConfig]):
         self.dense1 = nn.Linear(base_config.hidden_size, base_config.hidden_size)
         self.dense2 = nn.Linear(base_config.hidden_size, head_config.num_labels)
         self.pooler = MeanPooler()
+        self._first_token = head_config.pooling == "first"
         self.post_init()
 
     def forward(self, encoder_output: AllHiddenStatesAndPooling, attention_mask: Tensor, **kwargs) -> Tensor:
-        x = encoder_output.pooler_output
-        if x is None:
-            x = self.pooler(encoder_output.last_hidden_state, attention_mask)
+        if self._first_token:
+            x = encoder_output.last_hidden_state[:, 0]
+        else:
+            x = encoder_output.pooler_output
+            if x is None:
+                x = self.pooler(encoder_output.last_hidden_state, attention_mask)
         x = torch.tanh(self.dense1(self.dropout(x)))
         return self.dense2(self.dropout(x))
 
@@ -82,32 +94,47 @@ class SequenceClassificationHead(Head[SequenceClassificationHeadConfig]):
         return SequenceClassificationHeadConfig
 
     @classmethod
-    def hfEquivalentSuffix(cls) -> str:
-        return "ForSequenceClassification"
+    def hfEquivalentSuffix(cls, head_config=None) -> str:
+        """RoBERTa's and BERT's sequence classifiers pool the first token; the mean-pooling head has no equivalent."""
+        if head_config is not None and getattr(head_config, "pooling", "mean") == "first":
+            return "ForSequenceClassification"
+        return "/"
 
     @classmethod
     def assertConfigConstraints(cls, base_config: BaseModelConfig, head_config: SequenceClassificationHeadConfig):
         _require_labels(cls, head_config)
+        if head_config.pooling not in SEQUENCE_POOLINGS:
+            raise ValueError(f"SequenceClassificationHeadConfig.pooling must be one of {SEQUENCE_POOLINGS}, "
+                             f"got {head_config.pooling!r}.")
 
 
 @dataclass
 class MaskedLMHeadConfig(HeadConfig):
     tie_weights: bool = True  # Output matrix shared with the input embeddings.
+    layer_norm_eps: Optional[float] = None  # None: the base model's layer_norm_eps (1e-5 if it has none).
+    hidden_act: Optional[str] = None  # None: the base model's hidden_act ("gelu" if it has none).
 
 
 class MaskedLMHead(Head[MaskedLMHeadConfig]):
-    """RoBERTa's LM head: dense, GELU, layer norm, and the output matrix with a bias."""
+    """
+    The LM head of RoBERTa and BERT: dense, activation, layer norm, and the output matrix with a bias. Epsilon and
+    activation are the base model's (as in transformers' ``RobertaLMHead``/``BertLMPredictionHead``) unless the head
+    config sets them.
+    """
 
     def __init__(self, base_config: BaseModelConfig, head_config: MaskedLMHeadConfig):
         super().__init__(base_config, head_config)
+        eps = _first_set(head_config.layer_norm_eps, base_config.layer_norm_eps, 1e-5)
+        self.activation_name = _first_set(head_config.hidden_act, base_config.hidden_act, "gelu")
         self.dense1 = nn.Linear(base_config.hidden_size, base_config.hidden_size)
-        self.layer_norm = nn.LayerNorm(base_config.hidden_size, eps=1e-5)
+        self.activation = ACT2FN[self.activation_name]
+        self.layer_norm = nn.LayerNorm(base_config.hidden_size, eps=eps)
         self.dense2 = nn.Linear(base_config.hidden_size, base_config.vocab_size, bias=True)
         self.post_init()
 
     def forward(self, encoder_output: AllHiddenStatesAndPooling, attention_mask: Tensor, **kwargs) -> Tensor:
         x = self.dense1(encoder_output.last_hidden_state)
-        x = self.layer_norm(nn.functional.gelu(x))
+        x = self.layer_norm(self.activation(x))
         return self.dense2(x)
 
     @classmethod
@@ -115,7 +142,7 @@ class MaskedLMHead(Head[MaskedLMHeadConfig]):
         return MaskedLMHeadConfig
 
     @classmethod
-    def hfEquivalentSuffix(cls) -> str:
+    def hfEquivalentSuffix(cls, head_config=None) -> str:
         return "ForMaskedLM"
 
     @classmethod
@@ -144,7 +171,7 @@ class CausalLMHead(Head[CausalLMHeadConfig]):
         return CausalLMHeadConfig
 
     @classmethod
-    def hfEquivalentSuffix(cls) -> str:
+    def hfEquivalentSuffix(cls, head_config=None) -> str:
         return "ForCausalLM"
 
     @classmethod
@@ -173,12 +200,16 @@ class ExtractiveQAHead(Head[ExtractiveQAHeadConfig]):
         return ExtractiveQAHeadConfig
 
     @classmethod
-    def hfEquivalentSuffix(cls) -> str:
+    def hfEquivalentSuffix(cls, head_config=None) -> str:
         return "ForQuestionAnswering"
 
     @classmethod
     def assertConfigConstraints(cls, base_config: BaseModelConfig, head_config: ExtractiveQAHeadConfig):
         pass
+
+
+def _first_set(*values):
+    return next(v for v in values if v is not None)
 
 
 class MeanPooler:

@@ -82,7 +82,7 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
         model = cls.fromModelAndHeadConfig(base_model_class(base_config), head_config, loss=options.loss)
     model.config.name_or_path = checkpoint
 
-    head_prefixes = {} if is_archit else _imported_head_prefixes(cls, base_model_class, config_dict)
+    head_prefixes = {} if is_archit else _imported_head_prefixes(cls, base_model_class, config_dict, head_config)
     info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout(CORE_PATH, HEAD_PATH),
                                 head_prefixes)
     _report(cls, checkpoint, info, expect_new_head=not (is_archit or head_prefixes))
@@ -205,9 +205,10 @@ def _resolve_dtype(dtype: Any, base_dict: Dict[str, Any]) -> Optional[torch.dtyp
     return dtype
 
 
-def _imported_head_prefixes(cls: type, base_model_class: type, config_dict: Dict[str, Any]) -> Dict[str, str]:
+def _imported_head_prefixes(cls: type, base_model_class: type, config_dict: Dict[str, Any],
+                            head_config: Any) -> Dict[str, str]:
     """Head key prefixes to import when the checkpoint is a transformers task model with this task's head."""
-    suffix = cls.headClass().hfEquivalentSuffix()
+    suffix = cls.headClass().hfEquivalentSuffix(head_config)
     aliases = base_model_class.hfArchitectureSuffixes()
     for architecture in config_dict.get("architectures") or []:
         matches = architecture.endswith(suffix) or any(
