@@ -131,3 +131,60 @@ def test_roberta_for_masked_lm_to_masked_lm(tmp_path, tie):
     vocab = out.logits.shape[-1]
     assert_close(out.loss, F.cross_entropy(out.logits.reshape(-1, vocab), labels.reshape(-1), ignore_index=-100))
     assert_close(out.loss, expected.loss)
+
+
+def test_bert_for_masked_lm_reads_activation_and_epsilon_from_the_config(tmp_path):
+    """BERT's LM head uses the config's hidden_act and layer_norm_eps; with values other than RoBERTa's, the logits
+    only match when the archit head reads them too."""
+    from archit.instantiation.heads import MaskedLMHeadConfig
+    from archit.instantiation.tasks import ForMaskedLM
+    arch = ARCHS["bert"]
+    reference = save_transformers_model(transformers.BertForMaskedLM,
+                                        arch.make_config(hidden_act="relu", layer_norm_eps=1e-3), tmp_path)
+    model = load_archit(ForMaskedLM, tmp_path, arch, head_config=MaskedLMHeadConfig())
+    tensors = read_checkpoint_tensors(tmp_path)
+    assert torch.equal(model.head.dense1.weight, tensors["cls.predictions.transform.dense.weight"])
+    assert torch.equal(model.head.dense2.bias, tensors["cls.predictions.bias"])
+    assert model.head.layer_norm.eps == 1e-3
+
+    input_ids, attention_mask = make_inputs()
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask)
+        expected = reference(input_ids=input_ids, attention_mask=attention_mask)
+    assert_close(out.logits, expected.logits)
+
+
+@pytest.mark.parametrize("give_head_config", [True, False], ids=["head-config", "no-head-config"])
+def test_roberta_for_sequence_classification_with_first_token_pooling(tmp_path, give_head_config):
+    """RoBERTa's classification head (first token, dense, tanh, out_proj) is the sequence head with pooling="first";
+    without a head config, the head config is read from the checkpoint (num_labels from id2label)."""
+    from archit.instantiation.heads import SequenceClassificationHeadConfig
+    from archit.instantiation.tasks import ForSingleLabelSequenceClassification
+    arch = ARCHS["roberta"]
+    reference = save_transformers_model(transformers.RobertaForSequenceClassification, roberta_config(num_labels=4),
+                                        tmp_path)
+    head_config = SequenceClassificationHeadConfig(num_labels=4, pooling="first") if give_head_config else None
+    model = load_archit(ForSingleLabelSequenceClassification, tmp_path, arch, head_config=head_config)
+    assert model.config.head_config.num_labels == 4
+    tensors = read_checkpoint_tensors(tmp_path)
+    assert torch.equal(model.head.dense1.weight, tensors["classifier.dense.weight"])
+    assert torch.equal(model.head.dense2.weight, tensors["classifier.out_proj.weight"])
+
+    input_ids, attention_mask = make_inputs()
+    labels = torch.tensor([3, 1])
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        expected = reference(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    assert_close(out.logits, expected.logits)
+    assert_close(out.loss, F.cross_entropy(out.logits, labels))
+
+
+def test_mean_pooling_sequence_head_is_not_imported(tmp_path, caplog):
+    """The published mean-pooling head computes another function: transformers' classifier is reported unused."""
+    from archit.instantiation.heads import SequenceClassificationHeadConfig
+    from archit.instantiation.tasks import ForSingleLabelSequenceClassification
+    save_transformers_model(transformers.RobertaForSequenceClassification, roberta_config(num_labels=4), tmp_path)
+    model, info = load_archit(ForSingleLabelSequenceClassification, tmp_path, ARCHS["roberta"],
+                              head_config=SequenceClassificationHeadConfig(num_labels=4), output_loading_info=True)
+    assert {"classifier.dense.weight", "classifier.out_proj.weight"} <= set(info["unexpected_keys"])
+    assert "head.dense1.weight" in info["missing_keys"]

@@ -18,7 +18,7 @@ import torch
 from torch import FloatTensor, Tensor
 from torch.nn import Module
 from torch.nn.modules.loss import _Loss
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention as AllHiddenStatesAndPooling
 from transformers.utils import ModelOutput
 from typing_extensions import Self
@@ -26,6 +26,7 @@ from typing_extensions import Self
 import compat
 
 from .configs import HC, PC, BaseModelConfig, CombinedConfig, HeadConfig
+from .equivalents import hf_head_keys
 from .mixins import LossState, StatefulLossMixin
 
 Tensors = Tuple[Tensor, ...]
@@ -134,17 +135,15 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
         )
 
     @classmethod
-    def hfHeadKeys(cls) -> dict:
+    def hfHeadKeys(cls, raw_config: Optional[PretrainedConfig] = None) -> dict:
         """
         Where transformers' task models of this family keep the weights of heads that compute what an archit head
         computes: ``{hfEquivalentSuffix: {transformers key prefix: archit head key prefix}}``. Loading such a task
-        checkpoint imports its head. Covers the names most families use; override for a family that differs.
+        checkpoint imports its head; ``ModelWithHead.toHuggingFace`` exports to it. The family is ``raw_config``'s
+        ``model_type`` (default: this class's config class's); the table is ``archit.instantiation.equivalents``.
         """
-        return {
-            "ForTokenClassification": {"classifier.": "dense."},
-            "ForQuestionAnswering": {"qa_outputs.": "dense."},
-            "ForCausalLM": {"lm_head.": "dense."},
-        }
+        model_type = getattr(raw_config, "model_type", None) or getattr(cls.configClass(), "model_type", None)
+        return hf_head_keys(model_type)
 
     @classmethod
     def hfArchitectureSuffixes(cls) -> dict:
@@ -233,7 +232,7 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
         self.supports_gradient_checkpointing = model.base_model.supports_gradient_checkpointing
         self.model: BaseModel = model
         self.head: Head = head
-        self._loss_function = loss
+        self._loss_function = _without_persistent_state(loss)
         self.tie_weights()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Optional[OneOrMoreTensors] = None,
@@ -311,6 +310,20 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
         save_model_with_head(self, save_directory, max_shard_size=max_shard_size,
                              safe_serialization=safe_serialization, is_main_process=is_main_process, **kwargs)
 
+    def toHuggingFace(self, share_weights: bool = False, verify: bool = True) -> PreTrainedModel:
+        """
+        The transformers task model that computes what this model computes (``ForMaskedLM`` on ``RobertaBaseModel``
+        gives a ``RobertaForMaskedLM``, ``ForSingleLabelTokenClassification`` on ``AutoBaseModel`` of a Llama checkpoint
+        a ``LlamaForTokenClassification``, ...), holding copies of this model's weights (the same tensors with
+        ``share_weights=True``). Its ``save_pretrained`` output loads in plain transformers.
+
+        :param verify: run both models on a few token ids and check that their logits agree (atol 1e-4).
+        :raises NotImplementedError: when transformers has no class computing what this head computes (the mean-pooling
+            sequence head, dependency parsing, ...), naming what is missing.
+        """
+        from ..loading.hfmodels import to_hugging_face
+        return to_hugging_face(self, share_weights=share_weights, verify=verify)
+
     # Class methods
 
     @classmethod
@@ -351,3 +364,11 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
         """
         from ..loading import load_model_with_head
         return load_model_with_head(cls, checkpoint, base_model_class, head_config, **kwargs)
+
+
+def _without_persistent_state(loss: _Loss) -> _Loss:
+    """A loss is a setting of the model, not a weight: its buffers (the class weights of a weighted cross-entropy) move
+    with the model to its device but are neither saved with it nor expected in checkpoints."""
+    for module in loss.modules():
+        module._non_persistent_buffers_set.update(module._buffers)
+    return loss

@@ -24,12 +24,6 @@ class RobertaBaseModel(BaseModel[RobertaConfig]):
     def buildCore(cls, raw_config: RobertaConfig) -> PreTrainedModel:
         return RobertaModel(raw_config, add_pooling_layer=False)
 
-    @classmethod
-    def hfHeadKeys(cls) -> dict:
-        return {**super().hfHeadKeys(),
-                "ForMaskedLM": {"lm_head.dense.": "dense1.", "lm_head.layer_norm.": "layer_norm.",
-                                "lm_head.decoder.": "dense2.", "lm_head.bias": "dense2.bias"}}
-
 
 class BertBaseModel(BaseModel[BertConfig]):
     """BERT without its pooler (heads pool for themselves)."""

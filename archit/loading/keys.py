@@ -37,7 +37,7 @@ def rename_checkpoint_keys(checkpoint_keys: Iterable[str], model_keys: Set[str],
     renaming = KeyRenaming()
     taken: Set[str] = set()
     for key in checkpoint_keys:
-        candidates = _candidates(key, core_path, core_prefix, head_path, head_prefixes)
+        candidates = candidate_names(key, core_path, core_prefix, head_path, head_prefixes)
         target = next((c for c in candidates if c in model_keys), None)
         if target is None:
             if any(c in non_persistent for c in candidates):
@@ -52,8 +52,9 @@ def rename_checkpoint_keys(checkpoint_keys: Iterable[str], model_keys: Set[str],
     return renaming
 
 
-def _candidates(key: str, core_path: str, core_prefix: str, head_path: str,
-                head_prefixes: Mapping[str, str]) -> List[str]:
+def candidate_names(key: str, core_path: str, core_prefix: str, head_path: str,
+                    head_prefixes: Mapping[str, str]) -> List[str]:
+    """The model keys a checkpoint key may stand for, most literal first (arguments as in ``rename_checkpoint_keys``)."""
     names = [key, core_path + key]
     if core_prefix and key.startswith(core_prefix + "."):
         names.append(core_path + key[len(core_prefix) + 1:])

@@ -17,6 +17,7 @@ import compat
 from ..instantiation.configs import split_checkpoint_config
 from .devices import DevicePlacement
 from .files import HUB_KWARGS, CheckpointReader, find_weight_files, read_config_dict
+from .hfmodels import imported_head_keys, transformers_head_config
 from .keys import rename_checkpoint_keys
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
     options = LoadOptions.from_kwargs(kwargs)
     config_dict = read_config_dict(checkpoint, **options.hub)
     is_archit = "base_model_config" in config_dict
+    if head_config is None and not is_archit:
+        head_config = transformers_head_config(cls, base_model_class, config_dict)
     base_dict, head_config = split_checkpoint_config(config_dict, checkpoint, head_config,
                                                      cls.headClass().configClass())
     base_config = _base_config(base_model_class, base_dict, checkpoint, options)
@@ -82,7 +85,7 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
         model = cls.fromModelAndHeadConfig(base_model_class(base_config), head_config, loss=options.loss)
     model.config.name_or_path = checkpoint
 
-    head_prefixes = {} if is_archit else _imported_head_prefixes(cls, base_model_class, config_dict, head_config)
+    head_prefixes = {} if is_archit else imported_head_keys(cls, base_model_class, base_config, config_dict, head_config)
     info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout(CORE_PATH, HEAD_PATH),
                                 head_prefixes)
     _report(cls, checkpoint, info, expect_new_head=not (is_archit or head_prefixes))
@@ -203,19 +206,6 @@ def _resolve_dtype(dtype: Any, base_dict: Dict[str, Any]) -> Optional[torch.dtyp
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype, a string such as 'bfloat16', or 'auto'; got {dtype!r}.")
     return dtype
-
-
-def _imported_head_prefixes(cls: type, base_model_class: type, config_dict: Dict[str, Any],
-                            head_config: Any) -> Dict[str, str]:
-    """Head key prefixes to import when the checkpoint is a transformers task model with this task's head."""
-    suffix = cls.headClass().hfEquivalentSuffix(head_config)
-    aliases = base_model_class.hfArchitectureSuffixes()
-    for architecture in config_dict.get("architectures") or []:
-        matches = architecture.endswith(suffix) or any(
-            architecture.endswith(alias) and meaning == suffix for alias, meaning in aliases.items())
-        if matches:
-            return base_model_class.hfHeadKeys().get(suffix, {})
-    return {}
 
 
 def _named_tensors(model: nn.Module):

@@ -1,0 +1,185 @@
+"""
+To and from transformers' own task models (``RobertaForTokenClassification``, ``GPT2LMHeadModel``, ...):
+  - which head weights of a transformers task checkpoint an archit task imports, and the head config that reproduces
+    that head when the user gives none;
+  - ``ModelWithHead.toHuggingFace``: the equivalent transformers model holding the same weights.
+Both directions read the same key table (``BaseModel.hfHeadKeys``) and the same key renaming (``keys.py``).
+"""
+import copy
+import dataclasses
+import logging
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional
+
+import torch
+import transformers
+from accelerate import init_empty_weights
+from torch import Tensor, nn
+from transformers import PreTrainedModel
+
+import compat
+
+from ..instantiation.equivalents import HF_AUTO_CLASSES
+from .keys import candidate_names
+
+logger = logging.getLogger(__name__)
+
+CORE_PATH, HEAD_PATH = "model._core.", "head."
+
+
+def checkpoint_suffixes(base_model_class: type, config_dict: Dict[str, Any]) -> List[str]:
+    """The archit head suffixes (``ForTokenClassification``, ...) of the transformers task architectures a checkpoint's
+    ``config.json`` lists, family aliases (GPT-2's ``LMHeadModel``) resolved."""
+    aliases = base_model_class.hfArchitectureSuffixes()
+    suffixes = []
+    for architecture in config_dict.get("architectures") or []:
+        suffixes += [suffix for suffix in HF_AUTO_CLASSES if architecture.endswith(suffix)]
+        suffixes += [meaning for alias, meaning in aliases.items() if architecture.endswith(alias)]
+    return suffixes
+
+
+def imported_head_keys(cls: type, base_model_class: type, base_config: Any, config_dict: Dict[str, Any],
+                       head_config: Any) -> Dict[str, str]:
+    """Head key prefixes to import (transformers prefix -> archit head prefix) when the checkpoint is a transformers
+    task model whose head computes what the head of ``cls`` with ``head_config`` computes; empty otherwise."""
+    suffix = cls.headClass().hfEquivalentSuffix(head_config)
+    if suffix not in checkpoint_suffixes(base_model_class, config_dict):
+        return {}
+    return base_model_class.hfHeadKeys(base_config).get(suffix, {})
+
+
+def transformers_head_config(cls: type, base_model_class: type, config_dict: Dict[str, Any]) -> Optional[Any]:
+    """
+    For a transformers task checkpoint loaded without a head config: the head config under which the head of ``cls``
+    computes what the checkpoint's head computes (``num_labels`` from ``id2label``, ``tie_weights`` from
+    ``tie_word_embeddings``, first-token pooling), or ``None`` when the checkpoint has no such head.
+    """
+    suffixes = checkpoint_suffixes(base_model_class, config_dict)
+    if not suffixes:
+        return None
+    head_class = cls.headClass()
+    config_class = head_class.configClass()
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    values = {"num_labels": len(config_dict.get("id2label") or {}) or config_dict.get("num_labels", 2),
+              "tie_weights": config_dict.get("tie_word_embeddings", True),
+              "pooling": "first"}
+    try:
+        head_config = config_class(**{k: v for k, v in values.items() if k in fields})
+    except TypeError:
+        return None  # The head config has required fields transformers' config says nothing about.
+    suffix = head_class.hfEquivalentSuffix(head_config)
+    family = SimpleNamespace(model_type=config_dict.get("model_type"))
+    if suffix not in suffixes or not base_model_class.hfHeadKeys(family).get(suffix):
+        return None
+    logger.info("No head config given: using %s, the head of the checkpoint's %s.", head_config,
+                config_dict.get("architectures"))
+    return head_config
+
+
+def to_hugging_face(model: nn.Module, share_weights: bool = False, verify: bool = True) -> PreTrainedModel:
+    """``ModelWithHead.toHuggingFace``; see there."""
+    head_config = model.config.head_config
+    suffix = model.headClass().hfEquivalentSuffix(head_config)
+    name = f"{type(model).__name__} with a {type(model.head).__name__}"
+    if suffix == "/":
+        raise NotImplementedError(f"{name} has no transformers equivalent: no transformers task class computes what "
+                                  f"this head computes.")
+    base = model.model
+    head_keys = type(base).hfHeadKeys(base.config).get(suffix)
+    family = getattr(base.config, "model_type", "?")
+    if not head_keys:
+        raise NotImplementedError(f"{name} has no transformers equivalent for model_type '{family}': archit does not "
+                                  f"know where its {suffix} class keeps this head.")
+    config = copy.deepcopy(base.config)
+    _configure(config, model, suffix)
+    auto_class = getattr(transformers, HF_AUTO_CLASSES[suffix])
+    try:
+        with init_empty_weights(), compat.no_init_weights():
+            hf_model = auto_class.from_config(config)
+    except ValueError as error:
+        raise NotImplementedError(f"{name} has no transformers equivalent: transformers has no {suffix} class for "
+                                  f"model_type '{family}'.") from error
+
+    archit_state = model.state_dict(keep_vars=True)
+    hf_state = hf_model.state_dict(keep_vars=True)
+    values: Dict[str, Tensor] = {}
+    copies: Dict[int, Tensor] = {}  # One copy per tensor of the transformers model (tied keys share it).
+    exported, missing = set(), []
+    for key, slot in hf_state.items():
+        source = next((c for c in candidate_names(key, CORE_PATH, hf_model.base_model_prefix, HEAD_PATH, head_keys)
+                       if c in archit_state), None)
+        if source is None:
+            missing.append(key)
+            continue
+        tensor = archit_state[source].detach()
+        exported.add(id(archit_state[source]))
+        values[key] = copies.setdefault(id(slot), tensor if share_weights else tensor.clone())
+    surplus = sorted(k for k, t in archit_state.items() if id(t) not in exported
+                     and (k.startswith(CORE_PATH) or k.startswith(HEAD_PATH)))
+    if surplus:
+        raise NotImplementedError(f"{name} is not equivalent to transformers' {type(hf_model).__name__}, which has no "
+                                  f"place for {surplus}.")
+    hf_model.load_state_dict(values, strict=False, assign=True)
+    hf_model.tie_weights()
+    still_empty = [k for k, t in hf_model.state_dict(keep_vars=True).items() if t.device.type == "meta"]
+    if still_empty:
+        raise NotImplementedError(f"{name} is not equivalent to transformers' {type(hf_model).__name__}: archit has no "
+                                  f"weights for {still_empty} (unmatched: {missing}).")
+    device = next(model.parameters()).device
+    hf_model.to(device)
+    hf_model.train(model.training)
+    if verify:
+        _verify_same_logits(model, hf_model, name)
+    return hf_model
+
+
+def hf_logits(output: Any) -> Tensor:
+    """The logits of a transformers task model's output in archit's layout (QA: start and end stacked, B x L x 2)."""
+    if getattr(output, "logits", None) is None and getattr(output, "start_logits", None) is not None:
+        return torch.stack([output.start_logits, output.end_logits], dim=-1)
+    return output.logits
+
+
+def _configure(config: Any, model: nn.Module, suffix: str) -> None:
+    """The transformers config fields that the head config decides."""
+    head_config = model.config.head_config
+    config.architectures = None
+    num_labels = getattr(head_config, "num_labels", 0)
+    if suffix in ("ForTokenClassification", "ForSequenceClassification") and num_labels:
+        if getattr(config, "num_labels", None) != num_labels:
+            config.num_labels = num_labels
+    if suffix == "ForSequenceClassification":
+        config.problem_type = _PROBLEM_TYPES.get(type(model).__name__)
+    if suffix in ("ForMaskedLM", "ForCausalLM"):
+        config.tie_word_embeddings = bool(getattr(head_config, "tie_weights", False))
+
+
+_PROBLEM_TYPES = {"ForSingleLabelSequenceClassification": "single_label_classification",
+                  "ForMultiLabelSequenceClassification": "multi_label_classification",
+                  "ForSequenceRegression": "regression"}
+
+
+def _verify_same_logits(model: nn.Module, hf_model: PreTrainedModel, name: str, atol: float = 1e-4) -> None:
+    """Run both models in eval mode on a few token ids and check the logits agree."""
+    vocab = getattr(model.model.config, "vocab_size", None) or 2
+    device = next(model.parameters()).device
+    input_ids = (torch.arange(8, device=device) * 7 + 3).remainder(vocab).unsqueeze(0)
+    attention_mask = torch.ones_like(input_ids)
+    modes = model.training, hf_model.training
+    model.eval()
+    hf_model.eval()
+    try:
+        with torch.no_grad():
+            ours = model(input_ids, attention_mask).logits
+            output = hf_model(input_ids=input_ids, attention_mask=attention_mask)
+            theirs = hf_logits(output)
+    finally:
+        model.train(modes[0])
+        hf_model.train(modes[1])
+    if isinstance(ours, tuple):
+        ours = ours[0]
+    if theirs.shape != ours.shape or not torch.allclose(ours.float(), theirs.float(), atol=atol, rtol=atol):
+        raise NotImplementedError(
+            f"{name} is not equivalent to transformers' {type(hf_model).__name__}: on the same weights their logits "
+            f"differ (the head config asks for something that class cannot express, e.g. another layer-norm epsilon "
+            f"or activation). Pass verify=False to get the model anyway.")

@@ -1,0 +1,185 @@
+"""``ModelWithHead.toHuggingFace``: the transformers task class that computes the same function, holding the same
+weights. Checked against transformers itself: the exported object is transformers' class named independently here, its
+tensors are archit's, its logits equal archit's (atol 1e-4), and its ``save_pretrained`` folder loads in plain
+transformers with the same logits. Where no transformers class is equivalent, a clear error."""
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+import transformers
+
+from conftest import ARCHS, build_transformers_model, make_inputs, perturb_, save_transformers_model
+
+EXPORT_ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Case:
+    arch: str
+    task: str          # in archit.instantiation.tasks
+    head_config: Callable
+    expected: str      # the transformers class, by name
+
+    @property
+    def id(self) -> str:
+        return f"{self.arch}-{self.expected}"
+
+
+def _heads():
+    import archit.instantiation.heads as heads
+    return heads
+
+
+CASES = [
+    *(Case(a, "ForSingleLabelTokenClassification", lambda: _heads().TokenClassificationHeadConfig(num_labels=3),
+           f"{prefix}ForTokenClassification") for a, prefix in (("roberta", "Roberta"), ("bert", "Bert"), ("gpt2", "GPT2"))),
+    *(Case(a, "ForExtractiveQA", lambda: _heads().ExtractiveQAHeadConfig(), f"{prefix}ForQuestionAnswering")
+      for a, prefix in (("roberta", "Roberta"), ("bert", "Bert"), ("gpt2", "GPT2"))),
+    Case("roberta", "ForMaskedLM", lambda: _heads().MaskedLMHeadConfig(), "RobertaForMaskedLM"),
+    Case("roberta", "ForMaskedLM", lambda: _heads().MaskedLMHeadConfig(tie_weights=False), "RobertaForMaskedLM"),
+    Case("bert", "ForMaskedLM", lambda: _heads().MaskedLMHeadConfig(), "BertForMaskedLM"),
+    Case("gpt2", "ForCausalLM", lambda: _heads().CausalLMHeadConfig(), "GPT2LMHeadModel"),
+    Case("gpt2", "ForCausalLM", lambda: _heads().CausalLMHeadConfig(tie_weights=False), "GPT2LMHeadModel"),
+    Case("roberta", "ForSingleLabelSequenceClassification",
+         lambda: _heads().SequenceClassificationHeadConfig(num_labels=3, pooling="first"),
+         "RobertaForSequenceClassification"),
+]
+
+
+def build_archit(case: Case):
+    import archit.instantiation.tasks as tasks
+    arch = ARCHS[case.arch]
+    torch.manual_seed(0)
+    model = getattr(tasks, case.task).fromModelAndHeadConfig(arch.base_class(arch.make_config()), case.head_config())
+    return perturb_(model).eval()
+
+
+def logits_of(output) -> torch.Tensor:
+    if getattr(output, "start_logits", None) is not None:
+        return torch.stack([output.start_logits, output.end_logits], dim=-1)
+    return output.logits
+
+
+def transformers_round_trips(cls: type, config, tmp_path) -> bool:
+    """Whether transformers' own class survives its own save_pretrained/from_pretrained (4.49 and 4.50's
+    RobertaForMaskedLM reload lm_head.bias as zeros): decided with transformers alone."""
+    native = build_transformers_model(cls, config)
+    native.save_pretrained(str(tmp_path / "native"))
+    reloaded = cls.from_pretrained(str(tmp_path / "native"), attn_implementation="eager").eval()
+    input_ids, attention_mask = make_inputs()
+    with torch.no_grad():
+        return torch.allclose(logits_of(native(input_ids=input_ids, attention_mask=attention_mask)),
+                              logits_of(reloaded(input_ids=input_ids, attention_mask=attention_mask)), atol=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_export_gives_transformers_class_with_same_weights_and_logits(case, tmp_path):
+    model = build_archit(case)
+    exported = model.toHuggingFace()
+    expected_class = getattr(transformers, case.expected)
+    assert type(exported) is expected_class
+    assert not exported.training
+
+    # Every tensor of the base model is archit's, copied (not shared).
+    core_state = model.base_model.state_dict()
+    exported_base = exported.base_model.state_dict()
+    assert core_state.keys() == exported_base.keys()
+    for key, tensor in core_state.items():
+        assert torch.equal(exported_base[key], tensor), key
+        assert exported_base[key].data_ptr() != tensor.data_ptr() or tensor.numel() == 0, key
+
+    input_ids, attention_mask = make_inputs()
+    with torch.no_grad():
+        ours = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        theirs = logits_of(exported(input_ids=input_ids, attention_mask=attention_mask))
+    torch.testing.assert_close(theirs, ours, atol=EXPORT_ATOL, rtol=EXPORT_ATOL)
+
+    exported.save_pretrained(str(tmp_path / "exported"))
+    if not transformers_round_trips(expected_class, exported.config, tmp_path):
+        pytest.skip(f"transformers {transformers.__version__}'s {case.expected} does not reload its own checkpoints")
+    reloaded = expected_class.from_pretrained(str(tmp_path / "exported"), attn_implementation="eager").eval()
+    with torch.no_grad():
+        again = logits_of(reloaded(input_ids=input_ids, attention_mask=attention_mask))
+    torch.testing.assert_close(again, ours, atol=EXPORT_ATOL, rtol=EXPORT_ATOL)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_export_then_import_round_trip(case, tmp_path):
+    """archit -> transformers folder -> archit gives the logits back (both directions of the key table)."""
+    import archit.instantiation.tasks as tasks
+    model = build_archit(case)
+    model.toHuggingFace().save_pretrained(str(tmp_path))
+    back = getattr(tasks, case.task).from_pretrained(str(tmp_path), ARCHS[case.arch].base_class,
+                                                     case.head_config(), attn_implementation="eager").eval()
+    input_ids, attention_mask = make_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(back(input_ids, attention_mask).logits, model(input_ids, attention_mask).logits,
+                                   atol=EXPORT_ATOL, rtol=EXPORT_ATOL)
+
+
+def test_tied_export_stays_tied_and_shared_weights_are_shared():
+    model = build_archit(CASES[6])  # RoBERTa ForMaskedLM, tied
+    exported = model.toHuggingFace()
+    assert exported.lm_head.decoder.weight is exported.roberta.embeddings.word_embeddings.weight
+    shared = model.toHuggingFace(share_weights=True)
+    assert shared.roberta.embeddings.word_embeddings.weight.data_ptr() == \
+        model.base_model.embeddings.word_embeddings.weight.data_ptr()
+
+
+def test_untied_export_stays_untied():
+    model = build_archit(CASES[7])  # RoBERTa ForMaskedLM, untied
+    exported = model.toHuggingFace()
+    assert exported.config.tie_word_embeddings is False
+    assert exported.lm_head.decoder.weight.data_ptr() != exported.roberta.embeddings.word_embeddings.weight.data_ptr()
+    assert torch.equal(exported.lm_head.decoder.weight, model.head.dense2.weight)
+
+
+def test_problem_type_of_multi_label_and_regression():
+    from archit.instantiation.heads import SequenceClassificationHeadConfig
+    from archit.instantiation.tasks import ForMultiLabelSequenceClassification, ForSequenceRegression
+    arch = ARCHS["roberta"]
+    for task, problem in ((ForMultiLabelSequenceClassification, "multi_label_classification"),
+                          (ForSequenceRegression, "regression")):
+        model = task.fromModelAndHeadConfig(arch.base_class(arch.make_config()),
+                                            SequenceClassificationHeadConfig(num_labels=2, pooling="first"))
+        assert model.toHuggingFace().config.problem_type == problem
+
+
+def test_imported_transformers_model_exports_to_itself(tmp_path):
+    """A transformers checkpoint, loaded into archit and exported again, equals the original tensor for tensor."""
+    from archit.instantiation.heads import TokenClassificationHeadConfig
+    from archit.instantiation.tasks import ForSingleLabelTokenClassification
+    arch = ARCHS["roberta"]
+    original = save_transformers_model(transformers.RobertaForTokenClassification, arch.make_config(num_labels=3),
+                                       tmp_path)
+    model = ForSingleLabelTokenClassification.from_pretrained(str(tmp_path), arch.base_class,
+                                                               TokenClassificationHeadConfig(num_labels=3))
+    exported = model.toHuggingFace().state_dict()
+    for key, tensor in original.state_dict().items():
+        assert torch.equal(exported[key], tensor), key
+
+
+def _no_equivalent_cases():
+    from archit.instantiation.heads import (
+        CausalLMHeadConfig,
+        MaskedLMHeadConfig,
+        SequenceClassificationHeadConfig,
+    )
+    from archit.instantiation.tasks import ForCausalLM, ForMaskedLM, ForSingleLabelSequenceClassification
+    return [
+        ("roberta", ForSingleLabelSequenceClassification, SequenceClassificationHeadConfig(num_labels=2),
+         "no transformers equivalent"),
+        ("gpt2", ForMaskedLM, MaskedLMHeadConfig(), "gpt2"),
+        ("roberta", ForCausalLM, CausalLMHeadConfig(), "RobertaForCausalLM"),
+        ("roberta", ForMaskedLM, MaskedLMHeadConfig(layer_norm_eps=0.5), "logits"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(4), ids=["mean-pooling", "gpt2-mlm", "roberta-clm", "other-epsilon"])
+def test_no_equivalent_is_a_clear_error(index):
+    arch_name, task, head_config, message = _no_equivalent_cases()[index]
+    arch = ARCHS[arch_name]
+    model = task.fromModelAndHeadConfig(arch.base_class(arch.make_config()), head_config)
+    with pytest.raises(NotImplementedError, match=message):
+        model.toHuggingFace()

@@ -1,0 +1,55 @@
+"""Per-instance loss: ``from_pretrained(..., loss=module)`` and ``fromModelAndHeadConfig(..., loss=module)`` use the given
+module (here class-weighted cross-entropy, compared with ``torch.nn.functional.cross_entropy(weight=...)``), which is a
+setting of the instance: it is not saved with the weights, and a reload uses whatever loss it is given."""
+import torch
+import torch.nn.functional as F
+
+from conftest import ARCHS, assert_close, load_archit, make_inputs, read_checkpoint_tensors
+
+CLASS_WEIGHTS = torch.tensor([0.2, 1.0, 5.0])
+
+
+def token_labels(input_ids, attention_mask):
+    labels = torch.randint(0, 3, input_ids.shape, generator=torch.Generator().manual_seed(3))
+    return labels.masked_fill(attention_mask == 0, -100)
+
+
+def test_weighted_loss_from_pretrained(roberta_bare, tmp_path):
+    from archit.instantiation.heads import TokenClassificationHeadConfig
+    from archit.instantiation.tasks import ForSingleLabelTokenClassification
+    loss = torch.nn.CrossEntropyLoss(weight=CLASS_WEIGHTS)
+    model = load_archit(ForSingleLabelTokenClassification, roberta_bare, ARCHS["roberta"],
+                        head_config=TokenClassificationHeadConfig(num_labels=3), loss=loss)
+    assert model.loss_function is loss
+    input_ids, attention_mask = make_inputs()
+    labels = token_labels(input_ids, attention_mask)
+    out = model(input_ids, attention_mask, labels=labels)
+    expected = F.cross_entropy(out.logits.reshape(-1, 3), labels.reshape(-1), weight=CLASS_WEIGHTS, ignore_index=-100)
+    assert_close(out.loss, expected)
+    unweighted = F.cross_entropy(out.logits.reshape(-1, 3), labels.reshape(-1), ignore_index=-100)
+    assert not torch.allclose(out.loss, unweighted)  # The weights matter on this batch.
+
+    # The loss is not part of the checkpoint; a reload without it uses the task's default loss.
+    model.save_pretrained(str(tmp_path))
+    assert not any("loss" in key for key in read_checkpoint_tensors(tmp_path))
+    assert not any("loss" in key for key in model.state_dict())
+    reloaded = load_archit(ForSingleLabelTokenClassification, tmp_path, ARCHS["roberta"])
+    again = reloaded(input_ids, attention_mask, labels=labels)
+    assert_close(again.logits, out.logits)
+    assert_close(again.loss, unweighted)
+
+
+def test_weighted_loss_from_model_and_head_config():
+    from archit.instantiation.heads import SequenceClassificationHeadConfig
+    from archit.instantiation.tasks import ForSingleLabelSequenceClassification
+    arch = ARCHS["bert"]
+    loss = torch.nn.CrossEntropyLoss(weight=CLASS_WEIGHTS)
+    model = ForSingleLabelSequenceClassification.fromModelAndHeadConfig(
+        arch.base_class(arch.make_config()), SequenceClassificationHeadConfig(num_labels=3), loss=loss).eval()
+    input_ids, attention_mask = make_inputs()
+    labels = torch.tensor([2, 0])
+    out = model(input_ids, attention_mask, labels=labels)
+    assert_close(out.loss, F.cross_entropy(out.logits, labels, weight=CLASS_WEIGHTS))
+    # Its buffers follow the model (dtype here; the device likewise).
+    model.double()
+    assert model.loss_function.weight.dtype == torch.float64
