@@ -28,6 +28,7 @@ import compat
 from .configs import HC, PC, BaseModelConfig, CombinedConfig, HeadConfig
 from .equivalents import hf_head_keys
 from .mixins import LossState, StatefulLossMixin
+from .standardisation import standardise_config
 
 Tensors = Tuple[Tensor, ...]
 OneOrMoreTensors = Union[Tensor, Tensors]
@@ -47,18 +48,23 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
     def __init__(self, config: PC):
         super().__init__(config)
         self._core = self.buildCore(config)
+        # Decoders keep a key-value cache by default; a model-with-head never generates, so it would only cost memory.
+        self._no_cache = {"use_cache": False} if "use_cache" in inspect.signature(self._core.forward).parameters else {}
         self.supports_gradient_checkpointing = self._core.supports_gradient_checkpointing
         self._accumulated_loss = LossState()  # Loss terms added by modules inside the core (StatefulLossMixin).
         self.activateCoreLoss()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.config_class = cls.configClass()  # None for abstract subclasses.
+        try:
+            cls.config_class = cls.configClass()  # None for abstract subclasses.
+        except ImportError:  # The family is missing from the installed transformers; using the class raises the error.
+            cls.config_class = None
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, do_drop_intermediates: bool = True,
                 **kwargs: Any) -> AllHiddenStatesAndPooling:
         output = self._core(input_ids=input_ids, attention_mask=attention_mask, return_dict=True,
-                            output_hidden_states=not do_drop_intermediates, **kwargs)
+                            output_hidden_states=not do_drop_intermediates, **{**self._no_cache, **kwargs})
         return AllHiddenStatesAndPooling(last_hidden_state=output.last_hidden_state,
                                          hidden_states=output.hidden_states,
                                          pooler_output=getattr(output, "pooler_output", None))
@@ -121,18 +127,9 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
 
     @classmethod
     def standardiseConfig(cls, raw_config: PC) -> BaseModelConfig:
-        """The core's config, read into the standard ``BaseModelConfig``. Reads the names most families use
-        (``hidden_size``, ``hidden_dropout_prob``, ``max_position_embeddings``, ...); override for a family that differs."""
-        return BaseModelConfig(
-            hidden_size=raw_config.hidden_size,
-            hidden_dropout_prob=raw_config.hidden_dropout_prob,
-            vocab_size=raw_config.vocab_size,
-            num_hidden_layers=raw_config.num_hidden_layers,
-            num_attention_heads=raw_config.num_attention_heads,
-            context_length=raw_config.max_position_embeddings,
-            layer_norm_eps=getattr(raw_config, "layer_norm_eps", None),
-            hidden_act=getattr(raw_config, "hidden_act", None),
-        )
+        """The core's config, read into the standard ``BaseModelConfig`` under the names the families use
+        (``archit.instantiation.standardisation.FIELD_NAMES``); override for a family whose fields differ in meaning."""
+        return standardise_config(raw_config)
 
     @classmethod
     def hfHeadKeys(cls, raw_config: Optional[PretrainedConfig] = None) -> dict:
@@ -147,9 +144,9 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
 
     @classmethod
     def hfArchitectureSuffixes(cls) -> dict:
-        """transformers architecture-name suffixes of this family that mean the same head as another suffix, e.g.
-        ``{"LMHeadModel": "ForCausalLM"}`` for GPT-2."""
-        return {}
+        """transformers architecture-name suffixes that mean the same head as another suffix: GPT-2-era causal LMs are
+        called ``XLMHeadModel`` (``GPT2LMHeadModel``, ``OpenAIGPTLMHeadModel``) rather than ``XForCausalLM``."""
+        return {"LMHeadModel": "ForCausalLM"}
 
 
 class Head(Module, Generic[HC], ABC):

@@ -1,12 +1,27 @@
-"""Base models: one small class per transformers family, naming its config and core classes and reading its config."""
-from transformers import PreTrainedModel
+"""Base models: one small class per transformers family, naming its config and core classes and reading its config,
+and ``AutoBaseModel`` for any family that transformers' ``AutoModel`` can build."""
+import inspect
+from typing import Type
+
+from transformers import MODEL_MAPPING, PretrainedConfig, PreTrainedModel
 from transformers.models.bert import BertConfig, BertModel
+from transformers.models.canine import CanineConfig, CanineModel
+from transformers.models.deberta import DebertaConfig, DebertaModel
 from transformers.models.gpt2 import GPT2Config, GPT2Model
 from transformers.models.roberta import RobertaConfig, RobertaModel
 
-from .abstracts import AllHiddenStatesAndPooling, BaseModel, BaseModelConfig
+import compat
 
-__all__ = ["RobertaBaseModel", "BertBaseModel", "GPT2BaseModel", "AllHiddenStatesAndPooling"]
+from .abstracts import AllHiddenStatesAndPooling, BaseModel, BaseModelConfig
+from .standardisation import standardise_config
+
+try:
+    from transformers.models.modernbert import ModernBertConfig, ModernBertModel
+except ImportError:  # transformers < 4.48
+    ModernBertConfig = ModernBertModel = None
+
+__all__ = ["RobertaBaseModel", "BertBaseModel", "GPT2BaseModel", "DebertaBaseModel", "ModernBertBaseModel",
+           "CanineBaseModel", "AutoBaseModel", "AllHiddenStatesAndPooling"]
 
 
 class RobertaBaseModel(BaseModel[RobertaConfig]):
@@ -63,6 +78,115 @@ class GPT2BaseModel(BaseModel[GPT2Config]):
             context_length=raw_config.n_positions,
         )
 
+
+class DebertaBaseModel(BaseModel[DebertaConfig]):
+    """DeBERTa (v1; DeBERTa-v2/v3 through ``AutoBaseModel``). It has no pooler."""
+
     @classmethod
-    def hfArchitectureSuffixes(cls) -> dict:
-        return {"LMHeadModel": "ForCausalLM"}
+    def configClass(cls):
+        return DebertaConfig
+
+    @classmethod
+    def coreClass(cls):
+        return DebertaModel
+
+    @classmethod
+    def standardiseConfig(cls, raw_config: DebertaConfig) -> BaseModelConfig:
+        """The context length is ``max_position_embeddings`` when the model adds absolute positions. With relative
+        attention alone, each layer sees ``max_relative_positions`` tokens to each side, so the receptive field of the
+        stack is ``(2*max_relative_positions - 1) * num_hidden_layers`` (the published ArchIt's formula); a
+        ``max_relative_positions`` below 1 means ``max_position_embeddings``, as in ``DebertaModel``."""
+        context_length = raw_config.max_position_embeddings
+        if not raw_config.position_biased_input and raw_config.relative_attention:
+            span = raw_config.max_relative_positions
+            if span is None or span < 1:
+                span = raw_config.max_position_embeddings
+            context_length = (2 * span - 1) * raw_config.num_hidden_layers
+        return standardise_config(raw_config, context_length=context_length)
+
+
+def _modernbert_classes() -> tuple:
+    if ModernBertConfig is None:
+        raise ImportError(f"ModernBertBaseModel needs transformers >= 4.48, the first release with ModernBERT; this is "
+                          f"transformers {compat.TRANSFORMERS_VERSION}. Upgrade it: pip install 'transformers>=4.48'.")
+    return ModernBertConfig, ModernBertModel
+
+
+class ModernBertBaseModel(BaseModel["ModernBertConfig"]):
+    """
+    ModernBERT (transformers >= 4.48; on older releases every use of this class raises ``ImportError``). It has no
+    pooler and no overall dropout: heads use its ``classifier_dropout``, as its own task models and the published
+    ArchIt do. Without a requested attention implementation, transformers picks SDPA on CPU (flash attention only
+    where it is installed and the model is on a GPU).
+    """
+
+    @classmethod
+    def configClass(cls):
+        return _modernbert_classes()[0]
+
+    @classmethod
+    def coreClass(cls):
+        return _modernbert_classes()[1]
+
+
+class CanineBaseModel(BaseModel[CanineConfig]):
+    """CANINE without its pooler (heads pool for themselves). It reads Unicode characters, so it has no vocabulary:
+    ``vocab_size`` is ``None`` and heads that predict tokens (masked or causal LM) cannot be put on it."""
+
+    @classmethod
+    def configClass(cls):
+        return CanineConfig
+
+    @classmethod
+    def coreClass(cls):
+        return CanineModel
+
+    @classmethod
+    def buildCore(cls, raw_config: CanineConfig) -> PreTrainedModel:
+        return CanineModel(raw_config, add_pooling_layer=False)
+
+
+class AutoBaseModel(BaseModel[PretrainedConfig]):
+    """
+    Any base model transformers' ``AutoModel`` can build from a config (BERT-likes, DistilBERT, ELECTRA, XLM-R,
+    DeBERTa-v2, GPT-2, Llama, Mistral, Qwen2, ...); the family is the config's, and on loading the checkpoint's
+    ``model_type``. Like the family classes, it leaves out the core's pooler where the core can do without one, so
+    that its checkpoints and the family classes' (``RobertaBaseModel``, ...) are interchangeable. Encoder-decoder
+    families (T5, BART) need decoder inputs and are not supported.
+    """
+
+    @classmethod
+    def configClass(cls) -> Type[PretrainedConfig]:
+        """The generic ``PretrainedConfig``: a config dictionary is read as the class its ``model_type`` names
+        (``archit.instantiation.configs.base_config_from_dict``), when loading and in ``CombinedConfig``."""
+        return PretrainedConfig
+
+    @classmethod
+    def coreClass(cls):
+        raise TypeError("AutoBaseModel's core class depends on the config: use AutoBaseModel.coreClassFor(config).")
+
+    @classmethod
+    def coreClassFor(cls, raw_config: PretrainedConfig) -> Type[PreTrainedModel]:
+        """The transformers base model class ``AutoModel`` builds for ``raw_config``. Where a family has several
+        (Funnel), the one the config's ``architectures`` names, else the first, as ``AutoModel`` chooses."""
+        try:
+            core_class = MODEL_MAPPING[type(raw_config)]
+        except KeyError:
+            raise ValueError(f"AutoBaseModel cannot wrap {type(raw_config).__name__} (model_type "
+                             f"'{raw_config.model_type}'): transformers' AutoModel has no base model for it.") from None
+        if isinstance(core_class, (tuple, list)):
+            named = set(getattr(raw_config, "architectures", None) or [])
+            core_class = next((c for c in core_class if c.__name__ in named), core_class[0])
+        return core_class
+
+    @classmethod
+    def buildCore(cls, raw_config: PretrainedConfig) -> PreTrainedModel:
+        """The core class's constructor rather than ``AutoModel.from_config``, which on some releases replaces the
+        attention implementation the config asks for (4.36) or builds in the dtype the config records (later ones)."""
+        if getattr(raw_config, "is_encoder_decoder", False):
+            raise ValueError(f"AutoBaseModel wraps encoder-only and decoder-only models; '{raw_config.model_type}' is "
+                             f"an encoder-decoder, whose base model needs decoder inputs.")
+        core_class = cls.coreClassFor(raw_config)
+        if "add_pooling_layer" in inspect.signature(core_class.__init__).parameters:
+            return core_class(raw_config, add_pooling_layer=False)
+        return core_class(raw_config)

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from enum import Enum
 from typing import Any, Dict, Generic, Optional, Tuple, Type, TypeVar, Union
 
-from transformers import PretrainedConfig
+from transformers import CONFIG_MAPPING, PretrainedConfig
 
 __all__ = ["BaseModelConfig", "HeadConfig", "CombinedConfig", "PC", "HC"]
 
@@ -23,12 +23,12 @@ class BaseModelConfig:
     # Relevant for heads:
     hidden_size: int
     hidden_dropout_prob: float
-    vocab_size: int
+    vocab_size: Optional[int]  # None for models that read characters (CANINE).
 
     # Not used by heads, but every base model has them:
     num_hidden_layers: int
     num_attention_heads: int
-    context_length: int
+    context_length: Optional[int]  # None for families without a position limit (ALiBi, ...).
 
     # Read by heads that copy a transformers head's details (the MLM head); None where the family has no such field.
     layer_norm_eps: Optional[float] = None
@@ -140,7 +140,8 @@ class CombinedConfig(PretrainedConfig, Generic[PC, HC]):
                         head_config_class: Optional[Type[HC]] = None, **kwargs) -> "CombinedConfig":
         """
         Read a checkpoint's ``config.json``: an archit checkpoint (nested base model and head configs) or a plain
-        transformers checkpoint plus ``head_config``. A ``head_config`` given here wins over the checkpoint's.
+        transformers checkpoint plus ``head_config``. A ``head_config`` given here wins over the checkpoint's. The base
+        config is read as ``base_model_config_class``, or, when that is omitted, as the class of its ``model_type``.
         """
         from ..loading.files import HUB_KWARGS, read_config_dict
 
@@ -155,12 +156,12 @@ class CombinedConfig(PretrainedConfig, Generic[PC, HC]):
     def from_checkpoint_dict(cls, config_dict: Dict[str, Any], checkpoint: str, head_config: Optional[HC],
                              base_model_config_class: Optional[Type[PC]],
                              head_config_class: Optional[Type[HC]]) -> "CombinedConfig":
-        if base_model_config_class is None:
-            raise ValueError("CombinedConfig.from_pretrained needs base_model_config_class= (e.g. RobertaConfig).")
+        """The config of a checkpoint's ``config.json`` dictionary. Without ``base_model_config_class`` (or with the
+        generic ``PretrainedConfig``), the base config's ``model_type`` picks its class, as ``AutoConfig`` does."""
         if head_config is None and head_config_class is None:
             raise ValueError("CombinedConfig.from_pretrained needs head_config= or head_config_class=.")
         base_dict, head_config = split_checkpoint_config(config_dict, checkpoint, head_config, head_config_class)
-        base_config = base_model_config_class.from_dict(base_dict)
+        base_config = base_config_from_dict(base_dict, base_model_config_class)
         base_config.name_or_path = checkpoint
         combined = cls(base_model_config=base_config, head_config=head_config)
         combined.name_or_path = checkpoint
@@ -186,15 +187,33 @@ def split_checkpoint_config(config_dict: Dict[str, Any], checkpoint: str, head_c
     return base_dict, dataclass_from_dict(head_config_class, stored)
 
 
+def base_config_from_dict(config_dict: Dict[str, Any], config_class: Optional[Type[PC]] = None) -> PC:
+    """
+    A base model's transformers config from its dictionary: ``config_class.from_dict``. Without a ``config_class``, or
+    with the generic ``PretrainedConfig`` (``AutoBaseModel``'s), the dictionary's ``model_type`` picks the class, as
+    ``AutoConfig.from_pretrained`` does.
+    """
+    if config_class is not None and config_class.model_type:
+        return config_class.from_dict(config_dict)
+    model_type = config_dict.get("model_type")
+    if not model_type:
+        raise ValueError("The base model config names no model_type, so its transformers config class is unknown: "
+                         "pass the config class (base_model_config_class=), or use the family's base model class.")
+    try:
+        config_class = CONFIG_MAPPING[model_type]
+    except KeyError:
+        raise ValueError(f"The base model config's model_type '{model_type}' is not a family of the installed "
+                         f"transformers (a newer release, or a model with remote code, may have it).") from None
+    return config_class.from_dict(config_dict)
+
+
 def _deserialise_parts(base_model_config, head_config, base_model_config_class, head_config_class, kwargs):
     if base_model_config is None:
         raise ValueError("CombinedConfig needs a base_model_config (a transformers config or its dictionary).")
     if head_config is None:
         raise ValueError("CombinedConfig needs a head_config (a HeadConfig or its dictionary).")
     if isinstance(base_model_config, dict):
-        if base_model_config_class is None:
-            raise ValueError("A base_model_config given as a dictionary needs base_model_config_class=.")
-        base_model_config = base_model_config_class.from_dict(base_model_config)
+        base_model_config = base_config_from_dict(base_model_config, base_model_config_class)
     if isinstance(head_config, dict):
         if head_config_class is None:
             raise ValueError("A head_config given as a dictionary needs head_config_class=.")

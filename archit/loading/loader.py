@@ -14,7 +14,7 @@ from torch import nn
 
 import compat
 
-from ..instantiation.configs import split_checkpoint_config
+from ..instantiation.configs import base_config_from_dict, split_checkpoint_config
 from .devices import DevicePlacement
 from .files import HUB_KWARGS, CheckpointReader, find_weight_files, read_config_dict
 from .hfmodels import imported_head_keys, transformers_head_config
@@ -175,17 +175,23 @@ def _base_class_name(model: nn.Module) -> str:
 
 
 def _base_config(base_model_class: type, base_dict: Dict[str, Any], checkpoint: str, options: LoadOptions):
+    """The transformers config of ``base_model_class`` from the checkpoint's base config dictionary, with the
+    ``from_pretrained`` overrides. A base model of any family (``AutoBaseModel``, whose config class is the generic
+    ``PretrainedConfig``) takes the family from the checkpoint's ``model_type``."""
     config_class = base_model_class.configClass()
     stored_type = base_dict.get("model_type")
     if stored_type and config_class.model_type and stored_type != config_class.model_type:
         logger.warning("Checkpoint '%s' is a '%s' model, but %s builds '%s': weights with matching names will be "
                        "loaded into a different architecture.", checkpoint, stored_type, base_model_class.__name__,
                        config_class.model_type)
-    config = config_class.from_dict(base_dict)
+    try:
+        config = base_config_from_dict(base_dict, config_class)
+    except ValueError as error:
+        raise ValueError(f"Checkpoint '{checkpoint}': {error}") from error
     for name, value in options.config_overrides.items():
         if not hasattr(config, name):
             raise TypeError(f"from_pretrained() got an unexpected keyword argument '{name}': it is neither a "
-                            f"loading option nor a field of {config_class.__name__}.")
+                            f"loading option nor a field of {type(config).__name__}.")
         setattr(config, name, value)
     if options.attn_implementation is not None:
         compat.set_attn_implementation(config, options.attn_implementation)
