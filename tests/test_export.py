@@ -183,3 +183,80 @@ def test_no_equivalent_is_a_clear_error(index):
     model = task.fromModelAndHeadConfig(arch.base_class(arch.make_config()), head_config)
     with pytest.raises(NotImplementedError, match=message):
         model.toHuggingFace()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# AutoBaseModel: the transformers class is whatever the family has for the task.
+
+def _family(name: str):
+    from test_basemodels import FAMILIES
+    family = FAMILIES[name]
+    if not family.available():
+        pytest.skip(f"transformers {transformers.__version__} has no {family.core_class}")
+    return family
+
+
+def _auto_case(family, task_name: str, head_config, **overrides):
+    import archit.instantiation.tasks as tasks
+    from archit.instantiation.basemodels import AutoBaseModel
+    torch.manual_seed(0)
+    model = getattr(tasks, task_name).fromModelAndHeadConfig(AutoBaseModel(family.config(**overrides)), head_config)
+    return perturb_(model).eval()
+
+
+def _assert_exports_to(model, expected_class, tmp_path):
+    exported = model.toHuggingFace()
+    assert type(exported) is expected_class
+    input_ids, attention_mask = make_inputs()
+    with torch.no_grad():
+        ours = model(input_ids, attention_mask).logits
+        torch.testing.assert_close(logits_of(exported(input_ids=input_ids, attention_mask=attention_mask)), ours,
+                                   atol=EXPORT_ATOL, rtol=EXPORT_ATOL)
+    exported.save_pretrained(str(tmp_path))
+    if not transformers_round_trips(expected_class, exported.config, tmp_path / "native"):
+        pytest.skip(f"transformers {transformers.__version__}'s {expected_class.__name__} does not reload its own "
+                    f"checkpoints")
+    reloaded = expected_class.from_pretrained(str(tmp_path), attn_implementation="eager").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(logits_of(reloaded(input_ids=input_ids, attention_mask=attention_mask)), ours,
+                                   atol=EXPORT_ATOL, rtol=EXPORT_ATOL)
+
+
+@pytest.mark.parametrize("name", ["distilbert", "electra", "xlm-roberta", "deberta-v2", "llama", "mistral", "qwen2"])
+def test_auto_token_classification_exports_to_the_family_class(name, tmp_path):
+    from archit.instantiation.basemodels import AutoBaseModel
+    from archit.instantiation.heads import TokenClassificationHeadConfig
+    from archit.instantiation.tasks import ForSingleLabelTokenClassification
+    family = _family(name)
+    model = _auto_case(family, "ForSingleLabelTokenClassification", TokenClassificationHeadConfig(num_labels=3))
+    if family.token_classification is None:  # e.g. Llama before transformers had LlamaForTokenClassification
+        with pytest.raises(NotImplementedError, match="ForTokenClassification"):
+            model.toHuggingFace()
+        return
+    _assert_exports_to(model, family.token_classification, tmp_path)
+    # And back: the transformers folder imports into archit, head config read from it.
+    back = ForSingleLabelTokenClassification.from_pretrained(str(tmp_path), AutoBaseModel,
+                                                             attn_implementation="eager").eval()
+    input_ids, attention_mask = make_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(back(input_ids, attention_mask).logits, model(input_ids, attention_mask).logits,
+                                   atol=EXPORT_ATOL, rtol=EXPORT_ATOL)
+
+
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+def test_auto_llama_causal_lm_exports_to_llama_for_causal_lm(tie, tmp_path):
+    from archit.instantiation.heads import CausalLMHeadConfig
+    model = _auto_case(_family("llama"), "ForCausalLM", CausalLMHeadConfig(tie_weights=tie))
+    _assert_exports_to(model, transformers.LlamaForCausalLM, tmp_path)
+
+
+def test_auto_xlm_roberta_masked_lm_exports_to_its_class(tmp_path):
+    from archit.instantiation.heads import MaskedLMHeadConfig
+    model = _auto_case(_family("xlm-roberta"), "ForMaskedLM", MaskedLMHeadConfig(), hidden_act="gelu")
+    _assert_exports_to(model, transformers.XLMRobertaForMaskedLM, tmp_path)
+
+
+def test_auto_electra_question_answering_exports_to_its_class(tmp_path):
+    from archit.instantiation.heads import ExtractiveQAHeadConfig
+    model = _auto_case(_family("electra"), "ForExtractiveQA", ExtractiveQAHeadConfig())
+    _assert_exports_to(model, transformers.ElectraForQuestionAnswering, tmp_path)
