@@ -1,18 +1,22 @@
 """Heads: modules that turn a base model's output into logits, each with a dataclass config."""
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from transformers.activations import ACT2FN
 
 from .abstracts import AllHiddenStatesAndPooling, BaseModelConfig, Head, HeadConfig
+from .extensions import PoolingAndStridingConfig, flattenNestedBatches
 
 __all__ = ["TokenClassificationHead", "TokenClassificationHeadConfig",
            "SequenceClassificationHead", "SequenceClassificationHeadConfig",
            "MaskedLMHead", "MaskedLMHeadConfig",
            "CausalLMHead", "CausalLMHeadConfig",
-           "ExtractiveQAHead", "ExtractiveQAHeadConfig"]
+           "ExtractiveQAHead", "ExtractiveQAHeadConfig",
+           "SequenceClassificationHeadForNestedBatches",
+           "ExtractiveAQAHead", "ExtractiveAQAHeadConfig",
+           "DependencyParsingHead", "DependencyParsingHeadConfig", "PoolingAndStridingConfig", "Biaffine", "MLP"]
 
 
 @dataclass
@@ -147,7 +151,7 @@ class MaskedLMHead(Head[MaskedLMHeadConfig]):
 
     @classmethod
     def assertConfigConstraints(cls, base_config: BaseModelConfig, head_config: MaskedLMHeadConfig):
-        pass
+        _require_vocabulary(cls, base_config)
 
 
 @dataclass
@@ -176,7 +180,7 @@ class CausalLMHead(Head[CausalLMHeadConfig]):
 
     @classmethod
     def assertConfigConstraints(cls, base_config: BaseModelConfig, head_config: CausalLMHeadConfig):
-        pass
+        _require_vocabulary(cls, base_config)
 
 
 @dataclass
@@ -208,6 +212,12 @@ class ExtractiveQAHead(Head[ExtractiveQAHeadConfig]):
         pass
 
 
+def _require_vocabulary(head: type, base_config: BaseModelConfig) -> None:
+    if base_config.vocab_size is None:
+        raise ValueError(f"{head.__name__} predicts tokens of the base model's vocabulary, but this base model has "
+                         f"none (vocab_size is None: it reads characters, as CANINE does).")
+
+
 def _first_set(*values):
     return next(v for v in values if v is not None)
 
@@ -218,3 +228,173 @@ class MeanPooler:
     def __call__(self, embeddings: Tensor, attention_mask: Tensor) -> Tensor:
         mask = attention_mask.unsqueeze(-1).to(embeddings.dtype)
         return (embeddings * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class SequenceClassificationHeadForNestedBatches(SequenceClassificationHead):
+    """``SequenceClassificationHead`` on nested batches: B x C x L x H embeddings -> B x C x num_labels logits."""
+
+    def forward(self, encoder_output: AllHiddenStatesAndPooling, attention_mask: Tensor, **kwargs) -> Tensor:
+        batch_size, choices = encoder_output.last_hidden_state.shape[:2]
+        flat_output, flat_mask = flattenNestedBatches(encoder_output, attention_mask)
+        logits = super().forward(flat_output, flat_mask, **kwargs)  # B*C x num_labels
+        return logits.view(batch_size, choices, -1)
+
+    @classmethod
+    def hfEquivalentSuffix(cls, head_config=None) -> str:
+        return "/"  # transformers' XForMultipleChoice scores with dropout and one linear layer, not this head.
+
+
+@dataclass
+class ExtractiveAQAHeadConfig(HeadConfig):
+    ua_loss_weight: float = 1.0
+    """Weight of the unanswerability loss next to the QA loss (the published config had no default)."""
+
+
+class ExtractiveAQAHead(Head[ExtractiveAQAHeadConfig]):
+    """
+    Extractive QA with answerability: start and end logits per token (B x L x 2, as ``ExtractiveQAHead``) and
+    unanswerable/answerable logits per text (B x 2, a ``SequenceClassificationHead``; class 1 is answerable).
+    """
+
+    def __init__(self, base_config: BaseModelConfig, head_config: ExtractiveAQAHeadConfig):
+        super().__init__(base_config, head_config)
+        self.qa_heads = nn.Linear(base_config.hidden_size, 2)  # Start and end scorers, stored as one.
+        self.ua_head = SequenceClassificationHead(base_config, SequenceClassificationHeadConfig(num_labels=2))
+        self.post_init()
+
+    def forward(self, encoder_output: AllHiddenStatesAndPooling, attention_mask: Tensor,
+                **kwargs) -> Tuple[Tensor, Tensor]:
+        return self.qa_heads(encoder_output.last_hidden_state), self.ua_head(encoder_output, attention_mask)
+
+    @classmethod
+    def configClass(cls):
+        return ExtractiveAQAHeadConfig
+
+    @classmethod
+    def assertConfigConstraints(cls, base_config: BaseModelConfig, head_config: ExtractiveAQAHeadConfig):
+        if head_config.ua_loss_weight < 0:
+            raise ValueError(f"ExtractiveAQAHeadConfig.ua_loss_weight must not be negative, got "
+                             f"{head_config.ua_loss_weight}.")
+
+
+@dataclass
+class DependencyParsingHeadConfig(HeadConfigWithLabels):
+    """Biaffine dependency parser (Dozat & Manning 2017, as supar's ``BiaffineDependencyModel``). ``num_labels`` is the
+    number of relation labels; 0 (the default) parses unlabeled trees (arcs only, no relation scorer)."""
+    extended_model_config: PoolingAndStridingConfig = field(default_factory=PoolingAndStridingConfig)
+    final_hidden_size_arcs: int = 500
+    final_hidden_size_relations: int = 100
+    head_dropout: float = 0.33  # Dropout after each MLP of the head.
+    standardisation_exponent: int = 0  # Biaffine scores are divided by final_hidden_size ** this exponent.
+
+    def __post_init__(self):
+        if isinstance(self.extended_model_config, dict):  # Read back from JSON by hand.
+            self.extended_model_config = PoolingAndStridingConfig(**self.extended_model_config)
+
+
+class MLP(nn.Module):
+    """Linear layer, LeakyReLU(0.1) and dropout, as supar's ``MLP`` (with plain rather than shared dropout)."""
+
+    def __init__(self, n_in: int, n_out: int, dropout: float = 0.0):
+        super().__init__()
+        self.linear = nn.Linear(n_in, n_out)
+        self.activation = nn.LeakyReLU(negative_slope=0.1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.activation(self.linear(x)))
+
+
+class Biaffine(nn.Module):
+    """
+    Biaffine scorer, as supar's ``Biaffine``: ``score[b, o, i, j] = [x_i; 1] W_o [y_j; 1]^T / n_in ** scale``, where the
+    ones are appended only with ``bias_x``/``bias_y``. ``weight`` is n_out x (n_in + bias_x) x (n_in + bias_y).
+    Returns B x n_out x Lx x Ly.
+    """
+
+    def __init__(self, n_in: int, n_out: int = 1, scale: int = 0, bias_x: bool = True, bias_y: bool = True):
+        super().__init__()
+        self.n_in, self.n_out, self.scale, self.bias_x, self.bias_y = n_in, n_out, scale, bias_x, bias_y
+        self.weight = nn.Parameter(torch.zeros(n_out, n_in + bias_x, n_in + bias_y))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.bias_x:
+            x = torch.cat((x, torch.ones_like(x[..., :1])), dim=-1)
+        if self.bias_y:
+            y = torch.cat((y, torch.ones_like(y[..., :1])), dim=-1)
+        return torch.einsum("bxi,oij,byj->boxy", x, self.weight, y) / self.n_in ** self.scale
+
+    def extra_repr(self) -> str:
+        return f"n_in={self.n_in}, n_out={self.n_out}, scale={self.scale}, bias_x={self.bias_x}, bias_y={self.bias_y}"
+
+
+class DependencyParsingHead(Head[DependencyParsingHeadConfig]):
+    """
+    Biaffine dependency parsing on word embeddings (B x W x H, from ``ForTokensGroupedByWord``): MLPs for words as
+    dependents and as heads, a biaffine arc scorer and, when ``num_labels`` > 0, a biaffine relation scorer. Returns
+    ``(arc scores B x W x W, relation scores B x W x W x num_labels)`` indexed ``[b, dependent, head(, relation)]``;
+    arc scores of heads that are padding words (``attention_mask`` B x W false) are the dtype's most negative value.
+    Without relation labels the relation scores are B x W x W x 0 and the head has no relation parameters.
+    Initialisation as supar: orthogonal MLP weights, zero biases and zero biaffine weights.
+    """
+
+    def __init__(self, base_config: BaseModelConfig, head_config: DependencyParsingHeadConfig):
+        super().__init__(base_config, head_config)
+        self.dropout = nn.Dropout(base_config.hidden_dropout_prob)
+        hidden, arcs, relations = (base_config.hidden_size, head_config.final_hidden_size_arcs,
+                                   head_config.final_hidden_size_relations)
+        self.arc_mlp_d = MLP(hidden, arcs, dropout=head_config.head_dropout)
+        self.arc_mlp_h = MLP(hidden, arcs, dropout=head_config.head_dropout)
+        self.arc_attn = Biaffine(arcs, scale=head_config.standardisation_exponent, bias_x=True, bias_y=False)
+        self.num_labels = head_config.num_labels
+        if self.num_labels > 0:
+            self.rel_mlp_d = MLP(hidden, relations, dropout=head_config.head_dropout)
+            self.rel_mlp_h = MLP(hidden, relations, dropout=head_config.head_dropout)
+            self.rel_attn = Biaffine(relations, n_out=self.num_labels, bias_x=True, bias_y=True)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if any(p.is_meta for p in module.parameters(recurse=False)):
+            return
+        with torch.no_grad():
+            if isinstance(module, nn.Linear):  # Every linear layer of this head is an MLP's.
+                weight = torch.empty(module.weight.shape, dtype=torch.float32, device=module.weight.device)
+                module.weight.copy_(nn.init.orthogonal_(weight))  # In float32: QR has no half-precision kernel.
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, Biaffine):
+                module.weight.zero_()
+            else:
+                super()._init_weights(module)
+
+    def forward(self, encoder_output: AllHiddenStatesAndPooling, attention_mask: Tensor,
+                **kwargs) -> Tuple[Tensor, Tensor]:
+        """``attention_mask``: B x W, which words are present."""
+        x = self.dropout(encoder_output.last_hidden_state)  # B x W x H
+        heads_present = attention_mask.to(torch.bool).unsqueeze(1)  # B x 1 x W
+        arc_scores = self.arc_attn(self.arc_mlp_d(x), self.arc_mlp_h(x)).squeeze(1)  # B x W x W
+        arc_scores = arc_scores.masked_fill(~heads_present, torch.finfo(arc_scores.dtype).min)
+        if self.num_labels > 0:
+            relation_scores = self.rel_attn(self.rel_mlp_d(x), self.rel_mlp_h(x)).permute(0, 2, 3, 1)
+        else:
+            relation_scores = arc_scores.new_zeros(*arc_scores.shape, 0)
+        return arc_scores, relation_scores  # B x W x W, B x W x W x R
+
+    @classmethod
+    def configClass(cls):
+        return DependencyParsingHeadConfig
+
+    @classmethod
+    def assertConfigConstraints(cls, base_config: BaseModelConfig, head_config: DependencyParsingHeadConfig):
+        if head_config.num_labels < 0:
+            raise ValueError(f"DependencyParsingHeadConfig.num_labels must be 0 (unlabeled) or positive, got "
+                             f"{head_config.num_labels}.")
+        for name in ("final_hidden_size_arcs", "final_hidden_size_relations"):
+            if getattr(head_config, name) < 1:
+                raise ValueError(f"DependencyParsingHeadConfig.{name} must be positive, got "
+                                 f"{getattr(head_config, name)}.")
+        if not 0 <= head_config.head_dropout < 1:
+            raise ValueError(f"DependencyParsingHeadConfig.head_dropout must be in [0, 1), got {head_config.head_dropout}.")
+        if head_config.standardisation_exponent < 0:
+            raise ValueError(f"DependencyParsingHeadConfig.standardisation_exponent must not be negative, got "
+                             f"{head_config.standardisation_exponent}.")

@@ -1,27 +1,35 @@
 """Tasks: which head a task uses and how its loss is computed from logits and labels."""
-from typing import Optional
+import dataclasses
+from typing import Optional, Tuple, Union
 
+import torch
 from torch import FloatTensor, Tensor, nn
 from torch.nn.modules.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, _Loss
 
-from .abstracts import ModelWithHead
-from .configs import PC
+from .abstracts import BaseModel, Head, ModelWithHead
+from .configs import PC, CombinedConfig
+from .extensions import ForNestedBatches, ForTokensGroupedByWord
 from .heads import (
     CausalLMHead,
     CausalLMHeadConfig,
+    DependencyParsingHead,
+    DependencyParsingHeadConfig,
+    ExtractiveAQAHead,
+    ExtractiveAQAHeadConfig,
     ExtractiveQAHead,
     ExtractiveQAHeadConfig,
     MaskedLMHead,
     MaskedLMHeadConfig,
     SequenceClassificationHead,
     SequenceClassificationHeadConfig,
+    SequenceClassificationHeadForNestedBatches,
     TokenClassificationHead,
     TokenClassificationHeadConfig,
 )
 
 __all__ = ["ForSingleLabelTokenClassification", "ForSingleLabelSequenceClassification",
            "ForMultiLabelSequenceClassification", "ForSequenceRegression", "ForExtractiveQA", "ForCausalLM",
-           "ForMaskedLM"]
+           "ForMaskedLM", "ForExtractiveAQA", "ForSingleAnswerMultipleChoice", "ForDependencyParsing"]
 
 
 class ForSingleLabelTokenClassification(ModelWithHead[PC, TokenClassificationHeadConfig]):
@@ -160,3 +168,139 @@ class ForMaskedLM(ModelWithHead[PC, MaskedLMHeadConfig]):
 
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.head.dense2 = new_embeddings
+
+
+class ForExtractiveAQA(ModelWithHead[PC, ExtractiveAQAHeadConfig]):
+    """
+    Extractive QA with answerability: is the question answerable from the context (UA), and if so, where is the answer.
+    Logits ``(qa B x L x 2, ua B x 2)``; labels ``(qa_labels B x 2 (start, end), ua_labels B)`` with ua label 1 for an
+    answerable and 0 for an unanswerable example (either may be ``None``). The loss is the extractive QA loss over the
+    answerable examples only (0 when the batch has none) plus ``ua_loss_weight`` times the UA cross-entropy; with only
+    one kind of label, it is that term alone (unweighted). The UA prediction does not decide which examples count.
+    """
+
+    @classmethod
+    def headClass(cls):
+        return ExtractiveAQAHead
+
+    @classmethod
+    def buildLoss(cls) -> _Loss:
+        return CrossEntropyLoss()
+
+    def computeLoss(self, logits: Tuple[Tensor, Tensor],
+                    labels: Tuple[Optional[Tensor], Optional[Tensor]]) -> FloatTensor:
+        qa_logits, ua_logits = logits
+        qa_labels, ua_labels = labels
+        if qa_labels is None and ua_labels is None:
+            raise ValueError("ForExtractiveAQA needs qa_labels or ua_labels (labels=(qa_labels, ua_labels)).")
+        ua_loss = None
+        if ua_labels is not None:
+            ua_labels = ua_labels.to(ua_logits.device).reshape(-1).long()
+            ua_loss = self.loss_function(ua_logits.view(-1, 2), ua_labels)
+        if qa_labels is None:
+            return ua_loss
+        qa_labels = qa_labels.to(qa_logits.device)
+        if ua_labels is not None:
+            answerable = ua_labels.to(qa_logits.device).eq(1)
+            qa_logits, qa_labels = qa_logits[answerable], qa_labels[answerable]
+        if qa_logits.size(0) == 0:
+            qa_loss = qa_logits.sum() * 0  # No answerable example: no QA loss, and no NaN from a mean over nothing.
+        else:
+            qa_loss = extractiveQALoss(self.loss_function, qa_logits, qa_labels)
+        if ua_loss is None:
+            return qa_loss
+        return qa_loss + self.config.head_config.ua_loss_weight * ua_loss
+
+
+class ForSingleAnswerMultipleChoice(ForNestedBatches[PC, SequenceClassificationHeadConfig]):
+    """
+    Multiple choice with one right answer: ``input_ids``/``attention_mask`` B x C x L hold the C (question, choice)
+    sequences of each example; each is scored with one logit (``SequenceClassificationHeadForNestedBatches``, logits
+    B x C x 1), and the loss is the cross-entropy over the C choices against labels B (the right choice's index).
+
+    The head scores with exactly one label. ``num_labels`` defaults to 0 ("not set") in head configs, so a head config
+    with ``num_labels=0`` gets 1 filled in (in a copy, which is what the model's config holds and saves); any other value
+    than 0 or 1 is a ``ValueError``. (Several scores per choice, e.g. multi-task multiple choice, are not supported.)
+    """
+
+    def __init__(self, combined_config: CombinedConfig, model: BaseModel, head: Head, loss: _Loss):
+        super().__init__(combined_config, model, head, loss)
+        if head.dense2.out_features != 1:
+            raise ValueError(f"{type(self).__name__} scores each choice with one logit: its head needs num_labels=1, "
+                             f"got {head.dense2.out_features}.")
+
+    @classmethod
+    def headClass(cls):
+        return SequenceClassificationHeadForNestedBatches
+
+    @classmethod
+    def buildLoss(cls) -> _Loss:
+        return CrossEntropyLoss()
+
+    @classmethod
+    def fromModelAndHeadConfig(cls, base_model: BaseModel, head_config: SequenceClassificationHeadConfig,
+                               loss: Optional[_Loss] = None) -> "ForSingleAnswerMultipleChoice":
+        return super().fromModelAndHeadConfig(base_model, cls.oneScorePerChoice(head_config), loss)
+
+    @classmethod
+    def oneScorePerChoice(cls, head_config: SequenceClassificationHeadConfig) -> SequenceClassificationHeadConfig:
+        """``head_config`` with ``num_labels=1``: a copy when it was 0 (not set), itself when 1, an error otherwise."""
+        if head_config.num_labels == 0:
+            return dataclasses.replace(head_config, num_labels=1)
+        if head_config.num_labels != 1:
+            raise ValueError(f"{cls.__name__} scores each choice with one logit: its head config needs num_labels=1 "
+                             f"(or 0, filled in as 1), got num_labels={head_config.num_labels}.")
+        return head_config
+
+    def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
+        """``logits`` B x C x 1 (or B x C), ``labels`` B (or B x 1)."""
+        if logits.dim() == 3:
+            logits = logits.squeeze(-1)
+        return self.loss_function(logits, labels.to(logits.device).reshape(-1))
+
+
+class ForDependencyParsing(ForTokensGroupedByWord[PC, DependencyParsingHeadConfig]):
+    """
+    Biaffine dependency parsing (as supar's ``BiaffineDependencyModel``) on words: ``input_ids`` B x W x S (see
+    ``ForTokensGroupedByWord``; the word at position 0 is usually the root, e.g. ``<s>`` in a word of its own).
+    Labels ``(arcs B x W, relations B x W)``: each word's head position and relation label, -100 for words without
+    (padding, the root). The loss is the cross-entropy over head positions for every word with an arc label, plus, when
+    the head config has relation labels (``num_labels`` > 0), the cross-entropy of the relation scores at the gold head
+    for every word with both labels. Unlabeled (``num_labels`` 0) parsing ignores relation labels, which may then be
+    absent: ``labels`` may be the arcs tensor alone.
+    """
+
+    def __init__(self, combined_config: CombinedConfig, model: BaseModel, head: Head, loss: _Loss):
+        super().__init__(combined_config, combined_config.head_config.extended_model_config, model, head, loss)
+
+    @classmethod
+    def headClass(cls):
+        return DependencyParsingHead
+
+    @classmethod
+    def buildLoss(cls) -> _Loss:
+        return CrossEntropyLoss()
+
+    def computeLoss(self, logits: Tuple[Tensor, Tensor],
+                    labels: Union[Tensor, Tuple[Tensor, ...]]) -> FloatTensor:
+        arc_scores, relation_scores = logits
+        if isinstance(labels, Tensor):
+            arc_labels, relation_labels = labels, None
+        else:
+            arc_labels, relation_labels = (tuple(labels) + (None,))[:2]
+        arc_labels = arc_labels.to(arc_scores.device)
+        words = arc_labels.ge(0)  # B x W
+        if not bool(words.any()):
+            return (arc_scores * 0).sum()
+        loss = self.loss_function(arc_scores[words], arc_labels[words])
+        if self.config.head_config.num_labels == 0:
+            return loss
+        if relation_labels is None:
+            raise ValueError("ForDependencyParsing with relation labels (num_labels > 0) needs labels=(arcs, relations).")
+        relation_labels = relation_labels.to(arc_scores.device)
+        labeled = words & relation_labels.ge(0)
+        if bool(labeled.any()):
+            at_gold_head = relation_scores[labeled][torch.arange(int(labeled.sum()), device=arc_scores.device),
+                                                    arc_labels[labeled]]  # N x R
+            loss = loss + self.loss_function(at_gold_head, relation_labels[labeled])
+        return loss

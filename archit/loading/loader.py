@@ -88,7 +88,7 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
     head_prefixes = {} if is_archit else imported_head_keys(cls, base_model_class, base_config, config_dict, head_config)
     info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout(CORE_PATH, HEAD_PATH),
                                 head_prefixes)
-    _report(cls, checkpoint, info, expect_new_head=not (is_archit or head_prefixes))
+    _report(cls, checkpoint, info, CORE_PATH, expect_new_head=not (is_archit or head_prefixes))
     return (model, info) if options.output_loading_info else model
 
 
@@ -103,7 +103,7 @@ def load_base_model(cls: type, checkpoint: str, **kwargs: Any) -> Union[nn.Modul
         model = cls(_base_config(cls, base_dict, checkpoint, options))
     info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout("_core.", None), {},
                                 archit_core_path=CORE_PATH)
-    _report(cls, checkpoint, info, expect_new_head=True)
+    _report(cls, checkpoint, info, "", expect_new_head=True)
     return (model, info) if options.output_loading_info else model
 
 
@@ -277,9 +277,10 @@ def _initialise_module(model: nn.Module, module_name: str, module: nn.Module, la
                            f"initialised (no reset_parameters()).")
 
 
-def _report(cls: type, checkpoint: str, info: Dict[str, List], expect_new_head: bool) -> None:
-    new_base = [k for k in info["missing_keys"] if not k.startswith(HEAD_PATH)]
-    new_head = [k for k in info["missing_keys"] if k.startswith(HEAD_PATH)]
+def _report(cls: type, checkpoint: str, info: Dict[str, List], core_path: str, expect_new_head: bool) -> None:
+    """Log what the load did; ``core_path`` tells base model weights from the task's own (head, scalar mix, ...)."""
+    new_base = [k for k in info["missing_keys"] if k.startswith(core_path)]
+    new_head = [k for k in info["missing_keys"] if not k.startswith(core_path)]
     if new_base:
         logger.warning("Some base model weights of %s were not in the checkpoint at '%s' and are newly initialised: "
                        "%s. You should probably train this model before using it.", cls.__name__, checkpoint, new_base)
