@@ -15,6 +15,7 @@ def test_readme_python_examples_run_verbatim(tmp_path, monkeypatch, capsys):
     runnable = [b for b in blocks if "import" in b]  # The one-line teaser at the top is not a program.
     loading = next(b for b in runnable if ".from_pretrained(\n    \"path/to/core-checkpoint\"" in b)
     declaring = next(b for b in runnable if "printDifference(" in b)
+    exporting = next(b for b in runnable if ".toHuggingFace()" in b)
     monkeypatch.chdir(tmp_path)
     script = types.ModuleType("readme_script")  # Importable, so that printed code can import its classes.
     monkeypatch.setitem(sys.modules, "readme_script", script)
@@ -25,6 +26,8 @@ def test_readme_python_examples_run_verbatim(tmp_path, monkeypatch, capsys):
             _check_loaded_from_checkpoint(script.model_with_head, tmp_path / "path/to/core-checkpoint")
         if block is declaring:
             _check_declaration(capsys.readouterr().out, script.model_with_head, tmp_path)
+        if block is exporting:
+            _check_export(script.mlm, tmp_path / "path/to/roberta-mlm")
 
 
 def _check_loaded_from_checkpoint(model, checkpoint: Path) -> None:
@@ -33,6 +36,14 @@ def _check_loaded_from_checkpoint(model, checkpoint: Path) -> None:
         if key in stored:
             assert torch.equal(tensor, stored[key]), key
     assert set(model.base_model.state_dict()) - set(stored) <= {"embeddings.position_ids", "embeddings.token_type_ids"}
+
+
+def _check_export(archit_model, folder: Path) -> None:
+    """The exported folder is a RobertaForMaskedLM that plain transformers loads, with the archit model's encoder."""
+    from transformers import RobertaForMaskedLM
+    reloaded = RobertaForMaskedLM.from_pretrained(str(folder))
+    for key, tensor in archit_model.base_model.state_dict().items():
+        assert torch.equal(reloaded.roberta.state_dict()[key], tensor), key
 
 
 def _check_declaration(printed: str, modified, tmp_path: Path) -> None:
