@@ -367,5 +367,6 @@ def _without_persistent_state(loss: _Loss) -> _Loss:
     """A loss is a setting of the model, not a weight: its buffers (the class weights of a weighted cross-entropy) move
     with the model to its device but are neither saved with it nor expected in checkpoints."""
     for module in loss.modules():
-        module._non_persistent_buffers_set.update(module._buffers)
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            module.register_buffer(name, buffer, persistent=False)
     return loss
