@@ -16,8 +16,10 @@ init_core_module = backend.init_core_module
 no_init_weights = backend.no_init_weights
 no_split_modules = backend.no_split_modules
 resolve_file = backend.resolve_file
+stored_config_dict = backend.stored_config_dict
 
 __all__ = [
     "Backend", "backend", "ERA", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
     "set_config_dtype", "get_config_dtype", "init_core_module", "no_init_weights", "no_split_modules", "resolve_file",
+    "stored_config_dict",
 ]

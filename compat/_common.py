@@ -17,6 +17,10 @@ def get_config_dtype(config_dict: Dict[str, Any]) -> Optional[Union[str, torch.d
     return config_dict.get("dtype", config_dict.get("torch_dtype"))
 
 
+def stored_config_dict(config_dict: Dict[str, Any]) -> Dict[str, Any]:
+    return dict(config_dict)
+
+
 def init_core_module(core: PreTrainedModel, module: nn.Module) -> None:
     with torch.no_grad():
         core._init_weights(module)

@@ -27,6 +27,10 @@ class Backend(Protocol):
     def get_config_dtype(self, config_dict: dict) -> Optional[Union[str, torch.dtype]]:
         """The weights' dtype recorded in a ``config.json`` dictionary (``torch_dtype`` or ``dtype``), if any."""
 
+    def stored_config_dict(self, config_dict: dict) -> dict:
+        """A config dictionary without the runtime bookkeeping this era keeps in configs, as transformers writes it to
+        ``config.json``; applied when archit writes a base config and when it reads one."""
+
     def no_init_weights(self) -> ContextManager:
         """Context in which building a transformers model skips weight initialisation (for a meta-device build that
         is filled from a checkpoint)."""

@@ -11,6 +11,7 @@ from ._common import get_config_dtype as get_config_dtype
 from ._common import init_core_module as init_core_module
 from ._common import no_split_modules as no_split_modules
 from ._common import resolve_file as resolve_file
+from ._common import stored_config_dict as stored_config_dict
 
 ERA = "4.50"
 

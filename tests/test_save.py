@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import ARCHS, load_archit, make_inputs, read_checkpoint_tensors
+from conftest import ARCHS, load_archit, make_inputs, read_checkpoint_tensors, read_json
 
 
 def task_cases():
@@ -87,3 +87,20 @@ def test_tied_matrix_saved_once(case, bare_checkpoints, tmp_path):
     reloaded = load_archit(task, tmp_path, arch)
     head_linear = reloaded.head.dense2 if case == "mlm" else reloaded.head.dense
     assert head_linear.weight is reloaded.base_model.get_input_embeddings().weight
+
+
+def test_default_attention_survives_save_and_reload(roberta_bare, tmp_path):
+    """Without attn_implementation=, the reloaded model chooses its attention as the saved one did (4.48-4.49 store a
+    runtime flag that, written to config.json, froze the reload on eager) and gives identical logits."""
+    from archit.instantiation.basemodels import RobertaBaseModel
+    from archit.instantiation.heads import TokenClassificationHeadConfig
+    from archit.instantiation.tasks import ForSingleLabelTokenClassification
+    model = ForSingleLabelTokenClassification.from_pretrained(str(roberta_bare), RobertaBaseModel,
+                                                              TokenClassificationHeadConfig(num_labels=3))
+    model.save_pretrained(str(tmp_path))
+    assert "_attn_implementation_autoset" not in read_json(tmp_path / "config.json")["base_model_config"]
+    reloaded = ForSingleLabelTokenClassification.from_pretrained(str(tmp_path), RobertaBaseModel)
+    assert reloaded.base_model.config._attn_implementation == model.base_model.config._attn_implementation
+    input_ids, attention_mask = make_inputs()
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids, attention_mask).logits, model(input_ids, attention_mask).logits)

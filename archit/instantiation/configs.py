@@ -11,6 +11,8 @@ from typing import Any, Dict, Generic, Optional, Tuple, Type, TypeVar, Union
 
 from transformers import CONFIG_MAPPING, PretrainedConfig
 
+import compat
+
 __all__ = ["BaseModelConfig", "HeadConfig", "CombinedConfig", "PC", "HC"]
 
 
@@ -106,11 +108,9 @@ class CombinedConfig(PretrainedConfig, Generic[PC, HC]):
             super().__setattr__(name, value)
 
     def to_dict(self) -> Dict[str, Any]:
-        import compat
-
         from .. import __version__ as archit_version
         return {
-            "base_model_config": self.base_model_config.to_dict(),
+            "base_model_config": compat.stored_config_dict(self.base_model_config.to_dict()),
             "head_config": _to_serialisable(self.head_config),
             "transformers_version": str(compat.TRANSFORMERS_VERSION),
             "archit_version": archit_version,
@@ -193,6 +193,7 @@ def base_config_from_dict(config_dict: Dict[str, Any], config_class: Optional[Ty
     with the generic ``PretrainedConfig`` (``AutoBaseModel``'s), the dictionary's ``model_type`` picks the class, as
     ``AutoConfig.from_pretrained`` does.
     """
+    config_dict = compat.stored_config_dict(config_dict)
     if config_class is not None and config_class.model_type:
         return config_class.from_dict(config_dict)
     model_type = config_dict.get("model_type")
