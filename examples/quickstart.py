@@ -1,5 +1,7 @@
 """Quick start: put a token-classification head on a RoBERTa checkpoint, with archit and with transformers, and check
-that both give the same logits. Builds its own small checkpoint (no model hub needed).
+that both give the same logits; save and reload the archit model; export it back to a transformers
+``RobertaForTokenClassification`` and reload that in plain transformers. Builds its own small checkpoint (no model hub
+needed).
 
     python examples/quickstart.py [--workdir DIR]
 """
@@ -36,6 +38,9 @@ def main() -> None:
     archit_checkpoint = os.path.join(workdir, "archit-token-classifier")
     model.save_pretrained(archit_checkpoint)
     reloaded = ForSingleLabelTokenClassification.from_pretrained(archit_checkpoint, RobertaBaseModel)
+    exported_checkpoint = os.path.join(workdir, "exported-token-classifier")
+    model.toHuggingFace().save_pretrained(exported_checkpoint)
+    exported = RobertaForTokenClassification.from_pretrained(exported_checkpoint).eval()
 
     input_ids = torch.randint(3, 1000, (2, 12))
     attention_mask = torch.ones_like(input_ids)
@@ -43,11 +48,14 @@ def main() -> None:
         expected = reference(input_ids=input_ids, attention_mask=attention_mask).logits
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
         reloaded_logits = reloaded(input_ids=input_ids, attention_mask=attention_mask).logits
+        exported_logits = exported(input_ids=input_ids, attention_mask=attention_mask).logits
     difference = (logits - expected).abs().max().item()
+    export_difference = (exported_logits - logits).abs().max().item()
     print(f"archit vs transformers, max |difference| of logits: {difference:.2e}")
     print(f"saved and reloaded archit model gives identical logits: {torch.equal(logits, reloaded_logits)}")
+    print(f"exported to {type(exported).__name__} and reloaded by transformers, max |difference|: {export_difference:.2e}")
     print(f"checkpoints in {workdir}")
-    if difference > 1e-5 or not torch.equal(logits, reloaded_logits):
+    if difference > 1e-5 or export_difference > 1e-5 or not torch.equal(logits, reloaded_logits):
         raise SystemExit("archit does not reproduce transformers' model: please report this.")
 
 
