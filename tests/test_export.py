@@ -9,7 +9,14 @@ import pytest
 import torch
 import transformers
 
-from conftest import ARCHS, build_transformers_model, make_inputs, perturb_, save_transformers_model
+from conftest import (
+    ARCHS,
+    build_transformers_model,
+    make_inputs,
+    perturb_,
+    read_checkpoint_tensors,
+    save_transformers_model,
+)
 
 EXPORT_ATOL = 1e-4
 
@@ -61,6 +68,15 @@ def logits_of(output) -> torch.Tensor:
     return output.logits
 
 
+def assert_saved_tensors_are_the_models(model, directory) -> None:
+    """What save_pretrained wrote is the exported model's weights (read with safetensors, not with transformers)."""
+    saved = read_checkpoint_tensors(directory)
+    state = model.state_dict()
+    assert saved and set(saved) <= set(state)
+    for key, tensor in saved.items():
+        assert torch.equal(tensor, state[key]), key
+
+
 def transformers_round_trips(cls: type, config, tmp_path) -> bool:
     """Whether transformers' own class survives its own save_pretrained/from_pretrained (4.49 and 4.50's
     RobertaForMaskedLM reload lm_head.bias as zeros): decided with transformers alone."""
@@ -96,6 +112,7 @@ def test_export_gives_transformers_class_with_same_weights_and_logits(case, tmp_
     torch.testing.assert_close(theirs, ours, atol=EXPORT_ATOL, rtol=EXPORT_ATOL)
 
     exported.save_pretrained(str(tmp_path / "exported"))
+    assert_saved_tensors_are_the_models(exported, tmp_path / "exported")
     if not transformers_round_trips(expected_class, exported.config, tmp_path):
         pytest.skip(f"transformers {transformers.__version__}'s {case.expected} does not reload its own checkpoints")
     reloaded = expected_class.from_pretrained(str(tmp_path / "exported"), attn_implementation="eager").eval()
@@ -213,6 +230,7 @@ def _assert_exports_to(model, expected_class, tmp_path):
         torch.testing.assert_close(logits_of(exported(input_ids=input_ids, attention_mask=attention_mask)), ours,
                                    atol=EXPORT_ATOL, rtol=EXPORT_ATOL)
     exported.save_pretrained(str(tmp_path))
+    assert_saved_tensors_are_the_models(exported, tmp_path)
     if not transformers_round_trips(expected_class, exported.config, tmp_path / "native"):
         pytest.skip(f"transformers {transformers.__version__}'s {expected_class.__name__} does not reload its own "
                     f"checkpoints")
