@@ -17,8 +17,12 @@ def get_config_dtype(config_dict: Dict[str, Any]) -> Optional[Union[str, torch.d
     return config_dict.get("dtype", config_dict.get("torch_dtype"))
 
 
+# Bookkeeping of 4.48 to 4.5x saying the attention was already chosen; stored as True, it stops the choice on reload.
+_RUNTIME_FIELDS = ("_attn_implementation_autoset",)
+
+
 def stored_config_dict(config_dict: Dict[str, Any]) -> Dict[str, Any]:
-    return dict(config_dict)
+    return {k: v for k, v in config_dict.items() if k not in _RUNTIME_FIELDS}
 
 
 def init_core_module(core: PreTrainedModel, module: nn.Module) -> None:

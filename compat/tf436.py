@@ -10,13 +10,7 @@ from ._common import get_config_dtype as get_config_dtype
 from ._common import init_core_module as init_core_module
 from ._common import no_split_modules as no_split_modules
 from ._common import resolve_file as resolve_file
-
-# Bookkeeping of 4.48-4.49 that says the attention was already chosen; stored as True, it stops the choice on reload.
-_RUNTIME_FIELDS = ("_attn_implementation_autoset",)
-
-
-def stored_config_dict(config_dict: dict) -> dict:
-    return {k: v for k, v in config_dict.items() if k not in _RUNTIME_FIELDS}
+from ._common import stored_config_dict as stored_config_dict
 
 ERA = "4.36"
 
