@@ -98,6 +98,16 @@ def arch(request) -> Arch:
     return ARCHS[request.param]
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run an order of magnitude faster on one thread than on a few contended ones (use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Models, inputs, checkpoints.
 
@@ -157,6 +167,15 @@ def read_json(path) -> dict:
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float = ATOL, rtol: float = RTOL):
     torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
+
+
+def assert_same_last_hidden_state(base_model, reference) -> None:
+    """An archit base model and a transformers base model give the same last hidden state on ``make_inputs()``."""
+    input_ids, attention_mask = make_inputs()
+    with torch.no_grad():
+        actual = base_model(input_ids, attention_mask).last_hidden_state
+        expected = reference(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    assert_close(actual, expected)
 
 
 def loading_info_keys(entries) -> set:

@@ -77,13 +77,7 @@ def train(num_labels: int, steps: int = 60) -> Tuple[List[float], float, float]:
     return losses, head_accuracy, relation_accuracy
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train an order of magnitude faster on one thread than on a few contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_treebank_follows_its_rule():

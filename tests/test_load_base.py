@@ -4,7 +4,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import assert_close, load_archit, make_inputs, read_checkpoint_tensors, transformers_reference
+from conftest import (
+    assert_close,
+    assert_same_last_hidden_state,
+    load_archit,
+    make_inputs,
+    read_checkpoint_tensors,
+    transformers_reference,
+)
 
 
 def write_prefixed_checkpoint(bare_dir, prefix: str, out_dir):
@@ -43,11 +50,7 @@ def test_base_tensors_equal_checkpoint(arch, base_checkpoint, bare_checkpoint):
 def test_base_output_equals_transformers(arch, base_checkpoint):
     model = load_token_classifier(arch, base_checkpoint)
     reference = transformers_reference(arch.core, base_checkpoint)
-    input_ids, attention_mask = make_inputs()
-    with torch.no_grad():
-        actual = model.model(input_ids, attention_mask).last_hidden_state
-        expected = reference(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    assert_close(actual, expected)
+    assert_same_last_hidden_state(model.model, reference)
 
 
 def test_head_is_newly_initialised(arch, base_checkpoint):

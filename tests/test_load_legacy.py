@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from conftest import (
     ARCHS,
     assert_close,
+    assert_same_last_hidden_state,
     build_transformers_model,
     load_archit,
     loading_info_keys,
@@ -118,8 +119,4 @@ def test_position_ids_buffer_in_checkpoint(roberta_bare, tmp_path):
     assert not any("position_ids" in k for k in loading_info_keys(info["unexpected_keys"]))
     assert not any("position_ids" in k for k in loading_info_keys(info["missing_keys"]))
     reference = transformers_reference(transformers.RobertaModel, roberta_bare)
-    input_ids, attention_mask = make_inputs()
-    with torch.no_grad():
-        actual = model.model(input_ids, attention_mask).last_hidden_state
-        expected = reference(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    assert_close(actual, expected)
+    assert_same_last_hidden_state(model.model, reference)

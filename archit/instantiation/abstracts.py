@@ -122,8 +122,9 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
 
     @classmethod
     def buildCore(cls, raw_config: PC) -> PreTrainedModel:
-        """Build the transformers base model from its config."""
-        return cls.coreClass()(raw_config)
+        """Build the transformers base model from its config, leaving out its pooler where the core class can do
+        without one (``add_pooling_layer=False``): heads pool for themselves."""
+        return build_without_pooler(cls.coreClass(), raw_config)
 
     @classmethod
     def standardiseConfig(cls, raw_config: PC) -> BaseModelConfig:
@@ -147,6 +148,14 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
         """transformers architecture-name suffixes that mean the same head as another suffix: GPT-2-era causal LMs are
         called ``XLMHeadModel`` (``GPT2LMHeadModel``, ``OpenAIGPTLMHeadModel``) rather than ``XForCausalLM``."""
         return {"LMHeadModel": "ForCausalLM"}
+
+
+def build_without_pooler(core_class: Type[PreTrainedModel], raw_config: PretrainedConfig) -> PreTrainedModel:
+    """``core_class(raw_config)``, with ``add_pooling_layer=False`` when the class takes that argument (BERT, RoBERTa,
+    CANINE, ...)."""
+    if "add_pooling_layer" in inspect.signature(core_class.__init__).parameters:
+        return core_class(raw_config, add_pooling_layer=False)
+    return core_class(raw_config)
 
 
 class Head(Module, Generic[HC], ABC):

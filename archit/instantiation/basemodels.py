@@ -1,6 +1,5 @@
 """Base models: one small class per transformers family, naming its config and core classes and reading its config,
 and ``AutoBaseModel`` for any family that transformers' ``AutoModel`` can build."""
-import inspect
 from typing import Type
 
 from transformers import MODEL_MAPPING, PretrainedConfig, PreTrainedModel
@@ -12,7 +11,7 @@ from transformers.models.roberta import RobertaConfig, RobertaModel
 
 import compat
 
-from .abstracts import AllHiddenStatesAndPooling, BaseModel, BaseModelConfig
+from .abstracts import AllHiddenStatesAndPooling, BaseModel, BaseModelConfig, build_without_pooler
 from .standardisation import standardise_config
 
 try:
@@ -35,10 +34,6 @@ class RobertaBaseModel(BaseModel[RobertaConfig]):
     def coreClass(cls):
         return RobertaModel
 
-    @classmethod
-    def buildCore(cls, raw_config: RobertaConfig) -> PreTrainedModel:
-        return RobertaModel(raw_config, add_pooling_layer=False)
-
 
 class BertBaseModel(BaseModel[BertConfig]):
     """BERT without its pooler (heads pool for themselves)."""
@@ -50,10 +45,6 @@ class BertBaseModel(BaseModel[BertConfig]):
     @classmethod
     def coreClass(cls):
         return BertModel
-
-    @classmethod
-    def buildCore(cls, raw_config: BertConfig) -> PreTrainedModel:
-        return BertModel(raw_config, add_pooling_layer=False)
 
 
 class GPT2BaseModel(BaseModel[GPT2Config]):
@@ -141,10 +132,6 @@ class CanineBaseModel(BaseModel[CanineConfig]):
     def coreClass(cls):
         return CanineModel
 
-    @classmethod
-    def buildCore(cls, raw_config: CanineConfig) -> PreTrainedModel:
-        return CanineModel(raw_config, add_pooling_layer=False)
-
 
 class AutoBaseModel(BaseModel[PretrainedConfig]):
     """
@@ -186,7 +173,4 @@ class AutoBaseModel(BaseModel[PretrainedConfig]):
         if getattr(raw_config, "is_encoder_decoder", False):
             raise ValueError(f"AutoBaseModel wraps encoder-only and decoder-only models; '{raw_config.model_type}' is "
                              f"an encoder-decoder, whose base model needs decoder inputs.")
-        core_class = cls.coreClassFor(raw_config)
-        if "add_pooling_layer" in inspect.signature(core_class.__init__).parameters:
-            return core_class(raw_config, add_pooling_layer=False)
-        return core_class(raw_config)
+        return build_without_pooler(cls.coreClassFor(raw_config), raw_config)

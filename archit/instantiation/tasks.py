@@ -44,7 +44,7 @@ class ForSingleLabelTokenClassification(ModelWithHead[PC, TokenClassificationHea
         return CrossEntropyLoss()
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
-        return self.loss_function(logits.view(-1, logits.size(-1)), labels.to(logits.device).view(-1))
+        return flatLoss(self.loss_function, logits, labels)
 
 
 class ForSingleLabelSequenceClassification(ModelWithHead[PC, SequenceClassificationHeadConfig]):
@@ -59,7 +59,7 @@ class ForSingleLabelSequenceClassification(ModelWithHead[PC, SequenceClassificat
         return CrossEntropyLoss()
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
-        return self.loss_function(logits.view(-1, logits.size(-1)), labels.to(logits.device).view(-1))
+        return flatLoss(self.loss_function, logits, labels)
 
 
 class ForMultiLabelSequenceClassification(ModelWithHead[PC, SequenceClassificationHeadConfig]):
@@ -110,6 +110,11 @@ class ForExtractiveQA(ModelWithHead[PC, ExtractiveQAHeadConfig]):
         return extractiveQALoss(self.loss_function, logits, labels.to(logits.device))
 
 
+def flatLoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> FloatTensor:
+    """The loss of every labelled position at once: logits ... x C and labels ... flattened to N x C and N."""
+    return loss_function(logits.reshape(-1, logits.size(-1)), labels.to(logits.device).reshape(-1))
+
+
 def extractiveQALoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> FloatTensor:
     """Mean of the start and end cross-entropies, as transformers' QA models compute it."""
     start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
@@ -137,10 +142,7 @@ class ForCausalLM(ModelWithHead[PC, CausalLMHeadConfig]):
         return CrossEntropyLoss()
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
-        labels = labels.to(logits.device)
-        shifted_logits = logits[:, :-1, :].contiguous()
-        shifted_labels = labels[:, 1:].contiguous()
-        return self.loss_function(shifted_logits.view(-1, shifted_logits.size(-1)), shifted_labels.view(-1))
+        return flatLoss(self.loss_function, logits[:, :-1, :], labels[:, 1:])
 
     def get_output_embeddings(self) -> Optional[nn.Linear]:
         return self.head.dense
@@ -161,7 +163,7 @@ class ForMaskedLM(ModelWithHead[PC, MaskedLMHeadConfig]):
         return CrossEntropyLoss()
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
-        return self.loss_function(logits.view(-1, logits.size(-1)), labels.to(logits.device).view(-1))
+        return flatLoss(self.loss_function, logits, labels)
 
     def get_output_embeddings(self) -> Optional[nn.Linear]:
         return self.head.dense2
