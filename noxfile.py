@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import nox
 
@@ -137,6 +139,27 @@ def lint(session: nox.Session) -> None:
     """Run ruff over the code (configuration in pyproject.toml)."""
     session.install("ruff")
     session.run("ruff", "check", *(path for path in LINT_PATHS if os.path.exists(path)), *session.posargs)
+
+
+@nox.session(tags=["lint"])
+def package(session: nox.Session) -> None:
+    """Build the wheel and check what it installs: archit's own package alone (the compat/ folder as archit._compat,
+    never a top-level module a user's compat.py could shadow), with every package folder of the repository in it."""
+    session.install("build", "setuptools>=64")
+    out = Path(session.create_tmp()) / "wheel"
+    session.run("python", "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), silent=True)
+    (wheel,) = out.glob("archit-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    stray = sorted({n.split("/")[0] for n in names} - {"archit"} - {n.split("/")[0] for n in names if ".dist-info/" in n})
+    if stray:
+        session.error(f"{wheel.name} installs top-level names other than archit: {stray}")
+    expected = {f"archit/{p.parent.relative_to('archit').as_posix()}/__init__.py".replace("/./", "/")
+                for p in Path("archit").rglob("__init__.py")}
+    expected |= {f"archit/_compat/{p.name}" for p in Path("compat").glob("*.py")}
+    missing = sorted(expected - set(names))
+    if missing:
+        session.error(f"{wheel.name} lacks {missing}: list the package in pyproject.toml's [tool.setuptools] packages.")
+    session.log(f"{wheel.name}: {len(names)} files, all under archit/")
 
 
 @nox.session

@@ -1,11 +1,11 @@
 """Small helpers of the published ArchIt API: parameter counts, reading a checkpoint's tensors, dataclasses from dicts."""
-import typing
-from dataclasses import fields, is_dataclass
-from enum import Enum
 from typing import Any, Dict, Tuple
 
 from torch import Tensor
 from torch.nn import Module
+
+from .loading.configs import dataclass_from_dict as dataclass_from_dict
+from .loading.files import find_weight_files, read_tensors
 
 __all__ = ["torchPrint", "parameterCount", "parameterCountBaseVsHead", "checkpointToStateDict", "dataclass_from_dict"]
 
@@ -47,33 +47,4 @@ def checkpointToStateDict(checkpoint: str, **hub_kwargs: Any) -> Dict[str, Tenso
     All tensors of a checkpoint (local folder or hub id; safetensors or ``.bin``, sharded or not), keyed as in the file.
     ``.bin`` files are read with ``torch.load(weights_only=True)``.
     """
-    from .loading.files import find_weight_files, read_tensors
-
     return dict(read_tensors(find_weight_files(checkpoint, **hub_kwargs)))
-
-
-def dataclass_from_dict(cls: type, as_dict: Dict[str, Any]) -> Any:
-    """
-    Build dataclass ``cls`` from a dictionary, recursively for fields that are dataclasses or enums.
-    Keys that are not fields of ``cls`` are passed to its constructor too (and fail there if it does not take them).
-    """
-    if not is_dataclass(cls):
-        raise TypeError(f"{cls} is not a dataclass.")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    kwargs = {}
-    for name, value in as_dict.items():
-        expected = hints.get(name) if name in known else None
-        if isinstance(expected, type) and is_dataclass(expected) and isinstance(value, dict):
-            value = dataclass_from_dict(expected, value)
-        elif isinstance(expected, type) and issubclass(expected, Enum) and not isinstance(value, expected):
-            value = _enum_member(expected, value)
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
-def _enum_member(enum_class: type, value: Any) -> Enum:
-    try:
-        return enum_class(value)
-    except ValueError:
-        return enum_class[value]  # Serialised by name.

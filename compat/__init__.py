@@ -1,22 +1,24 @@
-"""The only place that knows transformers' internals. ``archit`` uses the names re-exported here and nothing else.
+"""The only place that knows transformers' internals; installed as ``archit._compat``. ``archit`` uses the names
+re-exported here and nothing else.
 
 One backend module per transformers era (``tf436``, ``tf450``, ``tf500``), chosen once at import in ``main``; each
-satisfies the ``Backend`` protocol.
+satisfies the ``Backend`` protocol, which lists only what differs per era. What is the same in every era comes from
+``all_eras``; the version flags from ``version``.
 """
+from .all_eras import get_config_dtype as get_config_dtype
+from .all_eras import init_core_module as init_core_module
+from .all_eras import no_split_modules as no_split_modules
+from .all_eras import resolve_file as resolve_file
+from .all_eras import stored_config_dict as stored_config_dict
 from .main import backend as backend
 from .protocol import Backend as Backend
-from .shared import TRANSFORMERS_VERSION as TRANSFORMERS_VERSION
+from .version import TRANSFORMERS_VERSION as TRANSFORMERS_VERSION
 
-ERA = backend.ERA
-PreTrainedWrapper = backend.PreTrainedWrapper
+ERA: str = backend.ERA
+PreTrainedWrapper: type = backend.PreTrainedWrapper
 set_attn_implementation = backend.set_attn_implementation
 set_config_dtype = backend.set_config_dtype
-get_config_dtype = backend.get_config_dtype
-init_core_module = backend.init_core_module
 no_init_weights = backend.no_init_weights
-no_split_modules = backend.no_split_modules
-resolve_file = backend.resolve_file
-stored_config_dict = backend.stored_config_dict
 
 __all__ = [
     "Backend", "backend", "ERA", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",

@@ -1,9 +1,8 @@
-"""Picks the backend of the installed transformers era, once."""
-from types import ModuleType
+"""Picks the backend of the installed transformers era, once, with a single ``if``."""
+from .protocol import Backend
+from .version import TRANSFORMERS_GE_4_50, TRANSFORMERS_GE_5_0
 
-from .shared import TRANSFORMERS_GE_4_50, TRANSFORMERS_GE_5_0
-
-backend: ModuleType
+backend: Backend
 if TRANSFORMERS_GE_5_0:
     from . import tf500 as backend
 elif TRANSFORMERS_GE_4_50:

@@ -6,12 +6,7 @@ import torch
 from transformers import PretrainedConfig
 from transformers.modeling_utils import no_init_weights as no_init_weights
 
-from ._common import WrapperWithoutOwnWeights
-from ._common import get_config_dtype as get_config_dtype
-from ._common import init_core_module as init_core_module
-from ._common import no_split_modules as no_split_modules
-from ._common import resolve_file as resolve_file
-from ._common import stored_config_dict as stored_config_dict
+from .all_eras import WrapperWithoutOwnWeights
 
 ERA = "4.50"
 

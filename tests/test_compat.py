@@ -10,12 +10,12 @@ ARCHIT_DIR = Path(__file__).resolve().parent.parent / "archit"
 
 
 def test_era_matches_installed_transformers():
-    import compat
+    from archit import _compat as compat
     assert compat.ERA == expected_era()
 
 
 def test_backend_satisfies_protocol():
-    import compat
+    from archit import _compat as compat
     assert getattr(compat.Backend, "_is_protocol", False), "Backend must be a typing.Protocol"
     assert typing.Protocol in compat.Backend.__mro__
     assert isinstance(compat.backend, compat.Backend)
@@ -23,8 +23,29 @@ def test_backend_satisfies_protocol():
 
 def test_protocol_is_not_trivially_satisfied():
     """The runtime check must actually look at members: an empty object does not pass it."""
-    import compat
+    from archit import _compat as compat
     assert not isinstance(object(), compat.Backend)
+
+
+def test_every_era_module_satisfies_the_protocol_with_only_what_differs():
+    """Each era module provides every member of the contract itself; helpers that are the same in every era are not
+    re-exported by the era modules but come from ``all_eras`` through the facade."""
+    from archit._compat import all_eras
+
+    from archit import _compat as compat
+
+    members = {name for name in vars(compat.Backend) if not name.startswith("_")} | set(
+        typing.get_type_hints(compat.Backend))
+    shared = {name for name, value in vars(all_eras).items()
+              if not name.startswith("_") and getattr(value, "__module__", None) == all_eras.__name__}
+    assert not members & shared, f"the protocol lists helpers that are the same in every era: {members & shared}"
+    backend = compat.backend
+    for name in members:
+        assert hasattr(backend, name), f"{backend.__name__} lacks {name}"
+    assert not (shared - {"WrapperWithoutOwnWeights"}) & set(vars(backend)), \
+        f"{backend.__name__} re-exports shared helpers: {(shared - {'WrapperWithoutOwnWeights'}) & set(vars(backend))}"
+    for name in compat.__all__:
+        assert hasattr(compat, name), name
 
 
 def _archit_sources():

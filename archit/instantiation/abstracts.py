@@ -23,10 +23,11 @@ from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttenti
 from transformers.utils import ModelOutput
 from typing_extensions import Self
 
-import compat
-
+from .. import _compat as compat
+from ..loading import load_base_model, load_model_with_head, save_model_with_head, to_hugging_face
+from ..loading.equivalents import hf_head_keys
+from ..loading.keys import CORE_PATH
 from .configs import HC, PC, BaseModelConfig, CombinedConfig, HeadConfig
-from .equivalents import hf_head_keys
 from .mixins import LossState, StatefulLossMixin
 from .standardisation import standardise_config
 
@@ -103,7 +104,6 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
         Load the base model alone from a bare base model checkpoint, a transformers task checkpoint or an archit
         checkpoint. Keyword arguments as in ``ModelWithHead.from_pretrained``.
         """
-        from ..loading.loader import load_base_model
         return load_base_model(cls, checkpoint, **kwargs)
 
     @classmethod
@@ -138,7 +138,7 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
         Where transformers' task models of this family keep the weights of heads that compute what an archit head
         computes: ``{hfEquivalentSuffix: {transformers key prefix: archit head key prefix}}``. Loading such a task
         checkpoint imports its head; ``ModelWithHead.toHuggingFace`` exports to it. The family is ``raw_config``'s
-        ``model_type`` (default: this class's config class's); the table is ``archit.instantiation.equivalents``.
+        ``model_type`` (default: this class's config class's); the table is ``archit.loading.equivalents``.
         """
         model_type = getattr(raw_config, "model_type", None) or getattr(cls.configClass(), "model_type", None)
         return hf_head_keys(model_type)
@@ -227,7 +227,7 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
     """
 
     config_class = CombinedConfig
-    base_model_prefix = "model._core"
+    base_model_prefix = CORE_PATH.rstrip(".")
     accepts_loss_kwargs = False  # See forward.__signature__.
 
     def __init__(self, combined_config: CombinedConfig, model: BaseModel, head: Head, loss: _Loss):
@@ -312,7 +312,6 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
         ``head.*``) as safetensors (default) or ``pytorch_model.bin``, sharded above ``max_shard_size``. A tied output
         matrix is stored once.
         """
-        from ..loading.saving import save_model_with_head
         save_model_with_head(self, save_directory, max_shard_size=max_shard_size,
                              safe_serialization=safe_serialization, is_main_process=is_main_process, **kwargs)
 
@@ -327,7 +326,6 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
         :raises NotImplementedError: when transformers has no class computing what this head computes (the mean-pooling
             sequence head, dependency parsing, ...), naming what is missing.
         """
-        from ..loading.hfmodels import to_hugging_face
         return to_hugging_face(self, share_weights=share_weights, verify=verify)
 
     # Class methods
@@ -368,7 +366,6 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
         ``ignore_mismatched_sizes``, ``output_loading_info``, ``cache_dir``, ``revision``, ``local_files_only``,
         ``token``, ``subfolder``, ``loss``; others set fields of the base model's config.
         """
-        from ..loading import load_model_with_head
         return load_model_with_head(cls, checkpoint, base_model_class, head_config, **kwargs)
 
 

@@ -9,8 +9,7 @@ from transformers.models.deberta import DebertaConfig, DebertaModel
 from transformers.models.gpt2 import GPT2Config, GPT2Model
 from transformers.models.roberta import RobertaConfig, RobertaModel
 
-import compat
-
+from .. import _compat as compat
 from .abstracts import AllHiddenStatesAndPooling, BaseModel, BaseModelConfig, build_without_pooler
 from .standardisation import standardise_config
 

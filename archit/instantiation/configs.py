@@ -7,11 +7,14 @@ import json
 import os
 from dataclasses import asdict, dataclass, is_dataclass
 from enum import Enum
-from typing import Any, Dict, Generic, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, Generic, Optional, Type, TypeVar, Union
 
-from transformers import CONFIG_MAPPING, PretrainedConfig
+from transformers import PretrainedConfig
 
-import compat
+from .. import __version__ as archit_version
+from .. import _compat as compat
+from ..loading.configs import base_config_from_dict, dataclass_from_dict, split_checkpoint_config
+from ..loading.files import HUB_KWARGS, read_config_dict
 
 __all__ = ["BaseModelConfig", "HeadConfig", "CombinedConfig", "PC", "HC"]
 
@@ -108,7 +111,6 @@ class CombinedConfig(PretrainedConfig, Generic[PC, HC]):
             super().__setattr__(name, value)
 
     def to_dict(self) -> Dict[str, Any]:
-        from .. import __version__ as archit_version
         return {
             "base_model_config": compat.stored_config_dict(self.base_model_config.to_dict()),
             "head_config": _to_serialisable(self.head_config),
@@ -143,8 +145,6 @@ class CombinedConfig(PretrainedConfig, Generic[PC, HC]):
         transformers checkpoint plus ``head_config``. A ``head_config`` given here wins over the checkpoint's. The base
         config is read as ``base_model_config_class``, or, when that is omitted, as the class of its ``model_type``.
         """
-        from ..loading.files import HUB_KWARGS, read_config_dict
-
         unknown = set(kwargs) - set(HUB_KWARGS)
         if unknown:
             raise TypeError(f"CombinedConfig.from_pretrained() got unexpected keyword arguments {sorted(unknown)}.")
@@ -168,46 +168,6 @@ class CombinedConfig(PretrainedConfig, Generic[PC, HC]):
         return combined
 
 
-def split_checkpoint_config(config_dict: Dict[str, Any], checkpoint: str, head_config: Optional[HC] = None,
-                            head_config_class: Optional[Type[HC]] = None) -> Tuple[Dict[str, Any], Optional[HC]]:
-    """
-    ``(base model config dict, head config)`` of a checkpoint's ``config.json``: an archit checkpoint nests both, a
-    transformers checkpoint is the base config alone. A ``head_config`` given wins; otherwise the stored one is read
-    as ``head_config_class``, and its absence is an error. Without ``head_config_class`` no head config is wanted.
-    """
-    is_archit = "base_model_config" in config_dict
-    base_dict = dict(config_dict["base_model_config"] if is_archit else config_dict)
-    if head_config is not None or head_config_class is None:
-        return base_dict, head_config
-    stored = config_dict.get("head_config") if is_archit else None
-    if stored is None:
-        raise ValueError(f"Checkpoint '{checkpoint}' holds no head config (it is not an archit checkpoint): pass "
-                         f"head_config=, e.g. {head_config_class.__name__}(...).")
-    from ..util import dataclass_from_dict
-    return base_dict, dataclass_from_dict(head_config_class, stored)
-
-
-def base_config_from_dict(config_dict: Dict[str, Any], config_class: Optional[Type[PC]] = None) -> PC:
-    """
-    A base model's transformers config from its dictionary: ``config_class.from_dict``. Without a ``config_class``, or
-    with the generic ``PretrainedConfig`` (``AutoBaseModel``'s), the dictionary's ``model_type`` picks the class, as
-    ``AutoConfig.from_pretrained`` does.
-    """
-    config_dict = compat.stored_config_dict(config_dict)
-    if config_class is not None and config_class.model_type:
-        return config_class.from_dict(config_dict)
-    model_type = config_dict.get("model_type")
-    if not model_type:
-        raise ValueError("The base model config names no model_type, so its transformers config class is unknown: "
-                         "pass the config class (base_model_config_class=), or use the family's base model class.")
-    try:
-        config_class = CONFIG_MAPPING[model_type]
-    except KeyError:
-        raise ValueError(f"The base model config's model_type '{model_type}' is not a family of the installed "
-                         f"transformers (a newer release, or a model with remote code, may have it).") from None
-    return config_class.from_dict(config_dict)
-
-
 def _deserialise_parts(base_model_config, head_config, base_model_config_class, head_config_class, kwargs):
     if base_model_config is None:
         raise ValueError("CombinedConfig needs a base_model_config (a transformers config or its dictionary).")
@@ -218,6 +178,5 @@ def _deserialise_parts(base_model_config, head_config, base_model_config_class, 
     if isinstance(head_config, dict):
         if head_config_class is None:
             raise ValueError("A head_config given as a dictionary needs head_config_class=.")
-        from ..util import dataclass_from_dict
         head_config = dataclass_from_dict(head_config_class, head_config)
     return base_model_config, head_config

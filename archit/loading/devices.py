@@ -3,9 +3,11 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Union
 
 import torch
+from accelerate import dispatch_model, infer_auto_device_map
+from accelerate.utils import get_balanced_memory
 from torch import nn
 
-import compat
+from .. import _compat as compat
 
 _AUTO_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
@@ -22,9 +24,6 @@ class DevicePlacement:
         if isinstance(device_map, (int, torch.device)) or (isinstance(device_map, str) and device_map not in _AUTO_MAPS):
             return cls({"": device_map})
         if isinstance(device_map, str):
-            from accelerate import infer_auto_device_map
-            from accelerate.utils import get_balanced_memory
-
             no_split = compat.no_split_modules(model.base_model)
             if device_map != "sequential":
                 max_memory = get_balanced_memory(model, max_memory=max_memory, no_split_module_classes=no_split,
@@ -50,7 +49,6 @@ class DevicePlacement:
         if len(devices) == 1:
             model.to(next(iter(self.device_map.values())))
         else:
-            from accelerate import dispatch_model
             dispatch_model(model, device_map=self.device_map)
         if set(self.device_map) != {""}:
             model.hf_device_map = dict(self.device_map)  # As transformers records a device map it used.

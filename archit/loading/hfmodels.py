@@ -17,14 +17,11 @@ from accelerate import init_empty_weights
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-import compat
-
-from ..instantiation.equivalents import HF_AUTO_CLASSES
-from .keys import candidate_names
+from .. import _compat as compat
+from .equivalents import HF_AUTO_CLASSES
+from .keys import CORE_PATH, HEAD_PATH, candidate_names
 
 logger = logging.getLogger(__name__)
-
-CORE_PATH, HEAD_PATH = "model._core.", "head."
 
 
 def checkpoint_suffixes(base_model_class: type, config_dict: Dict[str, Any]) -> List[str]:

@@ -11,6 +11,12 @@ Buffers that old releases saved but current models do not persist (``embeddings.
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Set
 
+# Where the parts of an archit model sit, and so the key prefixes of its checkpoints: a model-with-head holds its
+# BaseModel as ``model`` and its Head as ``head``; a BaseModel holds the transformers core as ``_core``.
+CORE_IN_BASE_MODEL = "_core."
+CORE_PATH = "model." + CORE_IN_BASE_MODEL
+HEAD_PATH = "head."
+
 _LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
 
 

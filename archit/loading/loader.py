@@ -12,19 +12,14 @@ from accelerate import init_empty_weights
 from accelerate.utils import set_module_tensor_to_device
 from torch import nn
 
-import compat
-
-from ..instantiation.configs import base_config_from_dict, split_checkpoint_config
+from .. import _compat as compat
+from .configs import base_config_from_dict, split_checkpoint_config
 from .devices import DevicePlacement
 from .files import HUB_KWARGS, CheckpointReader, find_weight_files, read_config_dict
 from .hfmodels import imported_head_keys, transformers_head_config
-from .keys import rename_checkpoint_keys
+from .keys import CORE_IN_BASE_MODEL, CORE_PATH, HEAD_PATH, rename_checkpoint_keys
 
 logger = logging.getLogger(__name__)
-
-CORE_PATH = "model._core."
-HEAD_PATH = "head."
-
 
 @dataclass
 class LoadOptions:
@@ -101,7 +96,7 @@ def load_base_model(cls: type, checkpoint: str, **kwargs: Any) -> Union[nn.Modul
     dtype = _resolve_dtype(options.dtype, base_dict)
     with init_empty_weights(), compat.no_init_weights():
         model = cls(_base_config(cls, base_dict, checkpoint, options))
-    info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout("_core.", None), {},
+    info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout(CORE_IN_BASE_MODEL, None), {},
                                 archit_core_path=CORE_PATH)
     _report(cls, checkpoint, info, "", expect_new_head=True)
     return (model, info) if options.output_loading_info else model
