@@ -552,3 +552,12 @@ def test_pretrained_model_round_trip(family, tmp_path, import_source):
         for key in lost:
             reloaded.get_parameter(key).copy_(expected[key])
     assert_same_outputs(reloaded, instance)
+
+
+def test_published_top_level_name():
+    """The published package and its tests import ``printDifference`` from the package root."""
+    from archit import printDifference, renderDifference
+    from archit.declaration.compiler import printDifference as in_module
+    from archit.declaration.compiler import renderDifference as render_in_module
+
+    assert printDifference is in_module and renderDifference is render_in_module
