@@ -3,8 +3,10 @@
 by the caller wins over the checkpoint's."""
 import json
 
+import pytest
 import torch
 import transformers
+from safetensors.torch import save_file
 
 from conftest import (
     ARCHS,
@@ -87,3 +89,54 @@ def test_caller_head_config_wins(roberta_bare, tmp_path):
     assert model.head.dense2.weight is model.base_model.get_input_embeddings().weight
     assert torch.equal(model.base_model.get_input_embeddings().weight,
                        untied.base_model.get_input_embeddings().weight)
+
+
+@pytest.mark.parametrize("task", ["masked_lm", "causal_lm"])
+def test_published_lm_checkpoint_with_own_output_matrix_reloads_untied(tmp_path, task):
+    """A published ArchIt LM checkpoint has ``"head_config": {}`` (no ``tie_weights``) and stores its own output matrix,
+    different from the input embeddings: it reloads untied, computing what transformers' untied task model computes on
+    the same tensors."""
+    from archit.instantiation.tasks import ForCausalLM, ForMaskedLM
+    if task == "masked_lm":
+        arch, reference_cls, task_cls = ROBERTA, transformers.RobertaForMaskedLM, ForMaskedLM
+        heads = {"lm_head.dense.": "head.dense1.", "lm_head.layer_norm.": "head.layer_norm.",
+                 "lm_head.decoder.": "head.dense2.", "lm_head.bias": "head.dense2.bias"}
+    else:
+        arch, reference_cls, task_cls = ARCHS["gpt2"], transformers.GPT2LMHeadModel, ForCausalLM
+        heads = {"lm_head.": "head.dense."}
+    reference = build_transformers_model(reference_cls, arch.make_config(tie_word_embeddings=False))
+    output_matrix = reference.get_output_embeddings().weight
+    assert not torch.equal(output_matrix, reference.get_input_embeddings().weight)
+    weights = {}
+    for key, tensor in reference.state_dict().items():
+        head = next((prefix for prefix in heads if key.startswith(prefix)), None)
+        if head is not None:
+            weights[heads[head] + key[len(head):]] = tensor.clone()
+        elif key.startswith(arch.prefix + "."):
+            weights["model._core." + key[len(arch.prefix) + 1:]] = tensor.clone()
+    save_file(weights, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"base_model_config": arch.make_config().to_dict(), "head_config": {}}))
+
+    model = load_archit(task_cls, tmp_path, arch)
+    assert model.config.head_config.tie_weights is False
+    assert model.get_output_embeddings().weight is not model.base_model.get_input_embeddings().weight
+    assert torch.equal(model.get_output_embeddings().weight, output_matrix)
+    input_ids, attention_mask = make_inputs()
+    with torch.no_grad():
+        expected = reference(input_ids=input_ids, attention_mask=attention_mask).logits
+    assert_close(logits_of(model), expected)
+
+
+def test_published_lm_checkpoint_without_own_output_matrix_reloads_tied(tmp_path, roberta_bare):
+    """The same published format storing no output matrix of its own (or the embeddings again) stays tied."""
+    from archit.instantiation.heads import MaskedLMHeadConfig
+    from archit.instantiation.tasks import ForMaskedLM
+    model = load_archit(ForMaskedLM, roberta_bare, ROBERTA, head_config=MaskedLMHeadConfig())
+    model.save_pretrained(str(tmp_path))
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["head_config"] = {}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    reloaded = load_archit(ForMaskedLM, tmp_path, ROBERTA)
+    assert reloaded.config.head_config.tie_weights is True
+    assert reloaded.head.dense2.weight is reloaded.base_model.get_input_embeddings().weight

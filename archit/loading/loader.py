@@ -3,6 +3,7 @@
 Tensors the checkpoint supplies are assigned straight from the file (safetensors) or from ``torch.load(weights_only=True)``
 (``.bin``); only the tensors it does not supply are initialised, each by its owner (the head, or the core's class).
 """
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -69,6 +70,7 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
     options = LoadOptions.from_kwargs(kwargs)
     config_dict = read_config_dict(checkpoint, **options.hub)
     is_archit = "base_model_config" in config_dict
+    given_head_config = head_config
     if head_config is None and not is_archit:
         head_config = transformers_head_config(cls, base_model_class, config_dict)
     base_dict, head_config = split_checkpoint_config(config_dict, checkpoint, head_config,
@@ -78,6 +80,10 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
 
     with init_empty_weights(), compat.no_init_weights():
         model = cls.fromModelAndHeadConfig(base_model_class(base_config), head_config, loss=options.loss)
+    if given_head_config is None and _published_head_config_stores_untied_matrix(model, config_dict, checkpoint, options):
+        head_config = dataclasses.replace(head_config, tie_weights=False)
+        with init_empty_weights(), compat.no_init_weights():
+            model = cls.fromModelAndHeadConfig(base_model_class(base_config), head_config, loss=options.loss)
     model.config.name_or_path = checkpoint
 
     head_prefixes = {} if is_archit else imported_head_keys(cls, base_model_class, base_config, config_dict, head_config)
@@ -100,6 +106,35 @@ def load_base_model(cls: type, checkpoint: str, **kwargs: Any) -> Union[nn.Modul
                                 archit_core_path=CORE_PATH)
     _report(cls, checkpoint, info, "", expect_new_head=True)
     return (model, info) if options.output_loading_info else model
+
+
+def _published_head_config_stores_untied_matrix(model: nn.Module, config_dict: Dict[str, Any], checkpoint: str,
+                                                options: LoadOptions) -> bool:
+    """
+    Whether an archit checkpoint's stored head config predates ``tie_weights`` (the published ArchIt wrote none, e.g.
+    ``"head_config": {}``) while the checkpoint stores an output matrix of its own that differs from the input
+    embeddings. Such a head computed with its own matrix when it was saved, so it reloads untied; tying it would make it
+    another function. A stored ``tie_weights`` (this version writes it) or a head config passed by the caller decides
+    by itself.
+    """
+    stored = config_dict.get("head_config")
+    if not isinstance(stored, dict) or "tie_weights" in stored or not model.tiesWeights():
+        return False
+    shared = model.get_output_embeddings().weight  # Tied at construction: also the input embedding matrix.
+    names = [name for name, p in model.named_parameters(remove_duplicate=False) if p is shared]
+    output_names = [n for n in names if n.startswith(HEAD_PATH)]
+    input_names = [n for n in names if not n.startswith(HEAD_PATH)]
+    with CheckpointReader(find_weight_files(checkpoint, options.use_safetensors, **options.hub)) as reader:
+        keys = set(reader.keys())
+        output_key = next((n for n in output_names if n in keys), None)
+        if output_key is None:
+            return False
+        input_key = next((n for n in input_names if n in keys), None)
+        untied = input_key is None or not torch.equal(reader.get(output_key), reader.get(input_key))
+    if untied:
+        logger.info("Checkpoint '%s' stores its own %s and its head config does not say to tie it: it is loaded "
+                    "untied (tie_weights=False), as it was computed when saved.", checkpoint, output_key)
+    return untied
 
 
 @dataclass
