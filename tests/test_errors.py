@@ -71,3 +71,51 @@ def test_checkpoint_of_another_family_with_same_key_names_warns(bare_checkpoints
         load_archit(token_task(), bare_checkpoints["bert"], ROBERTA, head_config=token_head())
     assert any("'bert'" in record.getMessage() and "RobertaBaseModel" in record.getMessage()
                for record in caplog.records)
+
+
+def _with_misnamed_key(source, target, old="embeddings.word_embeddings.weight", new="embeddings.word_embedding.weight"):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    shutil.copytree(source, target)
+    tensors = load_file(str(target / "model.safetensors"))
+    tensors[new] = tensors.pop(old)
+    save_file(tensors, str(target / "model.safetensors"), metadata={"format": "pt"})
+    return tensors
+
+
+def test_misnamed_base_key_raises_naming_it(roberta_bare, tmp_path):
+    """A base tensor the checkpoint names in a way nothing maps (what a missed conversion looks like) while the base
+    weight it should fill would be initialised anew: an error naming both, not a silently wrong model."""
+    checkpoint = tmp_path / "misnamed"
+    _with_misnamed_key(roberta_bare, checkpoint)
+    with pytest.raises(ValueError) as caught:
+        load_archit(token_task(), checkpoint, ROBERTA, head_config=token_head())
+    message = str(caught.value)
+    assert "embeddings.word_embedding.weight" in message
+    assert "model._core.embeddings.word_embeddings.weight" in message
+    assert "ignore_unplaced_weights=True" in message
+
+
+def test_misnamed_base_key_accepted_knowingly(roberta_bare, tmp_path, caplog):
+    import torch
+    checkpoint = tmp_path / "misnamed"
+    tensors = _with_misnamed_key(roberta_bare, checkpoint)
+    model, info = load_archit(token_task(), checkpoint, ROBERTA, head_config=token_head(),
+                              ignore_unplaced_weights=True, output_loading_info=True)
+    assert "model._core.embeddings.word_embeddings.weight" in loading_info_keys(info["missing_keys"])
+    assert "embeddings.word_embedding.weight" in loading_info_keys(info["unexpected_keys"])
+    assert not torch.equal(model.base_model.embeddings.word_embeddings.weight,
+                           tensors["embeddings.word_embedding.weight"])
+    assert "newly initialised" in caplog.text
+
+
+def test_new_head_on_bare_checkpoint_is_no_error(roberta_bare, caplog):
+    """The usual case, a new head on a base checkpoint, stays an info message."""
+    import logging
+    with caplog.at_level(logging.INFO, logger="archit"):
+        model, info = load_archit(token_task(), roberta_bare, ROBERTA, head_config=token_head(),
+                                  output_loading_info=True)
+    assert loading_info_keys(info["missing_keys"]) == {"head.dense.weight", "head.dense.bias"}
+    head_records = [r for r in caplog.records if "newly initialised" in r.getMessage()]
+    assert head_records and all(r.levelno == logging.INFO for r in head_records)

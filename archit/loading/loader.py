@@ -31,6 +31,7 @@ class LoadOptions:
     max_memory: Optional[Dict] = None
     attn_implementation: Optional[str] = None
     ignore_mismatched_sizes: bool = False
+    ignore_unplaced_weights: bool = False
     output_loading_info: bool = False
     use_safetensors: Optional[bool] = None
     loss: Optional[nn.Module] = None
@@ -50,6 +51,7 @@ class LoadOptions:
             max_memory=kwargs.pop("max_memory", None),
             attn_implementation=kwargs.pop("attn_implementation", None),
             ignore_mismatched_sizes=kwargs.pop("ignore_mismatched_sizes", False),
+            ignore_unplaced_weights=kwargs.pop("ignore_unplaced_weights", False),
             output_loading_info=kwargs.pop("output_loading_info", False),
             use_safetensors=kwargs.pop("use_safetensors", None),
             loss=kwargs.pop("loss", None),
@@ -188,6 +190,14 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
     if layout.head_path is not None:
         _copy_embeddings_into_untied_head(model, head_prefixes, config_dict, placement, dtype)
     missing = [name for name, tensor in _named_tensors(model) if tensor.device.type == "meta"]
+    new_base = [name for name in missing if name.startswith(layout.core_path)]
+    if new_base and renaming.unexpected and not options.ignore_unplaced_weights:
+        raise ValueError(
+            f"Checkpoint '{checkpoint}' has tensors that nothing in {type(model).__name__} takes "
+            f"({_listing(renaming.unexpected)}) while base model weights it lacks would be newly initialised "
+            f"({_listing(new_base)}): the checkpoint names or shapes its weights in a way that was not converted to "
+            f"{type(core).__name__}'s (a layout of another transformers release, or another architecture), so the "
+            f"model would be silently wrong. Pass ignore_unplaced_weights=True to initialise them anyway.")
     _initialise(model, missing, placement, dtype, layout)
     model.tie_weights()
 
@@ -198,6 +208,12 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
     logger.info("Loaded %d tensors of %s from '%s'.", len(renaming.targets), type(model).__name__, checkpoint)
     return {"missing_keys": missing, "unexpected_keys": renaming.unexpected,
             "mismatched_keys": mismatched, "error_msgs": []}
+
+
+def _listing(keys: List[str], shown: int = 12) -> str:
+    keys = sorted(keys)
+    more = f", ... and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"{len(keys)}: " + ", ".join(keys[:shown]) + more
 
 
 def _base_class_name(model: nn.Module) -> str:
