@@ -6,7 +6,7 @@ import torch
 from torch import FloatTensor, Tensor, nn
 from torch.nn.modules.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, _Loss
 
-from .abstracts import BaseModel, Head, ModelWithHead
+from .abstracts import BaseModel, Head, ModelWithHead, flatLoss
 from .configs import PC, CombinedConfig
 from .extensions import ForNestedBatches, ForTokensGroupedByWord
 from .heads import (
@@ -108,11 +108,6 @@ class ForExtractiveQA(ModelWithHead[PC, ExtractiveQAHeadConfig]):
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
         return extractiveQALoss(self.loss_function, logits, labels.to(logits.device))
-
-
-def flatLoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> FloatTensor:
-    """The loss of every labelled position at once: logits ... x C and labels ... flattened to N x C and N."""
-    return loss_function(logits.reshape(-1, logits.size(-1)), labels.to(logits.device).reshape(-1))
 
 
 def extractiveQALoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> FloatTensor:
