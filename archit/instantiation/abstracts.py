@@ -8,6 +8,17 @@ The three abstract classes that wrap transformers models and put a head on top, 
 Everything that constructs instances is a class method, because ``from_pretrained`` must build the model before it has
 an instance. Classes are parameterised by their config classes (``PC`` for the base model's transformers config,
 ``HC`` for the head config).
+
+Subclasses declare what they are made of with class attributes, which the published class methods read:
+    - ``BaseModel``: ``config_class`` and ``core_class`` (read by ``configClass()`` and ``coreClass()``);
+    - ``Head``: ``config_class`` (``configClass()``) and, where transformers has a head computing the same,
+      ``hf_equivalent_suffix`` (``hfEquivalentSuffix()``);
+    - ``ModelWithHead``: ``head_class`` (``headClass()``) and, when the loss is not a cross-entropy, ``loss_class``
+      (``buildLoss()``).
+Overriding the class methods instead (the published ArchIt's style) works as before, and is the way to go when the
+answer must be computed (from the head config, say). Of a class attribute and the class method reading it, the one
+declared by the most derived class wins: a subclass that sets only ``config_class`` gets it from ``configClass()`` even
+where its parent overrode ``configClass()``.
 """
 import inspect
 from abc import ABC, abstractmethod
@@ -16,7 +27,7 @@ from typing import Any, Generic, Optional, Tuple, Type, Union
 
 import torch
 from torch import FloatTensor, Tensor
-from torch.nn import Module
+from torch.nn import CrossEntropyLoss, Module
 from torch.nn.modules.loss import _Loss
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention as AllHiddenStatesAndPooling
@@ -42,9 +53,19 @@ __all__ = ["BaseModel", "BaseModelConfig", "Head", "HeadConfig", "ModelWithHead"
 class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
     """
     Adapter giving every transformers base model the same signature: ``forward(input_ids, attention_mask)`` returns
-    ``AllHiddenStatesAndPooling``. Subclasses name the transformers config and core classes; the core is built from the
-    config and is reachable as ``.base_model``.
+    ``AllHiddenStatesAndPooling``. The core is built from the config and is reachable as ``.base_model``.
+
+    A subclass declares
+        - ``config_class``: the transformers config class of the core (``RobertaConfig``, ...), and
+        - ``core_class``: the transformers base model class (``RobertaModel``, ...),
+    or overrides ``configClass()``/``coreClass()`` (``config_class``, which transformers reads, is then set from
+    ``configClass()``); and overrides ``standardiseConfig`` when the family's config fields differ in name or meaning
+    from ``archit.instantiation.standardisation.FIELD_NAMES``. A ``configClass()`` that raises ``ImportError`` (a family
+    the installed transformers lacks) leaves ``config_class`` ``None``, so that the class can still be defined.
     """
+
+    config_class: Optional[Type[PretrainedConfig]] = None  # Also transformers' attribute.
+    core_class: Optional[Type[PreTrainedModel]] = None
 
     def __init__(self, config: PC):
         super().__init__(config)
@@ -56,7 +77,8 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
         self.activateCoreLoss()
 
     def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
+        _read_declared_attributes(cls, BaseModel, config_class="configClass", core_class="coreClass")
+        super().__init_subclass__(**kwargs)  # transformers 5 copies config_class into every subclass: read cls's first.
         try:
             cls.config_class = cls.configClass()  # None for abstract subclasses.
         except ImportError:  # The family is missing from the installed transformers; using the class raises the error.
@@ -111,14 +133,15 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
         return cls(config.base_model_config if isinstance(config, CombinedConfig) else config)
 
     @classmethod
-    @abstractmethod
-    def configClass(cls) -> Type[PC]:
-        """The transformers config class of the core (``RobertaConfig``, ...)."""
+    def configClass(cls) -> Optional[Type[PC]]:
+        """The transformers config class of the core (``RobertaConfig``, ...): ``config_class`` (``None`` when the class
+        declares none, as abstract ones)."""
+        return cls.config_class
 
     @classmethod
     def coreClass(cls) -> Type[PreTrainedModel]:
-        """The transformers base model class (``RobertaModel``, ...)."""
-        raise NotImplementedError(f"{cls.__name__} does not name its core class; override coreClass().")
+        """The transformers base model class (``RobertaModel``, ...): ``core_class``."""
+        return _declared(cls, "core_class", "coreClass")
 
     @classmethod
     def buildCore(cls, raw_config: PC) -> PreTrainedModel:
@@ -159,7 +182,25 @@ def build_without_pooler(core_class: Type[PreTrainedModel], raw_config: Pretrain
 
 
 class Head(Module, Generic[HC], ABC):
-    """Turns a base model's output (``AllHiddenStatesAndPooling``) into logits."""
+    """
+    Turns a base model's output (``AllHiddenStatesAndPooling``) into logits.
+
+    A subclass implements ``__init__(base_config, head_config)`` (calling ``super().__init__`` first and ``post_init()``
+    last) and ``forward``, and declares
+        - ``config_class``: its head config class (a ``HeadConfig`` dataclass);
+        - ``hf_equivalent_suffix``: the suffix of the transformers ``XForY`` classes whose head computes the same
+          (``"ForTokenClassification"``, ...), when there are such classes (default ``"/"``: none). When the answer
+          depends on the head config, override ``hfEquivalentSuffix(head_config)`` instead;
+    and overrides ``assertConfigConstraints`` when some configs cannot make the head (by default every config can).
+    Overriding ``configClass()`` instead of setting ``config_class`` works too, as in the published ArchIt.
+    """
+
+    config_class: Optional[Type[HeadConfig]] = None
+    hf_equivalent_suffix: str = "/"
+
+    def __init_subclass__(cls, **kwargs):
+        _read_declared_attributes(cls, Head, config_class="configClass", hf_equivalent_suffix="hfEquivalentSuffix")
+        super().__init_subclass__(**kwargs)
 
     def __init__(self, base_config: BaseModelConfig, head_config: HC):
         super().__init__()
@@ -194,22 +235,21 @@ class Head(Module, Generic[HC], ABC):
         return cls(base_config, head_config)
 
     @classmethod
-    @abstractmethod
     def assertConfigConstraints(cls, base_config: BaseModelConfig, head_config: HC) -> None:
-        """Raise ``ValueError`` when the configs cannot make this head."""
+        """Raise ``ValueError`` when the configs cannot make this head. By default every config can."""
 
     @classmethod
-    @abstractmethod
     def configClass(cls) -> Type[HC]:
-        """The head's config class."""
+        """The head's config class: ``config_class``."""
+        return _declared(cls, "config_class", "configClass")
 
     @classmethod
     def hfEquivalentSuffix(cls, head_config: Optional[HC] = None) -> str:
         """
         Suffix of the transformers ``XForY`` classes whose head computes the same as this head (configured by
-        ``head_config``, when the answer depends on it), or ``"/"`` when there is none.
+        ``head_config``, when the answer depends on it), or ``"/"`` when there is none: ``hf_equivalent_suffix``.
         """
-        return "/"
+        return cls.hf_equivalent_suffix
 
 
 @dataclass
@@ -222,13 +262,28 @@ class ModelWithHeadOutput(ModelOutput):
 
 class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
     """
-    A ``BaseModel`` (``.model``) with a ``Head`` (``.head``) and a loss. Subclasses (the tasks) name the head class and
-    the loss; the user brings the base model class and a head config.
+    A ``BaseModel`` (``.model``) with a ``Head`` (``.head``) and a loss. Subclasses (the tasks) name the head and the
+    loss; the user brings the base model class and a head config.
+
+    A subclass declares
+        - ``head_class``: the class of its head;
+        - ``loss_class``: the class of its default loss, built without arguments (default ``CrossEntropyLoss``;
+          override ``buildLoss()`` for a loss that needs arguments);
+    and overrides ``computeLoss(logits, labels)`` unless the default fits: ``loss_function`` of every position's
+    logits and label at once (``flatLoss``: logits ... x C against labels ...; -100 is ignored by the cross-entropy),
+    as for classifying tokens or texts into one class and for masked language modelling. Overriding ``headClass()`` and
+    ``buildLoss()`` instead of setting the attributes works too, as in the published ArchIt.
     """
 
-    config_class = CombinedConfig
+    config_class = CombinedConfig  # transformers' attribute: the config class of the whole model.
+    head_class: Optional[Type[Head]] = None
+    loss_class: Type[_Loss] = CrossEntropyLoss
     base_model_prefix = CORE_PATH.rstrip(".")
     accepts_loss_kwargs = False  # See forward.__signature__.
+
+    def __init_subclass__(cls, **kwargs):
+        _read_declared_attributes(cls, ModelWithHead, head_class="headClass", loss_class="buildLoss")
+        super().__init_subclass__(**kwargs)
 
     def __init__(self, combined_config: CombinedConfig, model: BaseModel, head: Head, loss: _Loss):
         """Use ``fromModelAndHeadConfig`` or ``from_pretrained`` rather than this constructor."""
@@ -273,9 +328,10 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
     def loss_function(self) -> _Loss:
         return self._loss_function
 
-    @abstractmethod
     def computeLoss(self, logits: OneOrMoreTensors, labels: OneOrMoreTensors) -> FloatTensor:
-        pass
+        """The task loss of ``logits`` against ``labels``; by default ``flatLoss`` (labels shaped as the logits without
+        their last dimension)."""
+        return flatLoss(self.loss_function, logits, labels)
 
     def get_input_embeddings(self) -> Module:
         return self.model.get_input_embeddings()
@@ -331,18 +387,18 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
     # Class methods
 
     @classmethod
-    @abstractmethod
     def headClass(cls) -> Type[Head]:
-        """The head class of this task."""
+        """The head class of this task: ``head_class``."""
+        return _declared(cls, "head_class", "headClass")
 
     @classmethod
     def buildHead(cls, base_model_config: BaseModelConfig, head_config: HC) -> Head:
         return cls.headClass().fromConfigs(base_model_config, head_config)
 
     @classmethod
-    @abstractmethod
     def buildLoss(cls) -> _Loss:
-        """The task's default loss module."""
+        """The task's default loss module: ``loss_class()``."""
+        return cls.loss_class()
 
     @classmethod
     def fromModelAndHeadConfig(cls, base_model: BaseModel, head_config: HC, loss: Optional[_Loss] = None) -> Self:
@@ -367,6 +423,34 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
         ``token``, ``subfolder``, ``loss``; others set fields of the base model's config.
         """
         return load_model_with_head(cls, checkpoint, base_model_class, head_config, **kwargs)
+
+
+def flatLoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> FloatTensor:
+    """The loss of every labelled position at once: logits ... x C and labels ... flattened to N x C and N."""
+    return loss_function(logits.reshape(-1, logits.size(-1)), labels.to(logits.device).reshape(-1))
+
+
+def _declared(cls: type, attribute: str, method: str) -> Any:
+    """``cls``'s class attribute ``attribute``; ``NotImplementedError`` when the class leaves it ``None``."""
+    value = getattr(cls, attribute)
+    if value is None:
+        raise NotImplementedError(f"{cls.__name__} does not declare its {attribute}: set {attribute} = ... in the class "
+                                  f"(or override {method}()).")
+    return value
+
+
+def _read_declared_attributes(cls: type, owner: type, **methods: str) -> None:
+    """
+    For each ``attribute=method`` pair: where ``cls``'s own body sets the class attribute but does not override the
+    class method that reads it, make the method ``owner``'s (which reads the attribute) even if a parent of ``cls``
+    overrode it: the most derived declaration wins. Call before anything (transformers' ``__init_subclass__``) writes
+    attributes into ``cls``.
+    """
+    for attribute, method in methods.items():
+        default = vars(owner)[method]
+        if attribute in vars(cls) and method not in vars(cls) \
+                and getattr(getattr(cls, method), "__func__", None) is not default.__func__:
+            setattr(cls, method, default)
 
 
 def _without_persistent_state(loss: _Loss) -> _Loss:

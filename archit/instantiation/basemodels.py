@@ -24,38 +24,20 @@ __all__ = ["RobertaBaseModel", "BertBaseModel", "GPT2BaseModel", "DebertaBaseMod
 
 class RobertaBaseModel(BaseModel[RobertaConfig]):
     """RoBERTa without its pooler (heads pool for themselves)."""
-
-    @classmethod
-    def configClass(cls):
-        return RobertaConfig
-
-    @classmethod
-    def coreClass(cls):
-        return RobertaModel
+    config_class = RobertaConfig
+    core_class = RobertaModel
 
 
 class BertBaseModel(BaseModel[BertConfig]):
     """BERT without its pooler (heads pool for themselves)."""
-
-    @classmethod
-    def configClass(cls):
-        return BertConfig
-
-    @classmethod
-    def coreClass(cls):
-        return BertModel
+    config_class = BertConfig
+    core_class = BertModel
 
 
 class GPT2BaseModel(BaseModel[GPT2Config]):
     """GPT-2. Its dropout after each block is ``resid_pdrop``."""
-
-    @classmethod
-    def configClass(cls):
-        return GPT2Config
-
-    @classmethod
-    def coreClass(cls):
-        return GPT2Model
+    config_class = GPT2Config
+    core_class = GPT2Model
 
     @classmethod
     def standardiseConfig(cls, raw_config: GPT2Config) -> BaseModelConfig:
@@ -71,14 +53,8 @@ class GPT2BaseModel(BaseModel[GPT2Config]):
 
 class DebertaBaseModel(BaseModel[DebertaConfig]):
     """DeBERTa (v1; DeBERTa-v2/v3 through ``AutoBaseModel``). It has no pooler."""
-
-    @classmethod
-    def configClass(cls):
-        return DebertaConfig
-
-    @classmethod
-    def coreClass(cls):
-        return DebertaModel
+    config_class = DebertaConfig
+    core_class = DebertaModel
 
     @classmethod
     def standardiseConfig(cls, raw_config: DebertaConfig) -> BaseModelConfig:
@@ -122,14 +98,8 @@ class ModernBertBaseModel(BaseModel["ModernBertConfig"]):
 class CanineBaseModel(BaseModel[CanineConfig]):
     """CANINE without its pooler (heads pool for themselves). It reads Unicode characters, so it has no vocabulary:
     ``vocab_size`` is ``None`` and heads that predict tokens (masked or causal LM) cannot be put on it."""
-
-    @classmethod
-    def configClass(cls):
-        return CanineConfig
-
-    @classmethod
-    def coreClass(cls):
-        return CanineModel
+    config_class = CanineConfig
+    core_class = CanineModel
 
 
 class AutoBaseModel(BaseModel[PretrainedConfig]):
@@ -139,13 +109,12 @@ class AutoBaseModel(BaseModel[PretrainedConfig]):
     ``model_type``. Like the family classes, it leaves out the core's pooler where the core can do without one, so
     that its checkpoints and the family classes' (``RobertaBaseModel``, ...) are interchangeable. Encoder-decoder
     families (T5, BART) need decoder inputs and are not supported.
-    """
 
-    @classmethod
-    def configClass(cls) -> Type[PretrainedConfig]:
-        """The generic ``PretrainedConfig``: a config dictionary is read as the class its ``model_type`` names
-        (``archit.instantiation.configs.base_config_from_dict``), when loading and in ``CombinedConfig``."""
-        return PretrainedConfig
+    Its config class is the generic ``PretrainedConfig``: a config dictionary is read as the class its ``model_type``
+    names (``archit.instantiation.configs.base_config_from_dict``), when loading and in ``CombinedConfig``. Its core
+    class depends on the config (``coreClassFor``).
+    """
+    config_class = PretrainedConfig
 
     @classmethod
     def coreClass(cls):

@@ -37,6 +37,8 @@ class TokenClassificationHeadConfig(HeadConfigWithLabels):
 
 class TokenClassificationHead(Head[TokenClassificationHeadConfig]):
     """Dropout and a linear layer per token, as transformers' ``XForTokenClassification``."""
+    config_class = TokenClassificationHeadConfig
+    hf_equivalent_suffix = "ForTokenClassification"
 
     def __init__(self, base_config: BaseModelConfig, head_config: TokenClassificationHeadConfig):
         super().__init__(base_config, head_config)
@@ -46,14 +48,6 @@ class TokenClassificationHead(Head[TokenClassificationHeadConfig]):
 
     def forward(self, encoder_output: AllHiddenStatesAndPooling, attention_mask: Tensor, **kwargs) -> Tensor:
         return self.dense(self.dropout(encoder_output.last_hidden_state))  # B x L x H -> B x L x C
-
-    @classmethod
-    def configClass(cls):
-        return TokenClassificationHeadConfig
-
-    @classmethod
-    def hfEquivalentSuffix(cls, head_config=None) -> str:
-        return "ForTokenClassification"
 
     @classmethod
     def assertConfigConstraints(cls, base_config: BaseModelConfig, head_config: TokenClassificationHeadConfig):
@@ -73,6 +67,7 @@ class SequenceClassificationHeadConfig(HeadConfigWithLabels):
 
 class SequenceClassificationHead(Head[SequenceClassificationHeadConfig]):
     """Pool (see ``SequenceClassificationHeadConfig.pooling``), then dropout-dense-tanh-dropout-dense."""
+    config_class = SequenceClassificationHeadConfig
 
     def __init__(self, base_config: BaseModelConfig, head_config: SequenceClassificationHeadConfig):
         super().__init__(base_config, head_config)
@@ -92,10 +87,6 @@ class SequenceClassificationHead(Head[SequenceClassificationHeadConfig]):
                 x = self.pooler(encoder_output.last_hidden_state, attention_mask)
         x = torch.tanh(self.dense1(self.dropout(x)))
         return self.dense2(self.dropout(x))
-
-    @classmethod
-    def configClass(cls):
-        return SequenceClassificationHeadConfig
 
     @classmethod
     def hfEquivalentSuffix(cls, head_config=None) -> str:
@@ -125,6 +116,8 @@ class MaskedLMHead(Head[MaskedLMHeadConfig]):
     activation are the base model's (as in transformers' ``RobertaLMHead``/``BertLMPredictionHead``) unless the head
     config sets them.
     """
+    config_class = MaskedLMHeadConfig
+    hf_equivalent_suffix = "ForMaskedLM"
 
     def __init__(self, base_config: BaseModelConfig, head_config: MaskedLMHeadConfig):
         super().__init__(base_config, head_config)
@@ -142,14 +135,6 @@ class MaskedLMHead(Head[MaskedLMHeadConfig]):
         return self.dense2(x)
 
     @classmethod
-    def configClass(cls):
-        return MaskedLMHeadConfig
-
-    @classmethod
-    def hfEquivalentSuffix(cls, head_config=None) -> str:
-        return "ForMaskedLM"
-
-    @classmethod
     def assertConfigConstraints(cls, base_config: BaseModelConfig, head_config: MaskedLMHeadConfig):
         _require_vocabulary(cls, base_config)
 
@@ -161,6 +146,8 @@ class CausalLMHeadConfig(HeadConfig):
 
 class CausalLMHead(Head[CausalLMHeadConfig]):
     """The output matrix, without bias (GPT-2, Llama, ...)."""
+    config_class = CausalLMHeadConfig
+    hf_equivalent_suffix = "ForCausalLM"
 
     def __init__(self, base_config: BaseModelConfig, head_config: CausalLMHeadConfig):
         super().__init__(base_config, head_config)
@@ -169,14 +156,6 @@ class CausalLMHead(Head[CausalLMHeadConfig]):
 
     def forward(self, encoder_output: AllHiddenStatesAndPooling, attention_mask: Tensor, **kwargs) -> Tensor:
         return self.dense(encoder_output.last_hidden_state)
-
-    @classmethod
-    def configClass(cls):
-        return CausalLMHeadConfig
-
-    @classmethod
-    def hfEquivalentSuffix(cls, head_config=None) -> str:
-        return "ForCausalLM"
 
     @classmethod
     def assertConfigConstraints(cls, base_config: BaseModelConfig, head_config: CausalLMHeadConfig):
@@ -190,6 +169,8 @@ class ExtractiveQAHeadConfig(HeadConfig):
 
 class ExtractiveQAHead(Head[ExtractiveQAHeadConfig]):
     """Start and end logits per token (B x L x 2), as transformers' ``XForQuestionAnswering``."""
+    config_class = ExtractiveQAHeadConfig
+    hf_equivalent_suffix = "ForQuestionAnswering"
 
     def __init__(self, base_config: BaseModelConfig, head_config: ExtractiveQAHeadConfig):
         super().__init__(base_config, head_config)
@@ -198,18 +179,6 @@ class ExtractiveQAHead(Head[ExtractiveQAHeadConfig]):
 
     def forward(self, encoder_output: AllHiddenStatesAndPooling, attention_mask: Tensor, **kwargs) -> Tensor:
         return self.dense(encoder_output.last_hidden_state)
-
-    @classmethod
-    def configClass(cls):
-        return ExtractiveQAHeadConfig
-
-    @classmethod
-    def hfEquivalentSuffix(cls, head_config=None) -> str:
-        return "ForQuestionAnswering"
-
-    @classmethod
-    def assertConfigConstraints(cls, base_config: BaseModelConfig, head_config: ExtractiveQAHeadConfig):
-        pass
 
 
 def _require_vocabulary(head: type, base_config: BaseModelConfig) -> None:
@@ -232,16 +201,14 @@ class MeanPooler:
 
 class SequenceClassificationHeadForNestedBatches(SequenceClassificationHead):
     """``SequenceClassificationHead`` on nested batches: B x C x L x H embeddings -> B x C x num_labels logits."""
+    # Never transformers' (whatever the pooling): XForMultipleChoice scores with dropout and one linear layer.
+    hf_equivalent_suffix = "/"
 
     def forward(self, encoder_output: AllHiddenStatesAndPooling, attention_mask: Tensor, **kwargs) -> Tensor:
         batch_size, choices = encoder_output.last_hidden_state.shape[:2]
         flat_output, flat_mask = flattenNestedBatches(encoder_output, attention_mask)
         logits = super().forward(flat_output, flat_mask, **kwargs)  # B*C x num_labels
         return logits.view(batch_size, choices, -1)
-
-    @classmethod
-    def hfEquivalentSuffix(cls, head_config=None) -> str:
-        return "/"  # transformers' XForMultipleChoice scores with dropout and one linear layer, not this head.
 
 
 @dataclass
@@ -255,6 +222,7 @@ class ExtractiveAQAHead(Head[ExtractiveAQAHeadConfig]):
     Extractive QA with answerability: start and end logits per token (B x L x 2, as ``ExtractiveQAHead``) and
     unanswerable/answerable logits per text (B x 2, a ``SequenceClassificationHead``; class 1 is answerable).
     """
+    config_class = ExtractiveAQAHeadConfig
 
     def __init__(self, base_config: BaseModelConfig, head_config: ExtractiveAQAHeadConfig):
         super().__init__(base_config, head_config)
@@ -265,10 +233,6 @@ class ExtractiveAQAHead(Head[ExtractiveAQAHeadConfig]):
     def forward(self, encoder_output: AllHiddenStatesAndPooling, attention_mask: Tensor,
                 **kwargs) -> Tuple[Tensor, Tensor]:
         return self.qa_heads(encoder_output.last_hidden_state), self.ua_head(encoder_output, attention_mask)
-
-    @classmethod
-    def configClass(cls):
-        return ExtractiveAQAHeadConfig
 
     @classmethod
     def assertConfigConstraints(cls, base_config: BaseModelConfig, head_config: ExtractiveAQAHeadConfig):
@@ -337,6 +301,7 @@ class DependencyParsingHead(Head[DependencyParsingHeadConfig]):
     Without relation labels the relation scores are B x W x W x 0 and the head has no relation parameters.
     Initialisation as supar: orthogonal MLP weights, zero biases and zero biaffine weights.
     """
+    config_class = DependencyParsingHeadConfig
 
     def __init__(self, base_config: BaseModelConfig, head_config: DependencyParsingHeadConfig):
         super().__init__(base_config, head_config)
@@ -379,10 +344,6 @@ class DependencyParsingHead(Head[DependencyParsingHeadConfig]):
         else:
             relation_scores = arc_scores.new_zeros(*arc_scores.shape, 0)
         return arc_scores, relation_scores  # B x W x W, B x W x W x R
-
-    @classmethod
-    def configClass(cls):
-        return DependencyParsingHeadConfig
 
     @classmethod
     def assertConfigConstraints(cls, base_config: BaseModelConfig, head_config: DependencyParsingHeadConfig):

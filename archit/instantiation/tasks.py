@@ -1,12 +1,13 @@
-"""Tasks: which head a task uses and how its loss is computed from logits and labels."""
+"""Tasks: which head a task uses (``head_class``), its loss (``loss_class``, a cross-entropy unless said otherwise) and how
+the loss is computed from logits and labels (``computeLoss``, unless the default ``flatLoss`` fits)."""
 import dataclasses
 from typing import Optional, Tuple, Union
 
 import torch
 from torch import FloatTensor, Tensor, nn
-from torch.nn.modules.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, _Loss
+from torch.nn.modules.loss import BCEWithLogitsLoss, MSELoss, _Loss
 
-from .abstracts import BaseModel, Head, ModelWithHead
+from .abstracts import BaseModel, Head, ModelWithHead, flatLoss
 from .configs import PC, CombinedConfig
 from .extensions import ForNestedBatches, ForTokensGroupedByWord
 from .heads import (
@@ -34,44 +35,18 @@ __all__ = ["ForSingleLabelTokenClassification", "ForSingleLabelSequenceClassific
 
 class ForSingleLabelTokenClassification(ModelWithHead[PC, TokenClassificationHeadConfig]):
     """One class per token; labels B x L with -100 for tokens without a label."""
-
-    @classmethod
-    def headClass(cls):
-        return TokenClassificationHead
-
-    @classmethod
-    def buildLoss(cls) -> _Loss:
-        return CrossEntropyLoss()
-
-    def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
-        return flatLoss(self.loss_function, logits, labels)
+    head_class = TokenClassificationHead
 
 
 class ForSingleLabelSequenceClassification(ModelWithHead[PC, SequenceClassificationHeadConfig]):
     """One class per text; labels B, integers in [0, num_labels)."""
-
-    @classmethod
-    def headClass(cls):
-        return SequenceClassificationHead
-
-    @classmethod
-    def buildLoss(cls) -> _Loss:
-        return CrossEntropyLoss()
-
-    def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
-        return flatLoss(self.loss_function, logits, labels)
+    head_class = SequenceClassificationHead
 
 
 class ForMultiLabelSequenceClassification(ModelWithHead[PC, SequenceClassificationHeadConfig]):
     """Any number of classes per text; labels B x num_labels of 0/1."""
-
-    @classmethod
-    def headClass(cls):
-        return SequenceClassificationHead
-
-    @classmethod
-    def buildLoss(cls) -> _Loss:
-        return BCEWithLogitsLoss()
+    head_class = SequenceClassificationHead
+    loss_class = BCEWithLogitsLoss
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
         return self.loss_function(logits, labels.to(logits.device, logits.dtype))
@@ -79,14 +54,8 @@ class ForMultiLabelSequenceClassification(ModelWithHead[PC, SequenceClassificati
 
 class ForSequenceRegression(ModelWithHead[PC, SequenceClassificationHeadConfig]):
     """num_labels real numbers per text; labels B (num_labels 1) or B x num_labels."""
-
-    @classmethod
-    def headClass(cls):
-        return SequenceClassificationHead
-
-    @classmethod
-    def buildLoss(cls) -> _Loss:
-        return MSELoss()
+    head_class = SequenceClassificationHead
+    loss_class = MSELoss
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
         labels = labels.to(logits.device, logits.dtype)
@@ -97,22 +66,10 @@ class ForSequenceRegression(ModelWithHead[PC, SequenceClassificationHeadConfig])
 
 class ForExtractiveQA(ModelWithHead[PC, ExtractiveQAHeadConfig]):
     """Answer span in the context; labels B x 2 (start, end). Positions past the input are ignored."""
-
-    @classmethod
-    def headClass(cls):
-        return ExtractiveQAHead
-
-    @classmethod
-    def buildLoss(cls) -> _Loss:
-        return CrossEntropyLoss()
+    head_class = ExtractiveQAHead
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
         return extractiveQALoss(self.loss_function, logits, labels.to(logits.device))
-
-
-def flatLoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> FloatTensor:
-    """The loss of every labelled position at once: logits ... x C and labels ... flattened to N x C and N."""
-    return loss_function(logits.reshape(-1, logits.size(-1)), labels.to(logits.device).reshape(-1))
 
 
 def extractiveQALoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> FloatTensor:
@@ -132,14 +89,7 @@ def extractiveQALoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> Fl
 
 class ForCausalLM(ModelWithHead[PC, CausalLMHeadConfig]):
     """Next-token prediction; labels B x L (usually the input ids), shifted inside."""
-
-    @classmethod
-    def headClass(cls):
-        return CausalLMHead
-
-    @classmethod
-    def buildLoss(cls) -> _Loss:
-        return CrossEntropyLoss()
+    head_class = CausalLMHead
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
         return flatLoss(self.loss_function, logits[:, :-1, :], labels[:, 1:])
@@ -153,17 +103,7 @@ class ForCausalLM(ModelWithHead[PC, CausalLMHeadConfig]):
 
 class ForMaskedLM(ModelWithHead[PC, MaskedLMHeadConfig]):
     """Masked-token prediction; labels B x L with -100 for tokens that were not masked."""
-
-    @classmethod
-    def headClass(cls):
-        return MaskedLMHead
-
-    @classmethod
-    def buildLoss(cls) -> _Loss:
-        return CrossEntropyLoss()
-
-    def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
-        return flatLoss(self.loss_function, logits, labels)
+    head_class = MaskedLMHead
 
     def get_output_embeddings(self) -> Optional[nn.Linear]:
         return self.head.dense2
@@ -180,14 +120,7 @@ class ForExtractiveAQA(ModelWithHead[PC, ExtractiveAQAHeadConfig]):
     answerable examples only (0 when the batch has none) plus ``ua_loss_weight`` times the UA cross-entropy; with only
     one kind of label, it is that term alone (unweighted). The UA prediction does not decide which examples count.
     """
-
-    @classmethod
-    def headClass(cls):
-        return ExtractiveAQAHead
-
-    @classmethod
-    def buildLoss(cls) -> _Loss:
-        return CrossEntropyLoss()
+    head_class = ExtractiveAQAHead
 
     def computeLoss(self, logits: Tuple[Tensor, Tensor],
                     labels: Tuple[Optional[Tensor], Optional[Tensor]]) -> FloatTensor:
@@ -224,20 +157,13 @@ class ForSingleAnswerMultipleChoice(ForNestedBatches[PC, SequenceClassificationH
     with ``num_labels=0`` gets 1 filled in (in a copy, which is what the model's config holds and saves); any other value
     than 0 or 1 is a ``ValueError``. (Several scores per choice, e.g. multi-task multiple choice, are not supported.)
     """
+    head_class = SequenceClassificationHeadForNestedBatches
 
     def __init__(self, combined_config: CombinedConfig, model: BaseModel, head: Head, loss: _Loss):
         super().__init__(combined_config, model, head, loss)
         if head.dense2.out_features != 1:
             raise ValueError(f"{type(self).__name__} scores each choice with one logit: its head needs num_labels=1, "
                              f"got {head.dense2.out_features}.")
-
-    @classmethod
-    def headClass(cls):
-        return SequenceClassificationHeadForNestedBatches
-
-    @classmethod
-    def buildLoss(cls) -> _Loss:
-        return CrossEntropyLoss()
 
     @classmethod
     def fromModelAndHeadConfig(cls, base_model: BaseModel, head_config: SequenceClassificationHeadConfig,
@@ -271,17 +197,10 @@ class ForDependencyParsing(ForTokensGroupedByWord[PC, DependencyParsingHeadConfi
     for every word with both labels. Unlabeled (``num_labels`` 0) parsing ignores relation labels, which may then be
     absent: ``labels`` may be the arcs tensor alone.
     """
+    head_class = DependencyParsingHead
 
     def __init__(self, combined_config: CombinedConfig, model: BaseModel, head: Head, loss: _Loss):
         super().__init__(combined_config, combined_config.head_config.extended_model_config, model, head, loss)
-
-    @classmethod
-    def headClass(cls):
-        return DependencyParsingHead
-
-    @classmethod
-    def buildLoss(cls) -> _Loss:
-        return CrossEntropyLoss()
 
     def computeLoss(self, logits: Tuple[Tensor, Tensor],
                     labels: Union[Tensor, Tuple[Tensor, ...]]) -> FloatTensor:
