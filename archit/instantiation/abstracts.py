@@ -36,11 +36,11 @@ from typing_extensions import Self
 
 from .. import _compat as compat
 from ..loading import load_base_model, load_model_with_head, save_model_with_head, to_hugging_face
-from ..loading.equivalents import hf_head_keys
+from ..loading.equivalents import family_head_keys
 from ..loading.keys import CORE_PATH
 from .configs import HC, PC, BaseModelConfig, CombinedConfig, HeadConfig
 from .mixins import LossState, StatefulLossMixin
-from .standardisation import standardise_config
+from .standardisation import read_standard_fields
 
 Tensors = Tuple[Tensor, ...]
 OneOrMoreTensors = Union[Tensor, Tensors]
@@ -153,7 +153,7 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
     def standardiseConfig(cls, raw_config: PC) -> BaseModelConfig:
         """The core's config, read into the standard ``BaseModelConfig`` under the names the families use
         (``archit.instantiation.standardisation.FIELD_NAMES``); override for a family whose fields differ in meaning."""
-        return standardise_config(raw_config)
+        return read_standard_fields(raw_config)
 
     @classmethod
     def hfHeadKeys(cls, raw_config: Optional[PretrainedConfig] = None) -> dict:
@@ -164,7 +164,7 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
         ``model_type`` (default: this class's config class's); the table is ``archit.loading.equivalents``.
         """
         model_type = getattr(raw_config, "model_type", None) or getattr(cls.configClass(), "model_type", None)
-        return hf_head_keys(model_type)
+        return family_head_keys(model_type)
 
     @classmethod
     def hfArchitectureSuffixes(cls) -> dict:

@@ -11,7 +11,7 @@ from transformers.models.roberta import RobertaConfig, RobertaModel
 
 from .. import _compat as compat
 from .abstracts import AllHiddenStatesAndPooling, BaseModel, BaseModelConfig, build_without_pooler
-from .standardisation import standardise_config
+from .standardisation import read_standard_fields
 
 try:
     from transformers.models.modernbert import ModernBertConfig, ModernBertModel
@@ -68,7 +68,7 @@ class DebertaBaseModel(BaseModel[DebertaConfig]):
             if span is None or span < 1:
                 span = raw_config.max_position_embeddings
             context_length = (2 * span - 1) * raw_config.num_hidden_layers
-        return standardise_config(raw_config, context_length=context_length)
+        return read_standard_fields(raw_config, context_length=context_length)
 
 
 def _modernbert_classes() -> tuple:

@@ -11,7 +11,7 @@ from transformers import PretrainedConfig
 
 from .configs import BaseModelConfig
 
-__all__ = ["FIELD_NAMES", "read_field", "standardise_config"]
+__all__ = ["FIELD_NAMES", "read_field", "read_standard_fields"]
 
 FIELD_NAMES: Dict[str, Tuple[str, ...]] = {
     "hidden_size": ("hidden_size", "d_model", "n_embd", "dim"),
@@ -44,7 +44,7 @@ def read_field(raw_config: PretrainedConfig, field: str) -> Optional[Any]:
     return _DEFAULTS.get(field)
 
 
-def standardise_config(raw_config: PretrainedConfig, **overrides: Any) -> BaseModelConfig:
+def read_standard_fields(raw_config: PretrainedConfig, **overrides: Any) -> BaseModelConfig:
     """``raw_config`` read into a ``BaseModelConfig`` through ``FIELD_NAMES``; ``overrides`` set fields directly."""
     values = {field: read_field(raw_config, field) for field in FIELD_NAMES if field not in overrides}
     return BaseModelConfig(**values, **overrides)

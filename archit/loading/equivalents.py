@@ -1,14 +1,14 @@
 """
 Where transformers' task models keep the heads that compute what an archit head computes, per family, in one place.
 
-``hf_head_keys(model_type)`` answers ``{hfEquivalentSuffix: {transformers key prefix: archit head key prefix}}``: the
+``family_head_keys(model_type)`` answers ``{hfEquivalentSuffix: {transformers key prefix: archit head key prefix}}``: the
 names most families use (``classifier.``, ``qa_outputs.``, ``lm_head.``), and, for the families whose masked-LM or
 sequence classification head archit's heads reproduce, those heads' names. Importing a task checkpoint and exporting
 to a transformers class (``ModelWithHead.toHuggingFace``) both read it.
 """
 from typing import Dict, Optional
 
-__all__ = ["hf_head_keys", "HF_AUTO_CLASSES"]
+__all__ = ["family_head_keys", "HF_AUTO_CLASSES"]
 
 HeadKeys = Dict[str, Dict[str, str]]
 
@@ -51,6 +51,6 @@ HF_AUTO_CLASSES = {
 }
 
 
-def hf_head_keys(model_type: Optional[str]) -> HeadKeys:
+def family_head_keys(model_type: Optional[str]) -> HeadKeys:
     """The head key correspondences of the family ``model_type`` (a transformers config's ``model_type``)."""
     return {**_COMMON, **_FAMILIES.get(model_type or "", {})}
