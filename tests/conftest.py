@@ -169,6 +169,19 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float = ATO
     torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
 
 
+def assert_same_outputs(actual, expected) -> None:
+    """Outputs that the same weights computed twice (logits, losses, hidden states; a tensor or a tuple of them: before
+    and after a save and reload, ...) agree within float rounding: ``torch.testing.assert_close`` with its defaults for
+    the dtype (float32: rtol 1.3e-6, atol 1e-5), and the same dtype and shape.
+
+    Why a tolerance and not ``torch.equal``: a reloaded model computes with zero-copy views into the memory-mapped
+    safetensors file, whose data pointers are not 64-byte aligned; on some x86-64 CPUs (an AMD EPYC, for one) the
+    vectorised kernels then round differently, and the logits differ by ~1e-8 although every weight is the same bit
+    for bit (a ``clone()`` of the weights makes the difference 0.0). Tensors themselves, before any arithmetic (weights
+    against the checkpoint's tensors), are still compared bitwise, with ``torch.equal``."""
+    torch.testing.assert_close(actual, expected)
+
+
 def assert_same_last_hidden_state(base_model, reference) -> None:
     """An archit base model and a transformers base model give the same last hidden state on ``make_inputs()``."""
     input_ids, attention_mask = make_inputs()
