@@ -137,7 +137,6 @@ class CheckpointReader:
     """Keys and tensors of a set of weight files; safetensors tensors are read from the file on request."""
 
     def __init__(self, paths: List[str]):
-        self.paths = paths
         self._stack = ExitStack()
         self._location: Dict[str, Any] = {}  # key -> open safetensors file, or the loaded .bin dict
         for path in paths:
