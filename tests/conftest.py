@@ -1,7 +1,8 @@
 """Tiny models, inputs and checkpoint helpers shared by the test files.
 
 Every checkpoint is written by the test itself (``save_pretrained`` or ``torch.save``/``save_file``) into a temporary
-folder; nothing comes from the network.
+folder; nothing comes from the network. The whole run computes on one thread (set below, at import): tiny models run
+several times faster on one thread than on a few contended ones.
 """
 import os
 
@@ -24,6 +25,10 @@ BATCH, SEQ_LEN = 2, 7
 VOCAB, HIDDEN, LAYERS, HEADS, INTERMEDIATE, POSITIONS = 99, 32, 2, 4, 37, 64
 
 TRANSFORMERS_VERSION = Version(transformers.__version__)
+
+# One thread for the whole run, a plain ``pytest`` as much as a nox session (which also sets OMP_NUM_THREADS=1): on
+# 2 cores the suite takes a fraction of the time it takes multi-threaded.
+torch.set_num_threads(1)
 
 
 def expected_era() -> str:
@@ -96,16 +101,6 @@ ARCHS: Dict[str, Arch] = {
 @pytest.fixture(params=sorted(ARCHS))
 def arch(request) -> Arch:
     return ARCHS[request.param]
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models run an order of magnitude faster on one thread than on a few contended ones (use with
-    ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

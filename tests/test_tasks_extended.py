@@ -29,9 +29,6 @@ PAD = 1  # roberta_config()'s pad_token_id.
 REPO = Path(__file__).resolve().parents[1]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def small_parser_config(**overrides):
     from archit.instantiation.heads import DependencyParsingHeadConfig
     kwargs = dict(final_hidden_size_arcs=16, final_hidden_size_relations=8, head_dropout=0.0)
