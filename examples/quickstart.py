@@ -51,11 +51,15 @@ def main() -> None:
         exported_logits = exported(input_ids=input_ids, attention_mask=attention_mask).logits
     difference = (logits - expected).abs().max().item()
     export_difference = (exported_logits - logits).abs().max().item()
+    # The reloaded model has the same weights bit for bit, but computes on them where the checkpoint file is mapped
+    # into memory, which on some CPUs rounds the last bit differently: compare within float32 tolerance (the defaults
+    # of torch.testing.assert_close: rtol 1.3e-6, atol 1e-5).
+    reload_same = torch.allclose(reloaded_logits, logits, rtol=1.3e-6, atol=1e-5)
     print(f"archit vs transformers, max |difference| of logits: {difference:.2e}")
-    print(f"saved and reloaded archit model gives identical logits: {torch.equal(logits, reloaded_logits)}")
+    print(f"saved and reloaded archit model gives the same logits (within float32 tolerance): {reload_same}")
     print(f"exported to {type(exported).__name__} and reloaded by transformers, max |difference|: {export_difference:.2e}")
     print(f"checkpoints in {workdir}")
-    if difference > 1e-5 or export_difference > 1e-5 or not torch.equal(logits, reloaded_logits):
+    if difference > 1e-5 or export_difference > 1e-5 or not reload_same:
         raise SystemExit("archit does not reproduce transformers' model: please report this.")
 
 

@@ -1,7 +1,8 @@
 """Tiny models, inputs and checkpoint helpers shared by the test files.
 
 Every checkpoint is written by the test itself (``save_pretrained`` or ``torch.save``/``save_file``) into a temporary
-folder; nothing comes from the network.
+folder; nothing comes from the network. The whole run computes on one thread (set below, at import): tiny models run
+several times faster on one thread than on a few contended ones.
 """
 import os
 
@@ -24,6 +25,10 @@ BATCH, SEQ_LEN = 2, 7
 VOCAB, HIDDEN, LAYERS, HEADS, INTERMEDIATE, POSITIONS = 99, 32, 2, 4, 37, 64
 
 TRANSFORMERS_VERSION = Version(transformers.__version__)
+
+# One thread for the whole run, a plain ``pytest`` as much as a nox session (which also sets OMP_NUM_THREADS=1): on
+# 2 cores the suite takes a fraction of the time it takes multi-threaded.
+torch.set_num_threads(1)
 
 
 def expected_era() -> str:
@@ -98,16 +103,6 @@ def arch(request) -> Arch:
     return ARCHS[request.param]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run an order of magnitude faster on one thread than on a few contended ones (use with
-    ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Models, inputs, checkpoints.
 
@@ -167,6 +162,19 @@ def read_json(path) -> dict:
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float = ATOL, rtol: float = RTOL):
     torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
+
+
+def assert_same_outputs(actual, expected) -> None:
+    """Outputs that the same weights computed twice (logits, losses, hidden states; a tensor or a tuple of them: before
+    and after a save and reload, ...) agree within float rounding: ``torch.testing.assert_close`` with its defaults for
+    the dtype (float32: rtol 1.3e-6, atol 1e-5), and the same dtype and shape.
+
+    Why a tolerance and not ``torch.equal``: a reloaded model computes with zero-copy views into the memory-mapped
+    safetensors file, whose data pointers are not 64-byte aligned; on some x86-64 CPUs (an AMD EPYC, for one) the
+    vectorised kernels then round differently, and the logits differ by ~1e-8 although every weight is the same bit
+    for bit (a ``clone()`` of the weights makes the difference 0.0). Tensors themselves, before any arithmetic (weights
+    against the checkpoint's tensors), are still compared bitwise, with ``torch.equal``."""
+    torch.testing.assert_close(actual, expected)
 
 
 def assert_same_last_hidden_state(base_model, reference) -> None:

@@ -242,3 +242,20 @@ def test_checkpoint_to_state_dict(tmp_path, layout):
     for key, tensor in expected.items():
         assert torch.equal(state_dict[key], tensor), key
 
+
+
+def test_checkpoint_reader_reads_every_shard_and_keeps_no_path_list(tmp_path):
+    """CheckpointReader holds each key's source (an open safetensors file, or a loaded ``.bin`` dict) and no list of
+    the paths it was built from, which nothing read; leaving it closes the files and forgets the keys."""
+    from archit.loading.files import CheckpointReader, find_weight_files
+    model = build_transformers_model(transformers.RobertaForTokenClassification, roberta_config(num_labels=3))
+    model.save_pretrained(str(tmp_path), max_shard_size="50KB")
+    paths = find_weight_files(str(tmp_path))
+    assert len(paths) > 1
+    expected = read_checkpoint_tensors(tmp_path)
+    with CheckpointReader(paths) as reader:
+        assert not hasattr(reader, "paths")
+        assert set(reader.keys()) == set(expected)
+        for key in reader.keys():
+            assert torch.equal(reader.get(key), expected[key]), key
+    assert reader.keys() == []

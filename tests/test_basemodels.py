@@ -38,6 +38,7 @@ from conftest import (
     TRANSFORMERS_VERSION,
     VOCAB,
     assert_close,
+    assert_same_outputs,
     bert_config,
     build_transformers_model,
     gpt2_config,
@@ -163,13 +164,13 @@ def _assert_same_base_outputs(ours, reference, input_ids, attention_mask):
 
 
 def _assert_round_trip(model, directory, base_class):
-    """save_pretrained, then from_pretrained with the head config from the checkpoint: identical logits."""
+    """save_pretrained, then from_pretrained with the head config from the checkpoint: the same logits."""
     input_ids, attention_mask = make_inputs()
     model.save_pretrained(directory)
     reloaded = load_archit(type(model), directory, base_class=base_class)
     with torch.no_grad():
         expected, actual = model.eval()(input_ids, attention_mask).logits, reloaded(input_ids, attention_mask).logits
-    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    assert_same_outputs(actual, expected)
     return reloaded
 
 
@@ -257,8 +258,7 @@ def test_auto_checkpoints_interchange_with_family_class(family_class, tmp_path):
     assert not info["missing_keys"] and not info["unexpected_keys"]
     input_ids, attention_mask = make_inputs()
     with torch.no_grad():
-        torch.testing.assert_close(other.eval()(input_ids, attention_mask).logits,
-                                   model(input_ids, attention_mask).logits, rtol=0, atol=0)
+        assert_same_outputs(other.eval()(input_ids, attention_mask).logits, model(input_ids, attention_mask).logits)
 
 
 def test_auto_base_model_config_class_reads_any_family():

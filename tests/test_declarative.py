@@ -16,8 +16,6 @@ from archit.instantiation.abstracts import BaseModel, Head, HeadConfig, ModelWit
 
 from conftest import assert_close, bert_config, make_inputs, roberta_config
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 HAS_MODERNBERT = hasattr(transformers, "ModernBertModel")
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -77,9 +77,6 @@ def train(num_labels: int, steps: int = 60) -> Tuple[List[float], float, float]:
     return losses, head_accuracy, relation_accuracy
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def test_treebank_follows_its_rule():
     ids, arcs, relations = synthetic_treebank()
     assert ids.shape == (SENTENCES, MAX_WORDS, MAX_SUBWORDS)

@@ -1,6 +1,6 @@
 """Every task of ``archit.instantiation.tasks`` (the list is read from the module, so a new task without an entry here
 fails), on an encoder (``RobertaBaseModel``) and on a decoder through ``AutoBaseModel`` (Llama): builds, runs forward
-and backward with finite gradients reaching base and head, saves and reloads with identical logits, and either exports
+and backward with finite gradients reaching base and head, saves and reloads with the same logits, and either exports
 to transformers or says it cannot."""
 from typing import Callable, Dict, NamedTuple
 
@@ -8,7 +8,18 @@ import pytest
 import torch
 import transformers
 
-from conftest import HEADS, HIDDEN, INTERMEDIATE, LAYERS, POSITIONS, VOCAB, load_archit, perturb_, roberta_config
+from conftest import (
+    HEADS,
+    HIDDEN,
+    INTERMEDIATE,
+    LAYERS,
+    POSITIONS,
+    VOCAB,
+    assert_same_outputs,
+    load_archit,
+    perturb_,
+    roberta_config,
+)
 
 B, L, CHOICES, WORDS, SUBWORDS = 2, 6, 3, 4, 2
 
@@ -128,8 +139,7 @@ def test_task_trains_saves_reloads_and_exports_or_refuses(task_name, base, tmp_p
     reloaded = load_archit(task, tmp_path, base_class=base_class)
     assert type(reloaded.model) is base_class and reloaded.config.head_config == model.config.head_config
     with torch.no_grad():
-        for ours, theirs in zip(_logits(model(**inputs)), _logits(reloaded(**inputs))):
-            assert torch.equal(ours, theirs)
+        assert_same_outputs(_logits(reloaded(**inputs)), _logits(model(**inputs)))
 
     try:
         exported = model.toHuggingFace()

@@ -4,7 +4,15 @@ setting of the instance: it is not saved with the weights, and a reload uses wha
 import torch
 import torch.nn.functional as F
 
-from conftest import ARCHS, assert_close, load_archit, make_inputs, read_checkpoint_tensors
+from conftest import (
+    ARCHS,
+    SEQ_LEN,
+    assert_close,
+    load_archit,
+    make_inputs,
+    read_checkpoint_tensors,
+    save_transformers_model,
+)
 
 CLASS_WEIGHTS = torch.tensor([0.2, 1.0, 5.0])
 
@@ -53,3 +61,48 @@ def test_weighted_loss_from_model_and_head_config():
     # Its buffers follow the model (dtype here; the device likewise).
     model.double()
     assert model.loss_function.weight.dtype == torch.float64
+
+
+class _RecordingCrossEntropy(torch.nn.CrossEntropyLoss):
+    """Cross-entropy that records the ``ignore_index`` it computes with."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, logits, target):
+        self.seen.append(self.ignore_index)
+        return super().forward(logits, target)
+
+
+class _PlainCrossEntropy(torch.nn.Module):
+    """A loss module without an ``ignore_index`` attribute (F.cross_entropy ignores -100)."""
+
+    def forward(self, logits, target):
+        return F.cross_entropy(logits, target)
+
+
+def test_extractive_qa_loss_leaves_the_given_loss_unchanged(tmp_path):
+    """Start/end positions past the input (L or more) are ignored and negative ones count as 0, as in transformers'
+    QA models, without setting ``ignore_index`` on the caller's loss module (not even for the duration of the call)."""
+    from archit.instantiation.heads import ExtractiveQAHeadConfig
+    from archit.instantiation.tasks import ForExtractiveQA
+    arch = ARCHS["roberta"]
+    reference = save_transformers_model(arch.question_answering, arch.make_config(), tmp_path)
+    input_ids, attention_mask = make_inputs()
+    labels = torch.tensor([[SEQ_LEN, 99], [-5, 3]])  # Ignored, ignored; start 0, end 3.
+    with torch.no_grad():
+        expected = reference(input_ids=input_ids, attention_mask=attention_mask,
+                             start_positions=labels[:, 0], end_positions=labels[:, 1]).loss
+    for loss in (None, _RecordingCrossEntropy(), _PlainCrossEntropy()):
+        model = load_archit(ForExtractiveQA, tmp_path, arch, head_config=ExtractiveQAHeadConfig(), loss=loss)
+        with torch.no_grad():
+            out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        start_logits, end_logits = out.logits[1:, :, 0], out.logits[1:, :, 1]
+        assert_close(out.loss, (F.cross_entropy(start_logits, labels[1:, 0].clamp(0)) +
+                                F.cross_entropy(end_logits, labels[1:, 1])) / 2)
+        assert_close(out.loss, expected)
+        if isinstance(loss, _RecordingCrossEntropy):
+            assert loss.seen == [-100, -100] and loss.ignore_index == -100
+        if isinstance(loss, _PlainCrossEntropy):
+            assert "ignore_index" not in vars(loss)

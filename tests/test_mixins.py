@@ -3,6 +3,7 @@ task loss (once per forward, reset after), and reports them to a ``LoggingState`
 values are computed in the test from the module's own output, captured independently with a forward hook."""
 from types import SimpleNamespace
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -76,3 +77,16 @@ def test_reported_terms_reach_a_logging_state():
     expected = torch.stack([c.pow(2).mean() for c in captured]).mean().item()
     assert abs(state.compute()["activation_l2"] - expected) < 1e-6
     assert state.compute() == {}  # Reset after computing.
+
+
+def test_term_without_a_name_is_refused_and_not_added():
+    """addToLoss checks report_as before it adds anything: after the error, the loss holds only the earlier terms."""
+    from archit.instantiation.mixins import LossState
+    module = _regularised_linear(torch.nn.Linear(4, 4))
+    state = LossState()
+    module.registerLoss(state)
+    module.addToLoss("kept", torch.tensor(2.0))
+    for report_as in ("", None):
+        with pytest.raises(ValueError, match="report_as"):
+            module.addToLoss(report_as, torch.tensor(5.0))
+    assert_close(state.compute(), torch.tensor(2.0))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from conftest import (
     ARCHS,
     assert_close,
+    assert_same_outputs,
     bert_config,
     gpt2_config,
     load_archit,
@@ -26,9 +27,6 @@ from conftest import (
 ROBERTA = ARCHS["roberta"]
 PAD = 1  # roberta_config()'s pad_token_id.
 REPO = Path(__file__).resolve().parents[1]
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_parser_config(**overrides):
@@ -196,8 +194,7 @@ def test_extractive_aqa_trains_and_reloads(roberta_bare, tmp_path):
     assert read_json(tmp_path / "config.json")["head_config"] == {"ua_loss_weight": 1.0}
     reloaded = load_archit(ForExtractiveAQA, tmp_path, ROBERTA)
     with torch.no_grad():
-        for a, b in zip(model(input_ids, attention_mask).logits, reloaded(input_ids, attention_mask).logits):
-            assert torch.equal(a, b)
+        assert_same_outputs(reloaded(input_ids, attention_mask).logits, model(input_ids, attention_mask).logits)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -275,7 +272,7 @@ def test_multiple_choice_trains_and_reloads(roberta_bare, tmp_path):
     reloaded = load_archit(ForSingleAnswerMultipleChoice, tmp_path, ROBERTA)
     assert reloaded.config.head_config.num_labels == 1
     with torch.no_grad():
-        assert torch.equal(model(input_ids, attention_mask).logits, reloaded(input_ids, attention_mask).logits)
+        assert_same_outputs(reloaded(input_ids, attention_mask).logits, model(input_ids, attention_mask).logits)
     with pytest.raises(ValueError, match="input_ids must be 3-dimensional"):
         model(input_ids[0], attention_mask[0])
 
@@ -481,8 +478,8 @@ def test_dependency_parsing_scores_and_loss(roberta_bare, num_labels):
     else:
         assert not any(".rel_" in name for name in model.state_dict())
         with torch.no_grad():  # Relation labels are ignored, and may be absent.
-            assert torch.equal(model(ids, labels=arcs).loss, out.loss)
-            assert torch.equal(model(ids, labels=(arcs, torch.full_like(arcs, -100))).loss, out.loss)
+            assert_same_outputs(model(ids, labels=arcs).loss, out.loss)
+            assert_same_outputs(model(ids, labels=(arcs, torch.full_like(arcs, -100))).loss, out.loss)
     assert_close(out.loss, expected_loss)
 
 
@@ -538,8 +535,7 @@ def test_dependency_parsing_trains_and_reloads(roberta_bare, tmp_path, num_label
     assert reloaded.config.head_config == model.config.head_config
     assert torch.equal(reloaded.scalar_mix.weights, torch.tensor([0.2, -0.4]))
     with torch.no_grad():
-        for a, b in zip(model(ids).logits, reloaded(ids).logits):
-            assert torch.equal(a, b)
+        assert_same_outputs(reloaded(ids).logits, model(ids).logits)
 
 
 def test_dependency_parsing_from_bare_checkpoint_initialises_new_tensors(roberta_bare):

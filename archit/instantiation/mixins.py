@@ -145,9 +145,8 @@ class StatefulLossMixin(ReportDiagnosticsMixin):
         self._loss_state = loss_state
 
     def addToLoss(self, report_as: str, tensor: Tensor, coefficient: float=1.0):
+        if not report_as:  # Before adding: a refused term must not end up in the loss.
+            raise ValueError("addToLoss needs a non-empty report_as name for the loss term.")
         if self._loss_state is not None:
             self._loss_state.add(coefficient*tensor)
-
-        if not report_as:
-            raise ValueError("addToLoss needs a non-empty report_as name for the loss term.")
         self.report({report_as: tensor})

@@ -73,18 +73,17 @@ class ForExtractiveQA(ModelWithHead[PC, ExtractiveQAHeadConfig]):
 
 
 def extractiveQALoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> FloatTensor:
-    """Mean of the start and end cross-entropies, as transformers' QA models compute it."""
+    """
+    Mean of the start and end cross-entropies, as transformers' QA models compute it: positions are clamped to
+    [0, L], and position L (past the input) is ignored. Such positions are given the loss's own ``ignore_index``
+    (-100 for a loss without one), so that the loss module, which may be the caller's, is never changed.
+    """
     start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
-    start_positions, end_positions = (t.reshape(-1) for t in labels.split(1, dim=-1))
     length = start_logits.size(1)
-    start_positions, end_positions = start_positions.clamp(0, length), end_positions.clamp(0, length)
-    ignore_index = getattr(loss_function, "ignore_index", None)
-    try:
-        loss_function.ignore_index = length
-        return (loss_function(start_logits, start_positions) + loss_function(end_logits, end_positions)) / 2
-    finally:
-        if ignore_index is not None:
-            loss_function.ignore_index = ignore_index
+    ignore_index = getattr(loss_function, "ignore_index", -100)
+    clamped = (t.reshape(-1).clamp(0, length) for t in labels.split(1, dim=-1))
+    start_positions, end_positions = (p.masked_fill(p == length, ignore_index) for p in clamped)
+    return (loss_function(start_logits, start_positions) + loss_function(end_logits, end_positions)) / 2
 
 
 class ForCausalLM(ModelWithHead[PC, CausalLMHeadConfig]):

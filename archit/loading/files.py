@@ -1,6 +1,7 @@
 """Finding and reading a checkpoint's files: ``config.json`` and the weights (safetensors or ``.bin``, sharded or not),
 in a local folder or a hub repository."""
 import json
+import re
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -18,6 +19,33 @@ WEIGHTS_NAME = "pytorch_model.bin"
 WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
 
 HUB_KWARGS = ("cache_dir", "revision", "local_files_only", "token", "subfolder", "force_download", "proxies")
+
+# Weight files as transformers names them, with the variant (``None`` for none) as the named group "variant":
+# model[.V].safetensors, model[.V]-00001-of-00002.safetensors, model.safetensors.index[.V].json, the same for .bin.
+_WEIGHT_FILE = re.compile(r"^(?:model|pytorch_model)(?:\.(?P<variant>.+?))?(?:-\d{5}-of-\d{5})?\.(?:safetensors|bin)$")
+_INDEX_FILE = re.compile(r"^(?:model\.safetensors|pytorch_model\.bin)\.index(?:\.(?P<variant>.+))?\.json$")
+
+
+def add_variant(name: str, variant: Optional[str] = None) -> str:
+    """The name of a weights file of a variant, as transformers writes it (its ``_add_variant``):
+    ``model.safetensors`` -> ``model.fp16.safetensors``, ``model.safetensors.index.json`` ->
+    ``model.safetensors.index.fp16.json``, ``pytorch_model.bin`` -> ``pytorch_model.fp16.bin``."""
+    if variant is None:
+        return name
+    stem, extension = name.rsplit(".", 1)
+    return f"{stem}.{variant}.{extension}"
+
+
+def check_variant(variant: Optional[str]) -> None:
+    if variant is not None and (not isinstance(variant, str) or not variant or re.search(r"[/\\]", variant)):
+        raise ValueError(f"variant must be a name such as 'fp16' (it goes into file names); got {variant!r}.")
+
+
+def weight_file_variant(name: str) -> Tuple[bool, Optional[str]]:
+    """``(True, variant)`` for the name of a weights file, shard or index (variant ``None`` for none);
+    ``(False, None)`` for any other file."""
+    match = _WEIGHT_FILE.match(name) or _INDEX_FILE.match(name)
+    return (True, match.group("variant")) if match else (False, None)
 
 
 def resolve_file(checkpoint: str, filename: str, **hub_kwargs: Any) -> Optional[str]:
@@ -46,17 +74,21 @@ def read_config_dict(checkpoint: str, **hub_kwargs: Any) -> Dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
 
 
-def find_weight_files(checkpoint: str, use_safetensors: Optional[bool] = None, **hub_kwargs: Any) -> List[str]:
-    """Paths of the checkpoint's weight files: safetensors first (unless ``use_safetensors=False``), then ``.bin``."""
-    safetensors_names = [SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME]
-    bin_names = [WEIGHTS_INDEX_NAME, WEIGHTS_NAME]
+def find_weight_files(checkpoint: str, use_safetensors: Optional[bool] = None, variant: Optional[str] = None,
+                      **hub_kwargs: Any) -> List[str]:
+    """Paths of the checkpoint's weight files: safetensors first (unless ``use_safetensors=False``), then ``.bin``;
+    those of ``variant`` (``model.fp16.safetensors``, ...) when one is given, else those without a variant."""
+    check_variant(variant)
+    index_names = [add_variant(SAFE_WEIGHTS_INDEX_NAME, variant), add_variant(WEIGHTS_INDEX_NAME, variant)]
+    safetensors_names = [index_names[0], add_variant(SAFE_WEIGHTS_NAME, variant)]
+    bin_names = [index_names[1], add_variant(WEIGHTS_NAME, variant)]
     candidates = (safetensors_names if use_safetensors else
                   bin_names + safetensors_names if use_safetensors is False else safetensors_names + bin_names)
     for name in candidates:
         path = resolve_file(checkpoint, name, **hub_kwargs)
         if path is None:
             continue
-        if not name.endswith(".index.json"):
+        if name not in index_names:
             return [path]
         with open(path, encoding="utf-8") as handle:
             shards = sorted(set(json.load(handle)["weight_map"].values()))
@@ -67,7 +99,24 @@ def find_weight_files(checkpoint: str, use_safetensors: Optional[bool] = None, *
                 raise OSError(f"Checkpoint '{checkpoint}': {name} lists shard {shard}, which is missing.")
             paths.append(shard_path)
         return paths
-    raise OSError(f"Checkpoint '{checkpoint}' has no weights: none of {', '.join(candidates)} found.")
+    raise OSError(f"Checkpoint '{checkpoint}' has no weights: none of {', '.join(candidates)} found."
+                  + _other_variants(checkpoint, variant, hub_kwargs.get("subfolder") or ""))
+
+
+def _other_variants(checkpoint: str, variant: Optional[str], subfolder: str) -> str:
+    """For the error above: the weight files of other variants that a local folder holds, and how to load them."""
+    folder = Path(checkpoint) / subfolder
+    if not folder.is_dir():
+        return ""
+    found: Dict[Optional[str], List[str]] = {}
+    for path in sorted(folder.iterdir()):
+        is_weights, its_variant = weight_file_variant(path.name)
+        if is_weights and path.is_file() and its_variant != variant:
+            found.setdefault(its_variant, []).append(path.name)
+    if not found:
+        return ""
+    options = " or ".join(f"variant={v!r}" for v in found)
+    return f" It holds {', '.join(name for names in found.values() for name in names)}: pass {options}."
 
 
 def load_bin(path: str) -> Dict[str, Tensor]:
@@ -88,7 +137,6 @@ class CheckpointReader:
     """Keys and tensors of a set of weight files; safetensors tensors are read from the file on request."""
 
     def __init__(self, paths: List[str]):
-        self.paths = paths
         self._stack = ExitStack()
         self._location: Dict[str, Any] = {}  # key -> open safetensors file, or the loaded .bin dict
         for path in paths:

@@ -34,6 +34,7 @@ class LoadOptions:
     ignore_unplaced_weights: bool = False
     output_loading_info: bool = False
     use_safetensors: Optional[bool] = None
+    variant: Optional[str] = None
     loss: Optional[nn.Module] = None
     config_overrides: Dict[str, Any] = field(default_factory=dict)
 
@@ -54,6 +55,7 @@ class LoadOptions:
             ignore_unplaced_weights=kwargs.pop("ignore_unplaced_weights", False),
             output_loading_info=kwargs.pop("output_loading_info", False),
             use_safetensors=kwargs.pop("use_safetensors", None),
+            variant=kwargs.pop("variant", None),
             loss=kwargs.pop("loss", None),
         )
         kwargs.pop("torch_dtype", None)
@@ -156,7 +158,7 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
     placement = DevicePlacement.plan(model, options.device_map, options.max_memory, dtype)
     aliases = _tied_aliases(model)
     mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = []
-    weight_files = find_weight_files(checkpoint, options.use_safetensors, **options.hub)
+    weight_files = find_weight_files(checkpoint, options.use_safetensors, options.variant, **options.hub)
     with CheckpointReader(weight_files) as reader:
         keys = [k[len(archit_core_path):] if archit_core_path and k.startswith(archit_core_path) else k
                 for k in reader.keys()]

@@ -9,18 +9,31 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from .files import CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+from .files import (
+    CONFIG_NAME,
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+    WEIGHTS_INDEX_NAME,
+    WEIGHTS_NAME,
+    add_variant,
+    check_variant,
+    weight_file_variant,
+)
 
 logger = logging.getLogger(__name__)
 
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-_ACCEPTED_AND_UNUSED = ("push_to_hub", "variant", "token", "save_peft_format", "save_function")
+_ACCEPTED_AND_UNUSED = ("push_to_hub", "token", "save_peft_format", "save_function")
 
 
 def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_shard_size: Union[int, str] = "5GB",
                          safe_serialization: bool = True, is_main_process: bool = True,
-                         state_dict: Optional[Dict[str, Tensor]] = None, **kwargs: Any) -> None:
+                         state_dict: Optional[Dict[str, Tensor]] = None, variant: Optional[str] = None,
+                         **kwargs: Any) -> None:
+    """``variant="fp16"`` names the files as transformers does (``model.fp16.safetensors``, shards
+    ``model.fp16-00001-of-00002.safetensors`` with ``model.safetensors.index.fp16.json``, ``pytorch_model.fp16.bin``),
+    for ``from_pretrained(..., variant="fp16")``; only earlier files of the same variant are replaced."""
     if os.path.isfile(save_directory):
         raise ValueError(f"save_pretrained needs a directory, but '{save_directory}' is a file.")
     for name in kwargs:
@@ -28,6 +41,7 @@ def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_sha
             raise TypeError(f"save_pretrained() got an unexpected keyword argument '{name}'.")
         if name == "push_to_hub" and kwargs[name]:
             raise NotImplementedError("archit does not push to the hub: save, then use huggingface_hub's upload_folder.")
+    check_variant(variant)
     if not is_main_process:
         return
     os.makedirs(save_directory, exist_ok=True)
@@ -37,7 +51,8 @@ def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_sha
     shards = _shard(tensors, parse_size(max_shard_size))
     weights_name, index_name = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME) if safe_serialization \
         else (WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
-    _remove_stale_weights(save_directory)
+    weights_name, index_name = add_variant(weights_name, variant), add_variant(index_name, variant)
+    _remove_stale_weights(save_directory, variant)
 
     stem, extension = weights_name.rsplit(".", 1)
     names = [weights_name] if len(shards) == 1 else \
@@ -95,8 +110,12 @@ def _shard(tensors: Dict[str, Tensor], max_bytes: int) -> List[Dict[str, Tensor]
     return shards
 
 
-def _remove_stale_weights(save_directory: Union[str, os.PathLike]) -> None:
-    pattern = re.compile(r"^(model|pytorch_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)(\.index\.json)?$")
+def _remove_stale_weights(save_directory: Union[str, os.PathLike], variant: Optional[str]) -> None:
+    """Remove the weight files (shards and index included, safetensors and ``.bin``) of an earlier save of the same
+    variant, so that none is left over to be read instead of, or together with, the new ones. Those of other variants
+    (or without one, when saving a variant) stay."""
     for name in os.listdir(save_directory):
-        if pattern.match(name):
-            os.remove(os.path.join(save_directory, name))
+        is_weights, its_variant = weight_file_variant(name)
+        path = os.path.join(save_directory, name)
+        if is_weights and its_variant == variant and os.path.isfile(path):
+            os.remove(path)
