@@ -5,9 +5,11 @@ One backend module per transformers era (``tf436``, ``tf450``, ``tf500``), chose
 satisfies the ``Backend`` protocol, which lists only what differs per era. What is the same in every era comes from
 ``all_eras``; the version flags from ``version``.
 """
+from .all_eras import ConversionUnit as ConversionUnit
 from .all_eras import get_config_dtype as get_config_dtype
 from .all_eras import init_core_module as init_core_module
 from .all_eras import no_split_modules as no_split_modules
+from .all_eras import progress as progress
 from .all_eras import resolve_file as resolve_file
 from .all_eras import stored_config_dict as stored_config_dict
 from .main import backend as backend
@@ -19,9 +21,11 @@ PreTrainedWrapper: type = backend.PreTrainedWrapper
 set_attn_implementation = backend.set_attn_implementation
 set_config_dtype = backend.set_config_dtype
 no_init_weights = backend.no_init_weights
+convert_checkpoint = backend.convert_checkpoint
+checkpoint_layout = backend.checkpoint_layout
 
 __all__ = [
     "Backend", "backend", "ERA", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
     "set_config_dtype", "get_config_dtype", "init_core_module", "no_init_weights", "no_split_modules", "resolve_file",
-    "stored_config_dict",
+    "stored_config_dict", "ConversionUnit", "convert_checkpoint", "checkpoint_layout", "progress",
 ]

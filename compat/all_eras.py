@@ -5,12 +5,17 @@ per era. Most use public names; these private ones have kept their meaning in ev
 ``_raise_exceptions_for_connection_errors`` arguments (answer ``None`` for a missing file instead of raising).
 When one of them changes in a release, its helper moves into the era modules and into the ``Backend`` protocol.
 """
-from typing import Any, Dict, List, Optional, Union
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers.utils import cached_file
+from transformers.utils import logging as transformers_logging
+
+T = TypeVar("T")
 
 
 class WrapperWithoutOwnWeights(PreTrainedModel):
@@ -54,3 +59,55 @@ def resolve_file(path_or_repo_id: str, filename: str, **hub_kwargs: Any) -> Opti
         _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False,
         **hub_kwargs,
     )
+
+
+@dataclass
+class ConversionUnit:
+    """Checkpoint tensors that become tensors of a transformers model together: one tensor under another name, or
+    several (per-expert matrices) merged into one fused tensor by an era's conversion rules."""
+    name: str
+    """The model key it produces (the first one, for rules that produce several), in that model's key space."""
+    sources: List[str]
+    """The checkpoint keys it reads."""
+    convert: Callable[[], Dict[str, Tensor]]
+    """Reads the sources and returns ``{model key: tensor}``; called once, when the tensors are assigned."""
+    converted: bool
+    """Whether an era's conversion rule (or a ``key_mapping``) changed a name or a tensor."""
+
+
+def first_match_renaming(key_mapping: Optional[Mapping[str, str]]) -> Callable[[str], str]:
+    """A key renaming by ``{regex: replacement}``, the first pattern that matches winning: what ``from_pretrained``'s
+    ``key_mapping=`` does on 4.50-4.57 (4.36-4.49 have no such argument; archit gives them the same meaning)."""
+    compiled = [(re.compile(pattern), replacement) for pattern, replacement in (key_mapping or {}).items()]
+
+    def rename(key: str) -> str:
+        for pattern, replacement in compiled:
+            renamed, count = pattern.subn(replacement, key)
+            if count:
+                return renamed
+        return key
+    return rename
+
+
+def renaming_units(keys: Sequence[str], get_tensor: Callable[[str], Tensor],
+                   rename: Callable[[str], str]) -> List[ConversionUnit]:
+    """One unit per checkpoint key, under its renamed key: an era whose conversions are renamings only."""
+    units = []
+    for key in keys:
+        name = rename(key)
+        units.append(ConversionUnit(name, [key], lambda key=key, name=name: {name: get_tensor(key)}, name != key))
+    return units
+
+
+# Loads and saves below these sizes finish too fast for a progress bar to help.
+PROGRESS_MIN_TENSORS = 2000
+PROGRESS_MIN_BYTES = 2 * 2**30
+
+
+def progress(items: Iterable[T], total: int, description: str, tensors: int, nbytes: int) -> Iterator[T]:
+    """``items`` (``total`` of them), with transformers' own progress bar when they carry many or large tensors
+    (``tensors`` tensors of ``nbytes`` bytes in all): the bar is off when transformers' progress bars are disabled
+    (``transformers.utils.logging.disable_progress_bar()``), and, being a ``tqdm`` with ``disable=None``, when its
+    output is not a terminal (the logs of batch jobs)."""
+    big = tensors >= PROGRESS_MIN_TENSORS or nbytes >= PROGRESS_MIN_BYTES
+    return iter(transformers_logging.tqdm(items, total=total, desc=description, disable=None if big else True))

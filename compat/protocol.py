@@ -2,10 +2,13 @@
 
 Helpers that are the same in every era live in ``all_eras`` and are re-exported by the facade (``__init__``) directly.
 """
-from typing import ContextManager, Optional, Protocol, runtime_checkable
+from typing import Callable, ContextManager, Dict, List, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
-from transformers import PretrainedConfig
+from torch import Tensor
+from transformers import PretrainedConfig, PreTrainedModel
+
+from .all_eras import ConversionUnit
 
 
 @runtime_checkable
@@ -29,3 +32,19 @@ class Backend(Protocol):
     def no_init_weights(self) -> ContextManager:
         """Context in which building a transformers model skips weight initialisation (for a meta-device build that
         is filled from a checkpoint)."""
+
+    def convert_checkpoint(self, model: PreTrainedModel, keys: Sequence[str], get_tensor: Callable[[str], Tensor],
+                           key_mapping: Optional[Mapping[str, str]] = None) -> List[ConversionUnit]:
+        """
+        The checkpoint's tensors in ``model``'s layout, by this era's own conversion rules for ``model`` (a transformers
+        model, usually on the meta device; only its keys, shapes and config are read): 5.x's conversion registry
+        (renamings, prefix changes, per-expert tensors merged into fused ones, the legacy names), 4.50-4.57's
+        per-class ``_checkpoint_conversion_mapping``, and the caller's ``key_mapping`` (a ``{regex: replacement}`` dict,
+        as ``from_pretrained(key_mapping=...)`` of this era applies it). Every key appears in exactly one unit; a key
+        no rule places in ``model`` comes back unchanged in a unit of its own (``converted`` false), for the caller's
+        own renaming. ``get_tensor`` is called only when a unit converts.
+        """
+
+    def checkpoint_layout(self, model: PreTrainedModel, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """``model``'s state dict as this era's ``save_pretrained`` writes it: on 5.x with the load-time conversions
+        reversed (the original, 4.x layout, so that the checkpoint loads on every era); unchanged before."""

@@ -1,11 +1,12 @@
 """Backend for transformers 4.36 – 4.49: attention chosen by the classmethod ``_autoset_attn_implementation``."""
-from typing import Optional
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
-from transformers import PretrainedConfig
+from torch import Tensor
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_utils import no_init_weights as no_init_weights
 
-from .all_eras import WrapperWithoutOwnWeights
+from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, first_match_renaming, renaming_units
 
 ERA = "4.36"
 
@@ -26,3 +27,15 @@ def set_attn_implementation(config: PretrainedConfig, implementation: Optional[s
 
 def set_config_dtype(config: PretrainedConfig, dtype: torch.dtype) -> None:
     config.torch_dtype = dtype
+
+
+def convert_checkpoint(model: PreTrainedModel, keys: Sequence[str], get_tensor: Callable[[str], Tensor],
+                       key_mapping: Optional[Mapping[str, str]] = None) -> List[ConversionUnit]:
+    """4.36-4.49 rename legacy ``gamma``/``beta`` keys only (archit's own key renaming does that on every era); their
+    ``from_pretrained`` has no ``key_mapping=``, which archit applies with 4.50's meaning."""
+    return renaming_units(keys, get_tensor, first_match_renaming(key_mapping))
+
+
+def checkpoint_layout(model: PreTrainedModel, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """4.36-4.49 save the model's own layout."""
+    return state_dict

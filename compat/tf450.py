@@ -1,12 +1,13 @@
 """Backend for transformers 4.50 – 4.57: the loading rewrite; attention checked by ``_autoset_attn_implementation``
 (up to 4.53) or ``_check_and_adjust_attn_implementation`` (4.54+); ``dtype`` replaces ``torch_dtype`` from 4.56."""
-from typing import Optional
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
-from transformers import PretrainedConfig
+from torch import Tensor
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_utils import no_init_weights as no_init_weights
 
-from .all_eras import WrapperWithoutOwnWeights
+from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, first_match_renaming, renaming_units
 
 ERA = "4.50"
 
@@ -36,3 +37,18 @@ def set_config_dtype(config: PretrainedConfig, dtype: torch.dtype) -> None:
         config.dtype = dtype
     else:
         config.torch_dtype = dtype
+
+
+def convert_checkpoint(model: PreTrainedModel, keys: Sequence[str], get_tensor: Callable[[str], Tensor],
+                       key_mapping: Optional[Mapping[str, str]] = None) -> List[ConversionUnit]:
+    """4.50-4.57 rename keys by ``key_mapping=``, or by the class's ``_checkpoint_conversion_mapping`` (4.52+, set on
+    vision-language models) when none is given: regexes, the first that matches winning."""
+    if key_mapping is None:
+        key_mapping = getattr(model, "_checkpoint_conversion_mapping", None) or None
+    return renaming_units(keys, get_tensor, first_match_renaming(key_mapping))
+
+
+def checkpoint_layout(model: PreTrainedModel, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """4.50-4.57 save the model's own layout (4.52+ reverse ``_checkpoint_conversion_mapping`` of vision-language
+    task models only, which archit does not wrap)."""
+    return state_dict

@@ -1,12 +1,22 @@
 """Backend for transformers 5.x: dataclass configs with ``dtype``; attention checked at every ``PreTrainedModel.__init__``
 by ``_check_and_adjust_attn_implementation``; a common initialisation scheme run from ``post_init``."""
-from typing import Optional
+import copy
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
-from transformers import PretrainedConfig
+from torch import Tensor
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.conversion_mapping import get_model_conversion_mapping
+from transformers.core_model_loading import (
+    WeightConverter,
+    WeightRenaming,
+    dot_natural_key,
+    rename_source_key,
+    revert_weight_conversion,
+)
 from transformers.initialization import no_init_weights as no_init_weights
 
-from .all_eras import WrapperWithoutOwnWeights
+from .all_eras import ConversionUnit, WrapperWithoutOwnWeights
 
 ERA = "5.0"
 
@@ -24,3 +34,65 @@ def set_attn_implementation(config: PretrainedConfig, implementation: Optional[s
 
 def set_config_dtype(config: PretrainedConfig, dtype: torch.dtype) -> None:
     config.dtype = dtype
+
+
+def convert_checkpoint(model: PreTrainedModel, keys: Sequence[str], get_tensor: Callable[[str], Tensor],
+                       key_mapping: Optional[Mapping[str, str]] = None) -> List[ConversionUnit]:
+    """
+    5.x: the rules of transformers' conversion registry for ``model`` (``get_model_conversion_mapping``: its class's and
+    ``model_type``'s rules, its sub-models', the ``legacy`` set, ``key_mapping`` as leading renamings, and mappings users
+    registered), applied as ``from_pretrained``'s loader applies them (``rename_source_key``, then each target's
+    renaming or converter collects its tensors and ``convert`` runs the operations), one target at a time and without
+    its thread pool. Nothing of transformers' tables is copied here, so a family a later release starts converting
+    converts here too. ``model._weight_conversions`` is left unset, so saving reverses the registry's rules.
+    """
+    rules = get_model_conversion_mapping(model, dict(key_mapping) if key_mapping else None, None, True)
+    renamings = [rule for rule in rules if isinstance(rule, WeightRenaming)]
+    converters = [rule for rule in rules if isinstance(rule, WeightConverter)]
+    converter_of = {pattern: converter for converter in converters for pattern in converter.source_patterns}
+    meta_state = model.state_dict()
+    prefix = model.base_model_prefix
+    pending: Dict[str, Any] = {}  # first target key -> the renaming or converter collecting its tensors
+    sources: Dict[str, List[str]] = {}
+    converted: Dict[str, bool] = {}
+    units: List[ConversionUnit] = []
+    # Natural order (experts.2 before experts.10): converters merge tensors in the order they are added.
+    for key in sorted(keys, key=dot_natural_key):
+        renamed, pattern = rename_source_key(key, renamings, converters, prefix, meta_state)  # 4th: prefix's name varies
+        if renamed not in meta_state and key in meta_state:  # As 5.5+'s loader: the key needed no rule.
+            renamed, pattern = rename_source_key(key, [], [], prefix, meta_state)
+        if renamed not in meta_state:
+            units.append(ConversionUnit(key, [key], lambda key=key: {key: get_tensor(key)}, False))
+            continue
+        if pattern is None:
+            transform = pending.setdefault(renamed, WeightRenaming(key, renamed))
+            pattern = key
+        else:
+            transform = pending.setdefault(renamed, copy.deepcopy(converter_of[pattern]))
+        transform.add_tensor(renamed, key, pattern, lambda key=key: get_tensor(key))
+        sources.setdefault(renamed, []).append(key)
+        converted[renamed] = converted.get(renamed, False) or isinstance(transform, WeightConverter) \
+            or _without_prefix(renamed, prefix) != _without_prefix(key, prefix)
+    for name, transform in pending.items():
+        units.append(ConversionUnit(name, sources[name], lambda name=name, transform=transform: _run(transform, name, model),
+                                    converted[name]))
+    return units
+
+
+def _without_prefix(key: str, prefix: str) -> str:
+    return key[len(prefix) + 1:] if prefix and key.startswith(prefix + ".") else key
+
+
+def _run(transform: Any, name: str, model: PreTrainedModel) -> Dict[str, Tensor]:
+    output = transform.convert(name, model=model, config=model.config)
+    if isinstance(output, tuple):  # 5.0: (tensors, conversion errors)
+        output, errors = output
+        if errors:
+            raise ValueError(f"transformers' conversion of {name} failed: {errors}")
+    return {key: value[0] if isinstance(value, list) else value for key, value in output.items()}
+
+
+def checkpoint_layout(model: PreTrainedModel, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """5.x ``save_pretrained`` reverses its load-time conversions (``revert_weight_conversion``): fused experts are
+    written per expert again, renamed heads under their 4.x names."""
+    return revert_weight_conversion(model, dict(state_dict))

@@ -8,15 +8,20 @@ to a transformers class (``ModelWithHead.toHuggingFace``) both read it.
 """
 from typing import Dict, Optional
 
-__all__ = ["family_head_keys", "HF_AUTO_CLASSES"]
+__all__ = ["family_head_keys", "HF_AUTO_CLASSES", "OUTPUT_EMBEDDINGS"]
 
 HeadKeys = Dict[str, Dict[str, str]]
+
+OUTPUT_EMBEDDINGS = "<output embeddings>."
+"""Stands for the prefix of the module that the transformers task model's ``get_output_embeddings()`` returns: the
+task class knows its own output matrix, under the name of the installed release (GPT-NeoX's ``embed_out`` up to 5.13,
+``lm_head`` from 5.14), so no family needs a line here for it."""
 
 # The names most families use. Decoders (Llama, Mistral, Qwen2, ...) call their token classifier ``score``.
 _COMMON: HeadKeys = {
     "ForTokenClassification": {"classifier.": "dense.", "score.": "dense."},
     "ForQuestionAnswering": {"qa_outputs.": "dense."},
-    "ForCausalLM": {"lm_head.": "dense."},
+    "ForCausalLM": {OUTPUT_EMBEDDINGS: "dense."},
 }
 
 # RoBERTa's LM head (dense, gelu, layer norm, decoder with bias) and classification head (first token, dropout, dense,

@@ -9,7 +9,7 @@ import copy
 import dataclasses
 import logging
 from types import SimpleNamespace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import transformers
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from .. import _compat as compat
-from .equivalents import HF_AUTO_CLASSES
+from .equivalents import HF_AUTO_CLASSES, OUTPUT_EMBEDDINGS
 from .keys import CORE_PATH, HEAD_PATH, candidate_names
 
 logger = logging.getLogger(__name__)
@@ -35,14 +35,45 @@ def checkpoint_suffixes(base_model_class: type, config_dict: Dict[str, Any]) -> 
     return suffixes
 
 
-def imported_head_keys(cls: type, base_model_class: type, base_config: Any, config_dict: Dict[str, Any],
-                       head_config: Any) -> Dict[str, str]:
-    """Head key prefixes to import (transformers prefix -> archit head prefix) when the checkpoint is a transformers
-    task model whose head computes what the head of ``cls`` with ``head_config`` computes; empty otherwise."""
+def imported_head(cls: type, base_model_class: type, base_config: Any, config_dict: Dict[str, Any],
+                  head_config: Any) -> Tuple[Dict[str, str], Optional[PreTrainedModel]]:
+    """
+    When the checkpoint is a transformers task model whose head computes what the head of ``cls`` with ``head_config``
+    computes: the head key prefixes to import (transformers prefix -> archit head prefix) and that transformers task
+    model, built empty (meta device), whose key space and conversion rules the checkpoint is read in. ``({}, None)``
+    otherwise.
+    """
     suffix = cls.headClass().hfEquivalentSuffix(head_config)
     if suffix not in checkpoint_suffixes(base_model_class, config_dict):
-        return {}
-    return base_model_class.hfHeadKeys(base_config).get(suffix, {})
+        return {}, None
+    head_keys = base_model_class.hfHeadKeys(base_config).get(suffix, {})
+    if not head_keys:
+        return {}, None
+    hf_model = empty_task_model(suffix, base_config)
+    return resolve_head_keys(head_keys, hf_model), hf_model
+
+
+def empty_task_model(suffix: str, config: Any) -> Optional[PreTrainedModel]:
+    """transformers' ``XForY`` model of ``config``'s family for the head ``suffix``, on the meta device; ``None`` when
+    the installed transformers has no such class for the family."""
+    auto_class = getattr(transformers, HF_AUTO_CLASSES[suffix])
+    try:
+        with init_empty_weights(), compat.no_init_weights():
+            return auto_class.from_config(copy.deepcopy(config))
+    except ValueError:
+        return None
+
+
+def resolve_head_keys(head_keys: Dict[str, str], hf_model: Optional[PreTrainedModel]) -> Dict[str, str]:
+    """``head_keys`` with ``OUTPUT_EMBEDDINGS`` replaced by the prefix of ``hf_model``'s output embedding module (left
+    out when there is no model or no such module)."""
+    resolved = {k: v for k, v in head_keys.items() if k != OUTPUT_EMBEDDINGS}
+    if OUTPUT_EMBEDDINGS in head_keys and hf_model is not None:
+        output = hf_model.get_output_embeddings()
+        name = next((n for n, module in hf_model.named_modules() if module is output), None) if output is not None else None
+        if name:
+            resolved[name + "."] = head_keys[OUTPUT_EMBEDDINGS]
+    return resolved
 
 
 def transformers_head_config(cls: type, base_model_class: type, config_dict: Dict[str, Any]) -> Optional[Any]:
@@ -89,13 +120,11 @@ def to_hugging_face(model: nn.Module, share_weights: bool = False, verify: bool 
                                   f"know where its {suffix} class keeps this head.")
     config = copy.deepcopy(base.config)
     _configure(config, model, suffix)
-    auto_class = getattr(transformers, HF_AUTO_CLASSES[suffix])
-    try:
-        with init_empty_weights(), compat.no_init_weights():
-            hf_model = auto_class.from_config(config)
-    except ValueError as error:
+    hf_model = empty_task_model(suffix, config)
+    if hf_model is None:
         raise NotImplementedError(f"{name} has no transformers equivalent: transformers has no {suffix} class for "
-                                  f"model_type '{family}'.") from error
+                                  f"model_type '{family}'.")
+    head_keys = resolve_head_keys(head_keys, hf_model)
 
     archit_state = model.state_dict(keep_vars=True)
     hf_state = hf_model.state_dict(keep_vars=True)

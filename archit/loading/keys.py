@@ -9,7 +9,7 @@ A checkpoint key may be named
 Buffers that old releases saved but current models do not persist (``embeddings.position_ids``) are ignored.
 """
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Set
+from typing import Dict, Iterable, List, Mapping, Optional, Set
 
 # Where the parts of an archit model sit, and so the key prefixes of its checkpoints: a model-with-head holds its
 # BaseModel as ``model`` and its Head as ``head``; a BaseModel holds the transformers core as ``_core``.
@@ -43,10 +43,9 @@ def rename_checkpoint_keys(checkpoint_keys: Iterable[str], model_keys: Set[str],
     renaming = KeyRenaming()
     taken: Set[str] = set()
     for key in checkpoint_keys:
-        candidates = candidate_names(key, core_path, core_prefix, head_path, head_prefixes)
-        target = next((c for c in candidates if c in model_keys), None)
+        target = model_key_for(key, model_keys, core_path, core_prefix, head_path, head_prefixes)
         if target is None:
-            if any(c in non_persistent for c in candidates):
+            if any(c in non_persistent for c in candidate_names(key, core_path, core_prefix, head_path, head_prefixes)):
                 renaming.ignored.append(key)
             else:
                 renaming.unexpected.append(key)
@@ -56,6 +55,13 @@ def rename_checkpoint_keys(checkpoint_keys: Iterable[str], model_keys: Set[str],
             taken.add(target)
             renaming.targets[key] = target
     return renaming
+
+
+def model_key_for(name: str, model_keys: Set[str], core_path: str, core_prefix: str, head_path: str,
+                  head_prefixes: Mapping[str, str]) -> Optional[str]:
+    """The model key that the checkpoint key ``name`` fills, or ``None`` (arguments as in ``rename_checkpoint_keys``)."""
+    return next((c for c in candidate_names(name, core_path, core_prefix, head_path, head_prefixes) if c in model_keys),
+                None)
 
 
 def candidate_names(key: str, core_path: str, core_prefix: str, head_path: str,

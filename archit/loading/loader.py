@@ -5,6 +5,7 @@ Tensors the checkpoint supplies are assigned straight from the file (safetensors
 """
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -17,8 +18,8 @@ from .. import _compat as compat
 from .configs import base_config_from_dict, split_checkpoint_config
 from .devices import DevicePlacement
 from .files import HUB_KWARGS, CheckpointReader, find_weight_files, read_config_dict
-from .hfmodels import imported_head_keys, transformers_head_config
-from .keys import CORE_IN_BASE_MODEL, CORE_PATH, HEAD_PATH, rename_checkpoint_keys
+from .hfmodels import imported_head, transformers_head_config
+from .keys import CORE_IN_BASE_MODEL, CORE_PATH, HEAD_PATH, model_key_for, rename_checkpoint_keys
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class LoadOptions:
     output_loading_info: bool = False
     use_safetensors: Optional[bool] = None
     variant: Optional[str] = None
+    key_mapping: Optional[Dict[str, str]] = None
     loss: Optional[nn.Module] = None
     config_overrides: Dict[str, Any] = field(default_factory=dict)
 
@@ -56,6 +58,7 @@ class LoadOptions:
             output_loading_info=kwargs.pop("output_loading_info", False),
             use_safetensors=kwargs.pop("use_safetensors", None),
             variant=kwargs.pop("variant", None),
+            key_mapping=kwargs.pop("key_mapping", None),
             loss=kwargs.pop("loss", None),
         )
         kwargs.pop("torch_dtype", None)
@@ -90,9 +93,10 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
             model = cls.fromModelAndHeadConfig(base_model_class(base_config), head_config, loss=options.loss)
     model.config.name_or_path = checkpoint
 
-    head_prefixes = {} if is_archit else imported_head_keys(cls, base_model_class, base_config, config_dict, head_config)
+    head_prefixes, task_model = ({}, None) if is_archit else imported_head(cls, base_model_class, base_config,
+                                                                           config_dict, head_config)
     info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout(CORE_PATH, HEAD_PATH),
-                                head_prefixes)
+                                head_prefixes, conversion_model=task_model)
     _report(cls, checkpoint, info, CORE_PATH, expect_new_head=not (is_archit or head_prefixes))
     return (model, info) if options.output_loading_info else model
 
@@ -106,8 +110,7 @@ def load_base_model(cls: type, checkpoint: str, **kwargs: Any) -> Union[nn.Modul
     dtype = _resolve_dtype(options.dtype, base_dict)
     with init_empty_weights(), compat.no_init_weights():
         model = cls(_base_config(cls, base_dict, checkpoint, options))
-    info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout(CORE_IN_BASE_MODEL, None), {},
-                                archit_core_path=CORE_PATH)
+    info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout(CORE_IN_BASE_MODEL, None), {})
     _report(cls, checkpoint, info, "", expect_new_head=True)
     return (model, info) if options.output_loading_info else model
 
@@ -128,7 +131,8 @@ def _published_head_config_stores_untied_matrix(model: nn.Module, config_dict: D
     names = [name for name, p in model.named_parameters(remove_duplicate=False) if p is shared]
     output_names = [n for n in names if n.startswith(HEAD_PATH)]
     input_names = [n for n in names if not n.startswith(HEAD_PATH)]
-    with CheckpointReader(find_weight_files(checkpoint, options.use_safetensors, **options.hub)) as reader:
+    with CheckpointReader(find_weight_files(checkpoint, options.use_safetensors, options.variant,
+                                            **options.hub)) as reader:
         keys = set(reader.keys())
         output_key = next((n for n in output_names if n in keys), None)
         if output_key is None:
@@ -150,20 +154,31 @@ class Layout:
 
 def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[str, Any], options: LoadOptions,
                          dtype: Optional[torch.dtype], layout: Layout, head_prefixes: Dict[str, str],
-                         archit_core_path: str = "") -> Dict[str, List]:
-    """Assign the checkpoint's tensors to ``model`` (built on the meta device), initialise the rest, tie, place."""
+                         conversion_model: Optional[nn.Module] = None) -> Dict[str, Any]:
+    """
+    Assign the checkpoint's tensors to ``model`` (built on the meta device), initialise the rest, tie, place.
+
+    Checkpoint keys go through two renamings, in this order: the installed transformers era's own conversion rules
+    (``compat.convert_checkpoint``), run in the key space of a transformers model (``conversion_model``: the
+    transformers task model whose head is imported, else the core), then archit's own renaming (``keys.py``: archit
+    paths, base-model prefixes, imported head keys, legacy names). Keys of archit checkpoints are converted without
+    their ``model._core.`` path.
+    """
     core = model.base_model
+    conversion_model = conversion_model if conversion_model is not None else core
     state_keys = set(model.state_dict(keep_vars=True).keys())
     non_persistent = {name for name, _ in model.named_buffers()} - state_keys
     placement = DevicePlacement.plan(model, options.device_map, options.max_memory, dtype)
     aliases = _tied_aliases(model)
     mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = []
+    converted: Dict[str, List[str]] = {}
     weight_files = find_weight_files(checkpoint, options.use_safetensors, options.variant, **options.hub)
+    names = (layout.core_path, core.base_model_prefix, layout.head_path or "", head_prefixes)
     with CheckpointReader(weight_files) as reader:
-        keys = [k[len(archit_core_path):] if archit_core_path and k.startswith(archit_core_path) else k
-                for k in reader.keys()]
-        renaming = rename_checkpoint_keys(keys, state_keys, non_persistent, layout.core_path,
-                                          core.base_model_prefix, layout.head_path or "", head_prefixes)
+        stored = {_in_core_key_space(k): k for k in reader.keys()}
+        units = compat.convert_checkpoint(conversion_model, list(stored), lambda key: reader.get(stored[key]),
+                                          options.key_mapping)
+        renaming = rename_checkpoint_keys([unit.name for unit in units], state_keys, non_persistent, *names)
         if not any(target.startswith(layout.core_path) for target in renaming.targets.values()):
             raise ValueError(
                 f"Checkpoint '{checkpoint}' supplies none of the weights of {_base_class_name(model)} "
@@ -171,17 +186,23 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
                 f"(model_type '{config_dict.get('base_model_config', config_dict).get('model_type')}', "
                 f"architectures {config_dict.get('architectures')}). Pick the base model class that matches it.")
         expected = model.state_dict(keep_vars=True)
-        stored = dict(zip(keys, reader.keys()))
-        for key, target in renaming.targets.items():
-            if target in aliases:
-                continue  # Tied to a tensor loaded under its own name.
-            tensor = reader.get(stored[key])
-            shape = tuple(expected[target].shape)
-            if tuple(tensor.shape) != shape:
-                mismatched.append((target, tuple(tensor.shape), shape))
-                continue
-            set_module_tensor_to_device(model, target, placement.device_of(target), value=tensor,
-                                        dtype=dtype if tensor.is_floating_point() else None)
+        placed = [unit for unit in units if renaming.targets.get(unit.name) not in (None, *aliases)]
+        total_bytes = sum(os.path.getsize(path) for path in weight_files)
+        for unit in compat.progress(placed, len(placed), "Loading weights", len(placed), total_bytes):
+            for name, tensor in unit.convert().items():
+                target = renaming.targets[unit.name] if name == unit.name else model_key_for(name, state_keys, *names)
+                if target is None or target in aliases:
+                    continue  # Tied to a tensor loaded under its own name.
+                shape = tuple(expected[target].shape)
+                if tuple(tensor.shape) != shape:
+                    mismatched.append((target, tuple(tensor.shape), shape))
+                    continue
+                set_module_tensor_to_device(model, target, placement.device_of(target), value=tensor,
+                                            dtype=dtype if tensor.is_floating_point() else None)
+                if unit.converted:
+                    converted[target] = [stored[key] for key in unit.sources]
+    sources = {unit.name: unit.sources for unit in units}
+    unexpected = [stored[key] for name in renaming.unexpected for key in sources[name]]
 
     if mismatched and not options.ignore_mismatched_sizes:
         listing = "; ".join(f"{key}: checkpoint {a}, model {b}" for key, a, b in sorted(mismatched))
@@ -193,10 +214,10 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
         _copy_embeddings_into_untied_head(model, head_prefixes, config_dict, placement, dtype)
     missing = [name for name, tensor in _named_tensors(model) if tensor.device.type == "meta"]
     new_base = [name for name in missing if name.startswith(layout.core_path)]
-    if new_base and renaming.unexpected and not options.ignore_unplaced_weights:
+    if new_base and unexpected and not options.ignore_unplaced_weights:
         raise ValueError(
             f"Checkpoint '{checkpoint}' has tensors that nothing in {type(model).__name__} takes "
-            f"({_listing(renaming.unexpected)}) while base model weights it lacks would be newly initialised "
+            f"({_listing(unexpected)}) while base model weights it lacks would be newly initialised "
             f"({_listing(new_base)}): the checkpoint names or shapes its weights in a way that was not converted to "
             f"{type(core).__name__}'s (a layout of another transformers release, or another architecture), so the "
             f"model would be silently wrong. Pass ignore_unplaced_weights=True to initialise them anyway.")
@@ -207,9 +228,20 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
         compat.set_config_dtype(core.config, dtype)
     placement.finish(model)
     model.eval()
-    logger.info("Loaded %d tensors of %s from '%s'.", len(renaming.targets), type(model).__name__, checkpoint)
-    return {"missing_keys": missing, "unexpected_keys": renaming.unexpected,
-            "mismatched_keys": mismatched, "error_msgs": []}
+    logger.info("Loaded %d tensors of %s from '%s'%s.", len(renaming.targets), type(model).__name__, checkpoint,
+                f", {len(converted)} of them converted by transformers {compat.TRANSFORMERS_VERSION}'s rules"
+                if converted else "")
+    return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched,
+            "converted_keys": converted, "error_msgs": []}
+
+
+def _in_core_key_space(key: str) -> str:
+    """A key of an archit checkpoint without its path to the core (``model._core.``, or ``_core.`` for a base model's),
+    so that it is converted and renamed as the core's own key; other keys as they are."""
+    for path in (CORE_PATH, CORE_IN_BASE_MODEL):
+        if key.startswith(path):
+            return key[len(path):]
+    return key
 
 
 def _listing(keys: List[str], shown: int = 12) -> str:

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from .. import _compat as compat
 from .files import (
     CONFIG_NAME,
     SAFE_WEIGHTS_INDEX_NAME,
@@ -19,6 +20,7 @@ from .files import (
     check_variant,
     weight_file_variant,
 )
+from .keys import CORE_PATH
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_sha
     model.config.to_json_file(os.path.join(save_directory, CONFIG_NAME))
 
     tensors = _without_shared_duplicates(model.state_dict() if state_dict is None else state_dict)
+    tensors = checkpoint_layout(model, tensors)
     shards = _shard(tensors, parse_size(max_shard_size))
     weights_name, index_name = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME) if safe_serialization \
         else (WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
@@ -57,19 +60,32 @@ def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_sha
     stem, extension = weights_name.rsplit(".", 1)
     names = [weights_name] if len(shards) == 1 else \
         [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{extension}" for i in range(len(shards))]
-    for name, shard in zip(names, shards):
+    nbytes = sum(_nbytes(t) for t in tensors.values())
+    for name, shard in compat.progress(zip(names, shards), len(shards), "Writing model shards", len(tensors), nbytes):
         path = os.path.join(save_directory, name)
         if safe_serialization:
             save_file(shard, path, metadata={"format": "pt"})
         else:
             torch.save(shard, path)
     if len(shards) > 1:
-        index = {"metadata": {"total_size": sum(_nbytes(t) for t in tensors.values())},
+        index = {"metadata": {"total_size": nbytes},
                  "weight_map": {key: name for name, shard in zip(names, shards) for key in shard}}
         with open(os.path.join(save_directory, index_name), "w", encoding="utf-8") as handle:
             json.dump(index, handle, indent=2, sort_keys=True)
     logger.info("Saved %s to '%s' (%d tensors, %d file(s)).", type(model).__name__, save_directory,
                 len(tensors), len(shards))
+
+
+def checkpoint_layout(model, tensors: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """The tensors as the installed transformers era's ``save_pretrained`` would write the core's: on 5.x its load-time
+    conversions reversed (per-expert matrices instead of fused ones, 4.x names), so that the checkpoint loads on every
+    era, as transformers' own checkpoints do. The head's tensors are archit's own and stay as they are."""
+    core = {key[len(CORE_PATH):]: tensor for key, tensor in tensors.items() if key.startswith(CORE_PATH)}
+    if not core:
+        return tensors
+    reverted = compat.checkpoint_layout(model.base_model, core)
+    rest = {key: tensor for key, tensor in tensors.items() if not key.startswith(CORE_PATH)}
+    return {**{CORE_PATH + key: tensor.contiguous() for key, tensor in reverted.items()}, **rest}
 
 
 def parse_size(size: Union[int, str]) -> int:
