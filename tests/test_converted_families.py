@@ -157,3 +157,13 @@ def test_key_mapping_renames_checkpoint_keys_on_every_release(tmp_path):
     with torch.no_grad():
         hidden = model.model(stored["input_ids"], stored["attention_mask"]).last_hidden_state
     assert_close(hidden, stored["last_hidden_state"])
+
+
+def test_base_model_from_pretrained_converts_too():
+    """``BaseModel.from_pretrained`` goes through the same conversion as the model-with-head."""
+    folder = TRANSFORMERS_DIR / "mixtral_base"
+    stored = stored_outputs(folder)
+    base = auto_base_model().from_pretrained(str(folder), attn_implementation="eager")
+    with torch.no_grad():
+        hidden = base(stored["input_ids"], stored["attention_mask"]).last_hidden_state
+    assert_close(hidden, stored["last_hidden_state"])
