@@ -366,7 +366,10 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
         """
         Write ``config.json`` (nested ``base_model_config`` and ``head_config``) and the weights (``model._core.*``,
         ``head.*``) as safetensors (default) or ``pytorch_model.bin``, sharded above ``max_shard_size``. A tied output
-        matrix is stored once.
+        matrix is stored once. The base model's tensors are written in the layout the installed transformers' own
+        ``save_pretrained`` writes (on 5.x with its load-time conversions reversed: the original 4.x layout), so the
+        checkpoint loads on every transformers release. ``variant="fp16"`` names the files as transformers does
+        (``model.fp16.safetensors``), for ``from_pretrained(..., variant="fp16")``.
         """
         save_model_with_head(self, save_directory, max_shard_size=max_shard_size,
                              safe_serialization=safe_serialization, is_main_process=is_main_process, **kwargs)
@@ -418,9 +421,15 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
             computes the same as this task's head;
           - an archit checkpoint (ours or the published ArchIt's): head config and weights restored; a ``head_config``
             given here wins.
+        The checkpoint is read as the installed transformers reads it: its own conversion rules run first (5.x fuses
+        per-expert MoE tensors, renames heads and prefixes), then archit's key renaming.
+
         Keyword arguments as in transformers: ``dtype``/``torch_dtype``, ``device_map``, ``attn_implementation``,
-        ``ignore_mismatched_sizes``, ``output_loading_info``, ``cache_dir``, ``revision``, ``local_files_only``,
-        ``token``, ``subfolder``, ``loss``; others set fields of the base model's config.
+        ``ignore_mismatched_sizes``, ``output_loading_info`` (adds ``converted_keys``), ``variant``, ``key_mapping``
+        (``{regex: replacement}`` for checkpoint keys), ``cache_dir``, ``revision``, ``local_files_only``, ``token``,
+        ``subfolder``; and archit's own: ``loss`` (replaces the task's loss), ``ignore_unplaced_weights`` (initialise
+        base weights anew even though checkpoint tensors were left unused, which is otherwise an error). Other keyword
+        arguments set fields of the base model's config.
         """
         return load_model_with_head(cls, checkpoint, base_model_class, head_config, **kwargs)
 
