@@ -31,8 +31,8 @@ nox.needs_version = ">=2024.4.15"  # the "uv|virtualenv" fallback syntax
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.tags = ["lint", "eras"]  # plain `nox`; any -s/-t/-k on the command line replaces this
 
-# Every minor with a release on PyPI: 4.36-4.57 and 5.0-5.23. Add the new one when transformers ships it.
-TRANSFORMERS_MINORS = (*(f"4.{m}" for m in range(36, 58)), *(f"5.{m}" for m in range(0, 24)))
+# Every minor with a release on PyPI: 4.36-4.57 and 5.0-5.24. Add the new one when transformers ships it.
+TRANSFORMERS_MINORS = (*(f"4.{m}" for m in range(36, 58)), *(f"5.{m}" for m in range(0, 25)))
 NEWEST = TRANSFORMERS_MINORS[-1]
 # The first and last minor of each era that compat/ has a backend for (see CONTRIBUTING.md), plus the newest.
 ERA_BOUNDARIES = ("4.36", "4.49", "4.50", "4.57", "5.0", NEWEST)
