@@ -43,6 +43,11 @@ def gpt_neox_config() -> transformers.PretrainedConfig:
         max_position_embeddings=64, tie_word_embeddings=False, attn_implementation="eager")
 
 
+def _build(model_class: type, config: transformers.PretrainedConfig, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return _randomise(model_class(config), seed)
+
+
 @torch.no_grad()
 def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Seeded weights far from initialisation (std 0.2 matrices, noisy norms), so that routing and every expert
@@ -54,27 +59,23 @@ def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model.float().eval()
 
 
-def write_transformers_checkpoints() -> None:
-    """4.57's own checkpoints in the 4.x layout, with its outputs."""
-    folder = TRANSFORMERS_ERA_DIR / "mixtral_base"
+def _save_with_outputs(model: torch.nn.Module, folder: Path, output: str) -> None:
+    """``model.save_pretrained(folder)`` plus ``outputs.pt``: the inputs and the model's ``output`` on them."""
     shutil.rmtree(folder, ignore_errors=True)
-    model = _randomise(transformers.MixtralModel(mixtral_config()), seed=0)
     model.save_pretrained(str(folder))
     with torch.no_grad():
-        hidden = model(input_ids=INPUT_IDS, attention_mask=ATTENTION_MASK).last_hidden_state
-    torch.save({"input_ids": INPUT_IDS, "attention_mask": ATTENTION_MASK, "last_hidden_state": hidden,
+        value = getattr(model(input_ids=INPUT_IDS, attention_mask=ATTENTION_MASK), output)
+    torch.save({"input_ids": INPUT_IDS, "attention_mask": ATTENTION_MASK, output: value,
                 "transformers_version": transformers.__version__}, str(folder / "outputs.pt"))
     print(f"wrote {folder}")
 
-    folder = TRANSFORMERS_ERA_DIR / "gpt_neox_causal_lm"
-    shutil.rmtree(folder, ignore_errors=True)
-    model = _randomise(transformers.GPTNeoXForCausalLM(gpt_neox_config()), seed=1)
-    model.save_pretrained(str(folder))
-    with torch.no_grad():
-        logits = model(input_ids=INPUT_IDS, attention_mask=ATTENTION_MASK).logits
-    torch.save({"input_ids": INPUT_IDS, "attention_mask": ATTENTION_MASK, "logits": logits,
-                "transformers_version": transformers.__version__}, str(folder / "outputs.pt"))
-    print(f"wrote {folder}")
+
+def write_transformers_checkpoints() -> None:
+    """4.57's own checkpoints in the 4.x layout, with its outputs."""
+    _save_with_outputs(_build(transformers.MixtralModel, mixtral_config(), seed=0),
+                       TRANSFORMERS_ERA_DIR / "mixtral_base", "last_hidden_state")
+    _save_with_outputs(_build(transformers.GPTNeoXForCausalLM, gpt_neox_config(), seed=1),
+                       TRANSFORMERS_ERA_DIR / "gpt_neox_causal_lm", "logits")
 
 
 def write_archit_checkpoints(out_dir: Path) -> None:
@@ -94,14 +95,7 @@ def write_archit_checkpoints(out_dir: Path) -> None:
         torch.manual_seed(0)
         model = load()
         _randomise(model.head, seed=2)
-        with torch.no_grad():
-            logits = model(input_ids=INPUT_IDS, attention_mask=ATTENTION_MASK).logits
-        folder = out_dir / name
-        shutil.rmtree(folder, ignore_errors=True)
-        model.save_pretrained(str(folder))
-        torch.save({"input_ids": INPUT_IDS, "attention_mask": ATTENTION_MASK, "logits": logits,
-                    "transformers_version": transformers.__version__}, str(folder / "outputs.pt"))
-        print(f"wrote {folder}")
+        _save_with_outputs(model, out_dir / name, "logits")
 
 
 def main() -> None:
