@@ -294,6 +294,8 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
         self.model: BaseModel = model
         self.head: Head = head
         self._loss_function = _without_persistent_state(loss)
+        # Written to config.json as "task", so that a checkpoint says which task it is (e.g. for ModelWithHeads).
+        object.__setattr__(combined_config, "task", f"{type(self).__module__}:{type(self).__qualname__}")
         self.tie_weights()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Optional[OneOrMoreTensors] = None,

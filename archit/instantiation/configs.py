@@ -84,7 +84,7 @@ class CombinedConfig(PretrainedConfig, Generic[PC, HC]):
                  **kwargs):
         base_model_config, head_config = _deserialise_parts(base_model_config, head_config,
                                                             base_model_config_class, head_config_class, kwargs)
-        for key in ("transformers_version", "architectures", "archit_version", "_name_or_path", "name_or_path"):
+        for key in ("transformers_version", "architectures", "archit_version", "_name_or_path", "name_or_path", "task"):
             kwargs.pop(key, None)  # Bookkeeping of the checkpoint, not settings.
         super().__init__(**kwargs)  # Before the parts exist, so that its defaults don't overwrite the base config's.
         object.__setattr__(self, "base_model_config", base_model_config)
@@ -111,12 +111,15 @@ class CombinedConfig(PretrainedConfig, Generic[PC, HC]):
             super().__setattr__(name, value)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        stored = {
             "base_model_config": compat.stored_config_dict(self.base_model_config.to_dict()),
             "head_config": _to_serialisable(self.head_config),
             "transformers_version": str(compat.TRANSFORMERS_VERSION),
             "archit_version": archit_version,
         }
+        if self.__dict__.get("task"):  # The task class (module:name) of the model this config was saved with.
+            stored["task"] = self.__dict__["task"]
+        return stored
 
     def to_diff_dict(self) -> Dict[str, Any]:
         return self.to_dict()

@@ -1,8 +1,12 @@
 """Loading and saving archit models on every transformers release, with public building blocks only
 (safetensors, accelerate, ``torch.load(weights_only=True)``) and the ``compat`` facade."""
+from .headfiles import read_head_files as read_head_files
+from .headfiles import save_head_files as save_head_files
 from .hfmodels import to_hugging_face as to_hugging_face
 from .loader import load_base_model as load_base_model
 from .loader import load_model_with_head as load_model_with_head
+from .loader import load_model_with_heads as load_model_with_heads
 from .saving import save_model_with_head as save_model_with_head
 
-__all__ = ["load_model_with_head", "load_base_model", "save_model_with_head", "to_hugging_face"]
+__all__ = ["load_model_with_head", "load_model_with_heads", "load_base_model", "save_model_with_head",
+           "to_hugging_face", "read_head_files", "save_head_files"]

@@ -12,7 +12,11 @@ from transformers import CONFIG_MAPPING, PretrainedConfig
 
 from .. import _compat as compat
 
-__all__ = ["split_checkpoint_config", "base_config_from_dict", "dataclass_from_dict"]
+__all__ = ["split_checkpoint_config", "base_config_from_dict", "dataclass_from_dict", "stored_head_prefixes",
+           "HEADS_PATH"]
+
+HEADS_PATH = "heads."
+"""Where a model with several heads keeps them (``heads.<name>.``), and so the key prefix of their weights."""
 
 
 def split_checkpoint_config(config_dict: Dict[str, Any], checkpoint: str, head_config: Optional[Any] = None,
@@ -27,10 +31,34 @@ def split_checkpoint_config(config_dict: Dict[str, Any], checkpoint: str, head_c
     if head_config is not None or head_config_class is None:
         return base_dict, head_config
     stored = config_dict.get("head_config") if is_archit else None
+    if stored is None and is_archit and "heads" in config_dict:
+        stored = _only_head(config_dict, checkpoint)["head_config"]
     if stored is None:
         raise ValueError(f"Checkpoint '{checkpoint}' holds no head config (it is not an archit checkpoint): pass "
                          f"head_config=, e.g. {head_config_class.__name__}(...).")
     return base_dict, dataclass_from_dict(head_config_class, stored)
+
+
+def stored_head_prefixes(config_dict: Dict[str, Any]) -> Dict[str, str]:
+    """For loading a single head from an archit checkpoint: the key prefix of its stored head, relative to the model's
+    head (``{"heads.ner.": ""}`` for a checkpoint of a model with one head named ``ner``; nothing for a single-task
+    checkpoint, whose head keys are the model's own)."""
+    if "heads" not in config_dict:
+        return {}
+    return {f"{HEADS_PATH}{_only_head_name(config_dict)}.": ""}
+
+
+def _only_head_name(config_dict: Dict[str, Any], checkpoint: str = "") -> str:
+    names = list(config_dict["heads"])
+    if len(names) != 1:
+        where = f"Checkpoint '{checkpoint}'" if checkpoint else "The checkpoint"
+        raise ValueError(f"{where} holds {len(names)} heads ({', '.join(names)}): load it with "
+                         f"ModelWithHeads.from_pretrained, or load one head with ModelWithHeads' asTask().")
+    return names[0]
+
+
+def _only_head(config_dict: Dict[str, Any], checkpoint: str) -> Dict[str, Any]:
+    return config_dict["heads"][_only_head_name(config_dict, checkpoint)]
 
 
 def base_config_from_dict(config_dict: Dict[str, Any],

@@ -15,7 +15,7 @@ from accelerate.utils import set_module_tensor_to_device
 from torch import nn
 
 from .. import _compat as compat
-from .configs import base_config_from_dict, split_checkpoint_config
+from .configs import HEADS_PATH, base_config_from_dict, split_checkpoint_config, stored_head_prefixes
 from .devices import DevicePlacement
 from .files import HUB_KWARGS, CheckpointReader, find_weight_files, read_config_dict
 from .hfmodels import imported_head, transformers_head_config
@@ -93,8 +93,8 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
             model = cls.fromModelAndHeadConfig(base_model_class(base_config), head_config, loss=options.loss)
     model.config.name_or_path = checkpoint
 
-    head_prefixes, task_model = ({}, None) if is_archit else imported_head(cls, base_model_class, base_config,
-                                                                           config_dict, head_config)
+    head_prefixes, task_model = (stored_head_prefixes(config_dict), None) if is_archit else imported_head(
+        cls, base_model_class, base_config, config_dict, head_config)
     info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout(CORE_PATH, HEAD_PATH),
                                 head_prefixes, conversion_model=task_model)
     _report(cls, checkpoint, info, CORE_PATH, expect_new_head=not (is_archit or head_prefixes))
@@ -143,6 +143,30 @@ def _published_head_config_stores_untied_matrix(model: nn.Module, config_dict: D
         logger.info("Checkpoint '%s' stores its own %s and its head config does not say to tie it: it is loaded "
                     "untied (tie_weights=False), as it was computed when saved.", checkpoint, output_key)
     return untied
+
+
+def load_model_with_heads(cls: type, checkpoint: str, base_model_class: type, heads: Optional[Dict[str, Any]] = None,
+                          **kwargs: Any) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
+    """``ModelWithHeads.from_pretrained``: the body from any checkpoint the single-task loader reads, each head from the
+    checkpoint where it holds that head (a multi-head or a single-task archit checkpoint), else new.
+    ``cls.headsOfCheckpoint(config_dict, heads)`` says which heads to build and which stored head prefixes fill them."""
+    checkpoint = str(checkpoint)
+    loss_weights = kwargs.pop("loss_weights", None)
+    options = LoadOptions.from_kwargs(kwargs)
+    config_dict = read_config_dict(checkpoint, **options.hub)
+    specs, head_prefixes = cls.headsOfCheckpoint(config_dict, heads, checkpoint)
+    base_dict, _ = split_checkpoint_config(config_dict, checkpoint)
+    base_config = _base_config(base_model_class, base_dict, checkpoint, options)
+    dtype = _resolve_dtype(options.dtype, base_dict)
+    if loss_weights is None:
+        loss_weights = config_dict.get("loss_weights")
+    with init_empty_weights(), compat.no_init_weights():
+        model = cls.fromModelAndHeadConfigs(base_model_class(base_config), specs, loss_weights=loss_weights)
+    model.config.name_or_path = checkpoint
+    info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout(CORE_PATH, HEADS_PATH),
+                                head_prefixes)
+    _report(cls, checkpoint, info, CORE_PATH, expect_new_head=not head_prefixes and "heads" not in config_dict)
+    return (model, info) if options.output_loading_info else model
 
 
 @dataclass
@@ -347,7 +371,7 @@ def _initialise(model: nn.Module, missing: List[str], placement: DevicePlacement
 
 def _initialise_module(model: nn.Module, module_name: str, module: nn.Module, layout: Layout) -> None:
     if layout.head_path is not None and (module_name + ".").startswith(layout.head_path):
-        model.head._init_weights(module)
+        _owning_head(model, module_name)._init_weights(module)
     elif (module_name + ".").startswith(layout.core_path):
         compat.init_core_module(model.base_model, module)
     elif hasattr(module, "reset_parameters"):
@@ -355,6 +379,17 @@ def _initialise_module(model: nn.Module, module_name: str, module: nn.Module, la
     else:
         raise RuntimeError(f"{module_name} of {type(model).__name__} is not in the checkpoint and has no way to be "
                            f"initialised (no reset_parameters()).")
+
+
+def _owning_head(model: nn.Module, module_name: str) -> nn.Module:
+    """The head a module belongs to: its nearest enclosing module that initialises weights (``model.head``, or
+    ``model.heads.<name>`` of a model with several heads)."""
+    parts = module_name.split(".")
+    for end in range(len(parts), 0, -1):
+        candidate = model.get_submodule(".".join(parts[:end]))
+        if hasattr(candidate, "_init_weights"):
+            return candidate
+    raise RuntimeError(f"{module_name} of {type(model).__name__} belongs to no head that could initialise it.")
 
 
 def _report(cls: type, checkpoint: str, info: Dict[str, List], core_path: str, expect_new_head: bool) -> None:
