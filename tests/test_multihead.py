@@ -298,3 +298,20 @@ def test_trainer_moves_every_labelled_head(tmp_path):
         key = f"heads.{head}.dense2.weight" if head == "sentiment" else f"heads.{head}.dense.weight"
         assert not torch.equal(dict(model.named_parameters())[key], before[key]), head
     assert not torch.equal(model.get_input_embeddings().weight, before["model._core.embeddings.word_embeddings.weight"])
+
+
+def test_gradient_checkpointing_reaches_the_body_and_keeps_gradients(body):
+    model = shared_body(single_task_models(body)).train()
+    input_ids, attention_mask = make_inputs()
+    labels = labels_for(input_ids, attention_mask)
+    torch.manual_seed(2)
+    model(input_ids, attention_mask, labels=labels).loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+
+    model.gradient_checkpointing_enable()
+    assert model.base_model.is_gradient_checkpointing
+    torch.manual_seed(2)
+    model(input_ids, attention_mask, labels=labels).loss.backward()
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, plain[name], msg=name)

@@ -284,6 +284,7 @@ class ModelWithHeads(compat.PreTrainedWrapper):
         transformers task checkpoint of a body like this one; its head config is read from it unless given)."""
         if name in self.heads:
             raise KeyError(f"There is already a head named '{name}'; removeHead('{name}') first.")
+        _check_head(name, task, head_config)
         if checkpoint is not None:
             donor = task.from_pretrained(checkpoint, type(self.model), head_config, **from_pretrained_kwargs)
             self._check_body_fits(_body_description(donor.model), f"The head in '{checkpoint}'")
@@ -292,7 +293,6 @@ class ModelWithHeads(compat.PreTrainedWrapper):
         elif head_config is None:
             raise ValueError("addHead needs head_config= for a new head, or checkpoint= to import one.")
         else:
-            _check_head(name, task, head_config)
             head = task.buildHead(type(self.model).standardiseConfig(self.model.config), head_config)
         _check_head(name, task, head_config)
         self._place_like_body(head)
