@@ -23,8 +23,8 @@ which one goes first alternating each round, after one discarded warm-up load pe
 * **load time**: the ``from_pretrained`` call alone, after the imports it needs.
 * **peak RSS** (absolute, and minus the RSS right after the imports): ``ru_maxrss`` at the end of the load.
 * **load + first forward**: from the start of the load to the end of one ``torch.no_grad()`` forward pass on a fixed
-  seeded 1 x ``--forward-seq`` batch. Recent transformers releases leave safetensors weights memory-mapped and
-  untouched after loading; the first forward pays for reading them.
+  seeded 1 x ``--forward-seq`` batch. Loaders may leave safetensors weights memory-mapped and unread after loading
+  (archit does, and transformers on recent releases); the first forward then pays for reading them.
 * info rows: minimum load time, the first forward alone, peak RSS after the forward and after reading every tensor.
 * **train step** (``roberta`` only): AdamW steps on a ``--batch`` x ``--seq`` batch, 2 warm-up + ``--steps`` timed.
 
@@ -372,7 +372,8 @@ def run_child(args: argparse.Namespace, case: Case, mode: str, impl: str = "tran
         log.error("child %s %s/%s failed (rc=%s):\n%s", case.name, mode, impl, proc.returncode, proc.stderr[-4000:])
         return {"error": _error_line(proc.stderr), "rc": proc.returncode}
     if busy:
-        log.warning("%d other runnable process(es) just before this run: timings are noisy", busy)
+        log.warning("%d other runnable process(es) just before this run: timings are noisy%s", busy,
+                    " (with --threads > 1 very much so: try --threads 1)" if args.threads > 1 else "")
     return dict(json.loads(lines[-1]), others_running_before=busy)
 
 
@@ -509,7 +510,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--only", choices=("load", "train"), default=None)
     p.add_argument("--quick", action="store_true", help="tiny model of each case (hidden 64, 2 layers, vocab 1000)")
     p.add_argument("--profile", action="store_true",
-                   help="run load + first forward under cProfile; stats to benchmarks/results/profile-*.pstats")
+                   help="run load + first forward under cProfile: benchmarks/results/profile-*.pstats and .txt")
     p.add_argument("--child", choices=("make", "load", "train"), help=argparse.SUPPRESS)
     p.add_argument("--case", choices=tuple(CASES), default="roberta", help=argparse.SUPPRESS)
     p.add_argument("--impl", choices=IMPLS, default="transformers", help=argparse.SUPPRESS)
@@ -536,10 +537,10 @@ def child_main(args: argparse.Namespace) -> None:
         if args.profile:
             profile = RESULTS / f"profile-{case.name}{'-quick' * args.quick}-{args.impl}-{transformers.__version__}.pstats"
         out = child_load(case, args.impl, str(ckpt), args.attn, args.forward_seq, profile)
-        if profile:
-            out["profile"] = str(profile)
-            stats = pstats.Stats(str(profile), stream=sys.stderr)
-            stats.sort_stats("cumulative").print_stats(25)
+        if profile:  # the binary stats, and the 30 costliest calls (cumulative) as text next to them
+            with profile.with_suffix(".txt").open("w") as stream:
+                pstats.Stats(str(profile), stream=stream).sort_stats("cumulative").print_stats(30)
+            out["profile"] = str(profile.with_suffix(".txt"))
     else:
         out = child_train(case, args.impl, str(ckpt), args.attn, args.steps, args.batch, args.seq)
     print(json.dumps(out))
@@ -575,7 +576,7 @@ def main() -> None:
         print_table(_case_title(case, report, args), report["summary"], report["errors"])
 
     suffix = "-quick" * args.quick + ("" if args.cases == ",".join(CASES) else "-" + args.cases.replace(",", "+")) \
-        + (f"-{args.only}" if args.only else "")
+        + (f"-{args.only}" if args.only else "") + "-profile" * args.profile
     out = RESULTS / f"bench-{transformers.__version__}{suffix}.json"
     for report in reports.values():
         report["summary"] = [{"metric": n, "medians": m, "ratio": r, "goal": t and t[0], "target": t and t[1]}
