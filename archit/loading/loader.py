@@ -127,8 +127,9 @@ def _published_head_config_stores_untied_matrix(model: nn.Module, config_dict: D
     stored = config_dict.get("head_config")
     if not isinstance(stored, dict) or "tie_weights" in stored or not model.tiesWeights():
         return False
-    shared = model.get_output_embeddings().weight  # Tied at construction: also the input embedding matrix.
-    names = [name for name, p in model.named_parameters(remove_duplicate=False) if p is shared]
+    # Both matrices by module, not by identity: building on the meta device leaves them two parameters until tied.
+    matrices = (model.get_output_embeddings().weight, model.get_input_embeddings().weight)
+    names = [name for name, p in model.named_parameters(remove_duplicate=False) if any(p is m for m in matrices)]
     output_names = [n for n in names if n.startswith(HEAD_PATH)]
     input_names = [n for n in names if not n.startswith(HEAD_PATH)]
     with CheckpointReader(find_weight_files(checkpoint, options.use_safetensors, options.variant,
