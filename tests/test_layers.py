@@ -10,9 +10,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = {"archit": REPO / "archit", "archit._compat": REPO / "compat"}
 
-# Higher layers may import lower ones, never the reverse. The package root holds only the version and re-exports.
+# Higher layers may import lower ones, never the reverse. The package root holds only the version and re-exports. The
+# command (archit.cli) uses the API, and ``python -m archit`` (archit.__main__) runs the command.
 LAYERS = {"archit._compat": 0, "archit.loading": 1, "archit.instantiation": 2, "archit.util": 2,
-          "archit.declaration": 2, "archit": 3}
+          "archit.declaration": 2, "archit": 3, "archit.cli": 3, "archit.__main__": 4}
 # The package root defines its version before it imports anything, so every layer may read it.
 ROOT_CONSTANTS = {"archit.__version__"}
 

@@ -141,3 +141,22 @@ def test_published_lm_checkpoint_without_own_output_matrix_reloads_tied(tmp_path
     reloaded = load_archit(ForMaskedLM, tmp_path, ROBERTA)
     assert reloaded.config.head_config.tie_weights is True
     assert reloaded.head.dense2.weight is reloaded.base_model.get_input_embeddings().weight
+
+
+def test_published_lm_checkpoint_storing_the_embeddings_twice_reloads_tied(roberta_bare, tmp_path):
+    """The same published format with the output matrix stored again, equal to the input embeddings, stays tied too
+    (the matrices are compared, not taken as different for being two parameters of the model built empty)."""
+    from archit.instantiation.heads import MaskedLMHeadConfig
+    from archit.instantiation.tasks import ForMaskedLM
+    model = load_archit(ForMaskedLM, roberta_bare, ROBERTA, head_config=MaskedLMHeadConfig())
+    tensors = {key: tensor.clone().contiguous() for key, tensor in model.state_dict().items()}
+    assert torch.equal(tensors["head.dense2.weight"], tensors["model._core.embeddings.word_embeddings.weight"])
+    save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads(json.dumps(model.config.to_dict()))
+    config["head_config"] = {}
+    for key in ("task", "archit_version"):
+        config.pop(key)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    reloaded = load_archit(ForMaskedLM, tmp_path, ROBERTA)
+    assert reloaded.config.head_config.tie_weights is True
+    assert reloaded.head.dense2.weight is reloaded.base_model.get_input_embeddings().weight

@@ -6,7 +6,10 @@ from .hfmodels import to_hugging_face as to_hugging_face
 from .loader import load_base_model as load_base_model
 from .loader import load_model_with_head as load_model_with_head
 from .loader import load_model_with_heads as load_model_with_heads
+from .loader import plan_base_loading as plan_base_loading
+from .loader import plan_heads_loading as plan_heads_loading
+from .loader import plan_loading as plan_loading
 from .saving import save_model_with_head as save_model_with_head
 
-__all__ = ["load_model_with_head", "load_model_with_heads", "load_base_model", "save_model_with_head",
-           "to_hugging_face", "read_head_files", "save_head_files"]
+__all__ = ["load_model_with_head", "load_model_with_heads", "load_base_model", "plan_loading", "plan_base_loading",
+           "plan_heads_loading", "save_model_with_head", "to_hugging_face", "read_head_files", "save_head_files"]

@@ -1,8 +1,10 @@
 """Finding and reading a checkpoint's files: ``config.json`` and the weights (safetensors or ``.bin``, sharded or not),
 in a local folder or a hub repository."""
 import json
+import math
 import re
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -136,6 +138,8 @@ def load_bin(path: str) -> Dict[str, Tensor]:
 class CheckpointReader:
     """Keys and tensors of a set of weight files; safetensors tensors are read from the file on request."""
 
+    reads_data = True
+
     def __init__(self, paths: List[str]):
         self._stack = ExitStack()
         self._location: Dict[str, Any] = {}  # key -> open safetensors file, or the loaded .bin dict
@@ -160,6 +164,81 @@ class CheckpointReader:
     def __exit__(self, *exc) -> None:
         self._stack.close()
         self._location.clear()
+
+
+# safetensors' dtype names (``get_dtype()``) as torch names them.
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "U16": "uint16", "U32": "uint32",
+                       "U64": "uint64", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+                       "C64": "complex64"}
+
+
+@dataclass(frozen=True)
+class TensorHeader:
+    """What a weight file's header says about one tensor."""
+    shape: Tuple[int, ...]
+    dtype: str
+    """As torch names it: ``"float32"``, ``"bfloat16"``, ``"int64"``, ..."""
+    path: str
+    """The file that holds it."""
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def read_tensor_headers(paths: List[str]) -> Dict[str, TensorHeader]:
+    """Shape and dtype of every tensor of the given weight files, from their headers alone, never a tensor's data:
+    safetensors' header (``get_slice(key).get_shape()``), a ``.bin``'s pickle with its storages mapped onto the meta
+    device (``torch.load(mmap=True, map_location="meta")``; a file in the legacy pre-zip format cannot be mapped and is
+    read). Raises ``OSError`` naming the file that cannot be read."""
+    headers: Dict[str, TensorHeader] = {}
+    for path in paths:
+        try:
+            if path.endswith(".safetensors"):
+                with safe_open(path, framework="pt", device="cpu") as handle:
+                    for key in handle.keys():
+                        tensor = handle.get_slice(key)
+                        raw = tensor.get_dtype()
+                        headers[key] = TensorHeader(tuple(tensor.get_shape()), _SAFETENSORS_DTYPES.get(raw, raw.lower()),
+                                                    path)
+            else:
+                for key, tensor in _load_bin_on_meta(path).items():
+                    headers[key] = TensorHeader(tuple(tensor.shape), str(tensor.dtype).replace("torch.", ""), path)
+        except Exception as error:
+            raise OSError(f"Could not read the header of {path}: {error}") from error
+    return headers
+
+
+def _load_bin_on_meta(path: str) -> Dict[str, Tensor]:
+    try:
+        return torch.load(path, map_location="meta", weights_only=True, mmap=True)
+    except RuntimeError as error:  # Files in the legacy (pre-zip) format cannot be memory-mapped.
+        if "mmap" not in str(error):
+            raise
+        return torch.load(path, map_location="meta", weights_only=True)
+
+
+class HeaderReader:
+    """``CheckpointReader``'s keys from the weight files' headers (``read_tensor_headers``), for planning a load without
+    reading a tensor: ``get`` refuses."""
+
+    reads_data = False
+
+    def __init__(self, paths: List[str]):
+        self.headers = read_tensor_headers(paths)
+
+    def keys(self) -> List[str]:
+        return list(self.headers)
+
+    def get(self, key: str) -> Tensor:
+        raise RuntimeError(f"{key}: reading tensor data while planning a load, which reads headers only.")
+
+    def __enter__(self) -> "HeaderReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 def read_tensors(paths: List[str]) -> Iterator[Tuple[str, Tensor]]:

@@ -2,12 +2,14 @@
 
 Tensors the checkpoint supplies are assigned straight from the file (safetensors) or from ``torch.load(weights_only=True)``
 (``.bin``); only the tensors it does not supply are initialised, each by its owner (the head, or the core's class).
+``plan_loading`` (and ``plan_base_loading``, ``plan_heads_loading``) answer what a load would do from the same build and
+key renaming, reading the weight files' headers only.
 """
 import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 from accelerate import init_empty_weights
@@ -17,9 +19,9 @@ from torch import nn
 from .. import _compat as compat
 from .configs import HEADS_PATH, base_config_from_dict, split_checkpoint_config, stored_head_prefixes
 from .devices import DevicePlacement
-from .files import HUB_KWARGS, CheckpointReader, find_weight_files, read_config_dict
+from .files import HUB_KWARGS, CheckpointReader, HeaderReader, find_weight_files, read_config_dict
 from .hfmodels import imported_head, transformers_head_config
-from .keys import CORE_IN_BASE_MODEL, CORE_PATH, HEAD_PATH, model_key_for, rename_checkpoint_keys
+from .keys import CORE_IN_BASE_MODEL, CORE_PATH, HEAD_PATH, KeyRenaming, model_key_for, rename_checkpoint_keys
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,100 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
     """``ModelWithHead.from_pretrained``: the model-with-head ``cls`` on ``base_model_class``, from any checkpoint."""
     checkpoint = str(checkpoint)
     options = LoadOptions.from_kwargs(kwargs)
+    built = _build_model_with_head(cls, checkpoint, base_model_class, head_config, options, CheckpointReader)
+    return _load(cls, checkpoint, built, options)
+
+
+def load_base_model(cls: type, checkpoint: str, **kwargs: Any) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
+    """``BaseModel.from_pretrained``: a base model from a bare, prefixed, task or archit checkpoint (no head)."""
+    checkpoint = str(checkpoint)
+    options = LoadOptions.from_kwargs(kwargs)
+    return _load(cls, checkpoint, _build_base_model(cls, checkpoint, options), options)
+
+
+def load_model_with_heads(cls: type, checkpoint: str, base_model_class: type, heads: Optional[Dict[str, Any]] = None,
+                          **kwargs: Any) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
+    """``ModelWithHeads.from_pretrained``: the body from any checkpoint the single-task loader reads, each head from the
+    checkpoint where it holds that head (a multi-head or a single-task archit checkpoint), else new.
+    ``cls.headsOfCheckpoint(config_dict, heads)`` says which heads to build and which stored head prefixes fill them."""
+    checkpoint = str(checkpoint)
+    loss_weights = kwargs.pop("loss_weights", None)
+    options = LoadOptions.from_kwargs(kwargs)
+    built = _build_model_with_heads(cls, checkpoint, base_model_class, heads, loss_weights, options)
+    return _load(cls, checkpoint, built, options)
+
+
+def plan_loading(cls: type, checkpoint: str, base_model_class: type, head_config: Any = None,
+                 **kwargs: Any) -> Dict[str, Any]:
+    """
+    What ``load_model_with_head`` (``cls.from_pretrained(checkpoint, base_model_class, head_config, **kwargs)``) would
+    do, decided without reading a single tensor: the model is built on the meta device exactly as for loading, and the
+    checkpoint's keys (from the weight files' headers) go through the same conversion and renaming. Answers
+      - ``loaded_keys``: the model's tensors the checkpoint would fill;
+      - ``missing_keys``: those that would be newly initialised (as ``output_loading_info`` reports them);
+      - ``unexpected_keys``: the checkpoint keys nothing would take;
+      - ``converted_keys``: model key -> checkpoint keys, for the tensors the installed transformers' conversion rules
+        would build (5.x's fused experts, ...);
+      - ``mismatched_keys``: ``(model key, shape in the file, shape in the model)`` for tensors stored under their own
+        name with another shape (a converted tensor's shape is known only once converted, so it is not checked);
+      - ``tied``: whether the head's output matrix would be tied to the input embeddings; ``None`` when only the
+        tensors can tell (a published ArchIt LM checkpoint storing both matrices: they are compared on loading);
+      - ``error``: why ``from_pretrained`` would refuse the checkpoint after reading it (tensors of another shape, or
+        tensors left unused while base weights would be initialised), else ``None``.
+    Raises what ``from_pretrained`` raises before it reads a tensor (no config, no weights, another architecture).
+
+    A conversion rule that splits one stored tensor into several (a fused ``qkv`` into ``q``, ``k``, ``v``) names only
+    its first output before it runs: the other outputs count as missing here.
+    """
+    checkpoint = str(checkpoint)
+    options = LoadOptions.from_kwargs(kwargs)
+    built = _build_model_with_head(cls, checkpoint, base_model_class, head_config, options, HeaderReader)
+    plan = _plan(checkpoint, built, options)
+    plan["tied"] = None if built.tie_undecided else bool(built.model.tiesWeights())
+    return plan
+
+
+def plan_base_loading(cls: type, checkpoint: str, **kwargs: Any) -> Dict[str, Any]:
+    """``plan_loading`` for ``load_base_model`` (``BaseModel.from_pretrained``): the base model alone."""
+    checkpoint = str(checkpoint)
+    options = LoadOptions.from_kwargs(kwargs)
+    return _plan(checkpoint, _build_base_model(cls, checkpoint, options), options)
+
+
+def plan_heads_loading(cls: type, checkpoint: str, base_model_class: type, heads: Optional[Dict[str, Any]] = None,
+                       **kwargs: Any) -> Dict[str, Any]:
+    """``plan_loading`` for ``load_model_with_heads`` (``ModelWithHeads.from_pretrained``)."""
+    checkpoint = str(checkpoint)
+    loss_weights = kwargs.pop("loss_weights", None)
+    options = LoadOptions.from_kwargs(kwargs)
+    return _plan(checkpoint, _build_model_with_heads(cls, checkpoint, base_model_class, heads, loss_weights, options),
+                 options)
+
+
+@dataclass
+class Layout:
+    """Where the transformers core and the head sit in the model being loaded (paths with a trailing dot)."""
+    core_path: str
+    head_path: Optional[str]
+
+
+@dataclass
+class _Built:
+    """A model built on the meta device for a checkpoint, and what filling it needs."""
+    model: nn.Module
+    config_dict: Dict[str, Any]
+    dtype: Optional[torch.dtype]
+    layout: Layout
+    head_prefixes: Dict[str, str]
+    conversion_model: Optional[nn.Module] = None
+    expect_new_head: bool = True
+    """Whether a head newly initialised is what the caller asked for (logged as info, else as a warning)."""
+    tie_undecided: bool = False
+    """Whether tying was left as the head config says because deciding it needs tensor data (planning only)."""
+
+
+def _build_model_with_head(cls: type, checkpoint: str, base_model_class: type, head_config: Any,
+                           options: LoadOptions, reader_class: type) -> _Built:
     config_dict = read_config_dict(checkpoint, **options.hub)
     is_archit = "base_model_config" in config_dict
     given_head_config = head_config
@@ -87,7 +183,9 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
 
     with init_empty_weights(), compat.no_init_weights():
         model = cls.fromModelAndHeadConfig(base_model_class(base_config), head_config, loss=options.loss)
-    if given_head_config is None and _published_head_config_stores_untied_matrix(model, config_dict, checkpoint, options):
+    untied = given_head_config is None and _published_head_config_stores_untied_matrix(
+        model, config_dict, checkpoint, options, reader_class)
+    if untied:
         head_config = dataclasses.replace(head_config, tie_weights=False)
         with init_empty_weights(), compat.no_init_weights():
             model = cls.fromModelAndHeadConfig(base_model_class(base_config), head_config, loss=options.loss)
@@ -95,64 +193,21 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
 
     head_prefixes, task_model = (stored_head_prefixes(config_dict), None) if is_archit else imported_head(
         cls, base_model_class, base_config, config_dict, head_config)
-    info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout(CORE_PATH, HEAD_PATH),
-                                head_prefixes, conversion_model=task_model)
-    _report(cls, checkpoint, info, CORE_PATH, expect_new_head=not (is_archit or head_prefixes))
-    return (model, info) if options.output_loading_info else model
+    return _Built(model, config_dict, dtype, Layout(CORE_PATH, HEAD_PATH), head_prefixes, task_model,
+                  expect_new_head=not (is_archit or head_prefixes), tie_undecided=untied is None)
 
 
-def load_base_model(cls: type, checkpoint: str, **kwargs: Any) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
-    """``BaseModel.from_pretrained``: a base model from a bare, prefixed, task or archit checkpoint (no head)."""
-    checkpoint = str(checkpoint)
-    options = LoadOptions.from_kwargs(kwargs)
+def _build_base_model(cls: type, checkpoint: str, options: LoadOptions) -> _Built:
     config_dict = read_config_dict(checkpoint, **options.hub)
     base_dict, _ = split_checkpoint_config(config_dict, checkpoint)
     dtype = _resolve_dtype(options.dtype, base_dict)
     with init_empty_weights(), compat.no_init_weights():
         model = cls(_base_config(cls, base_dict, checkpoint, options))
-    info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout(CORE_IN_BASE_MODEL, None), {})
-    _report(cls, checkpoint, info, "", expect_new_head=True)
-    return (model, info) if options.output_loading_info else model
+    return _Built(model, config_dict, dtype, Layout(CORE_IN_BASE_MODEL, None), {})
 
 
-def _published_head_config_stores_untied_matrix(model: nn.Module, config_dict: Dict[str, Any], checkpoint: str,
-                                                options: LoadOptions) -> bool:
-    """
-    Whether an archit checkpoint's stored head config predates ``tie_weights`` (the published ArchIt wrote none, e.g.
-    ``"head_config": {}``) while the checkpoint stores an output matrix of its own that differs from the input
-    embeddings. Such a head computed with its own matrix when it was saved, so it reloads untied; tying it would make it
-    another function. A stored ``tie_weights`` (this version writes it) or a head config passed by the caller decides
-    by itself.
-    """
-    stored = config_dict.get("head_config")
-    if not isinstance(stored, dict) or "tie_weights" in stored or not model.tiesWeights():
-        return False
-    shared = model.get_output_embeddings().weight  # Tied at construction: also the input embedding matrix.
-    names = [name for name, p in model.named_parameters(remove_duplicate=False) if p is shared]
-    output_names = [n for n in names if n.startswith(HEAD_PATH)]
-    input_names = [n for n in names if not n.startswith(HEAD_PATH)]
-    with CheckpointReader(find_weight_files(checkpoint, options.use_safetensors, options.variant,
-                                            **options.hub)) as reader:
-        keys = set(reader.keys())
-        output_key = next((n for n in output_names if n in keys), None)
-        if output_key is None:
-            return False
-        input_key = next((n for n in input_names if n in keys), None)
-        untied = input_key is None or not torch.equal(reader.get(output_key), reader.get(input_key))
-    if untied:
-        logger.info("Checkpoint '%s' stores its own %s and its head config does not say to tie it: it is loaded "
-                    "untied (tie_weights=False), as it was computed when saved.", checkpoint, output_key)
-    return untied
-
-
-def load_model_with_heads(cls: type, checkpoint: str, base_model_class: type, heads: Optional[Dict[str, Any]] = None,
-                          **kwargs: Any) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
-    """``ModelWithHeads.from_pretrained``: the body from any checkpoint the single-task loader reads, each head from the
-    checkpoint where it holds that head (a multi-head or a single-task archit checkpoint), else new.
-    ``cls.headsOfCheckpoint(config_dict, heads)`` says which heads to build and which stored head prefixes fill them."""
-    checkpoint = str(checkpoint)
-    loss_weights = kwargs.pop("loss_weights", None)
-    options = LoadOptions.from_kwargs(kwargs)
+def _build_model_with_heads(cls: type, checkpoint: str, base_model_class: type, heads: Optional[Dict[str, Any]],
+                            loss_weights: Optional[Dict[str, float]], options: LoadOptions) -> _Built:
     config_dict = read_config_dict(checkpoint, **options.hub)
     specs, head_prefixes = cls.headsOfCheckpoint(config_dict, heads, checkpoint)
     base_dict, _ = split_checkpoint_config(config_dict, checkpoint)
@@ -163,59 +218,177 @@ def load_model_with_heads(cls: type, checkpoint: str, base_model_class: type, he
     with init_empty_weights(), compat.no_init_weights():
         model = cls.fromModelAndHeadConfigs(base_model_class(base_config), specs, loss_weights=loss_weights)
     model.config.name_or_path = checkpoint
-    info = fill_from_checkpoint(model, checkpoint, config_dict, options, dtype, Layout(CORE_PATH, HEADS_PATH),
-                                head_prefixes)
-    _report(cls, checkpoint, info, CORE_PATH, expect_new_head=not head_prefixes and "heads" not in config_dict)
-    return (model, info) if options.output_loading_info else model
+    return _Built(model, config_dict, dtype, Layout(CORE_PATH, HEADS_PATH), head_prefixes,
+                  expect_new_head=not head_prefixes and "heads" not in config_dict)
+
+
+def _load(cls: type, checkpoint: str, built: _Built,
+          options: LoadOptions) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
+    info = fill_from_checkpoint(built.model, checkpoint, built.config_dict, options, built.dtype, built.layout,
+                                built.head_prefixes, conversion_model=built.conversion_model)
+    # A base model's weights are all base weights; a model with heads tells them from the rest by their path.
+    core_path = built.layout.core_path if built.layout.head_path is not None else ""
+    _report(cls, checkpoint, info, core_path, expect_new_head=built.expect_new_head)
+    return (built.model, info) if options.output_loading_info else built.model
+
+
+def _published_head_config_stores_untied_matrix(model: nn.Module, config_dict: Dict[str, Any], checkpoint: str,
+                                                options: LoadOptions, reader_class: type) -> Optional[bool]:
+    """
+    Whether an archit checkpoint's stored head config predates ``tie_weights`` (the published ArchIt wrote none, e.g.
+    ``"head_config": {}``) while the checkpoint stores an output matrix of its own that differs from the input
+    embeddings. Such a head computed with its own matrix when it was saved, so it reloads untied; tying it would make it
+    another function. A stored ``tie_weights`` (this version writes it) or a head config passed by the caller decides
+    by itself. ``None`` when the checkpoint stores both matrices and ``reader_class`` reads no tensor data
+    (``HeaderReader``), so that they cannot be compared.
+    """
+    stored = config_dict.get("head_config")
+    if not isinstance(stored, dict) or "tie_weights" in stored or not model.tiesWeights():
+        return False
+    # Both matrices by module, not by identity: building on the meta device leaves them two parameters until tied.
+    matrices = (model.get_output_embeddings().weight, model.get_input_embeddings().weight)
+    names = [name for name, p in model.named_parameters(remove_duplicate=False) if any(p is m for m in matrices)]
+    output_names = [n for n in names if n.startswith(HEAD_PATH)]
+    input_names = [n for n in names if not n.startswith(HEAD_PATH)]
+    with reader_class(find_weight_files(checkpoint, options.use_safetensors, options.variant,
+                                        **options.hub)) as reader:
+        keys = set(reader.keys())
+        output_key = next((n for n in output_names if n in keys), None)
+        if output_key is None:
+            return False
+        input_key = next((n for n in input_names if n in keys), None)
+        if input_key is not None and not reader.reads_data:
+            return None
+        untied = input_key is None or not torch.equal(reader.get(output_key), reader.get(input_key))
+    if untied:
+        logger.info("Checkpoint '%s' stores its own %s and its head config does not say to tie it: it is loaded "
+                    "untied (tie_weights=False), as it was computed when saved.", checkpoint, output_key)
+    return untied
 
 
 @dataclass
-class Layout:
-    """Where the transformers core and the head sit in the model being loaded (paths with a trailing dot)."""
-    core_path: str
-    head_path: Optional[str]
+class _FillPlan:
+    """Where each checkpoint tensor goes, decided from the checkpoint's keys alone."""
+    stored: Dict[str, str]
+    """Key in the conversion's key space -> checkpoint key."""
+    renaming: KeyRenaming
+    """Of the units' names."""
+    placed: List[compat.ConversionUnit]
+    """The units whose tensors are assigned (not unused, not the alias of a tied tensor)."""
+    unexpected: List[str]
+    """Checkpoint keys nothing takes."""
+    state_keys: Set[str]
+    aliases: Set[str]
+    names: Tuple[str, str, str, Dict[str, str]]
+    """The naming arguments of ``rename_checkpoint_keys`` and ``model_key_for``."""
+
+
+def _plan_fill(model: nn.Module, checkpoint: str, config_dict: Dict[str, Any], options: LoadOptions, layout: Layout,
+               head_prefixes: Dict[str, str], reader: Any, conversion_model: Optional[nn.Module]) -> _FillPlan:
+    """
+    Checkpoint keys go through two renamings, in this order: the installed transformers era's own conversion rules
+    (``compat.convert_checkpoint``), run in the key space of a transformers model (``conversion_model``: the
+    transformers task model whose head is imported, else the core), then archit's own renaming (``keys.py``: archit
+    paths, base-model prefixes, imported head keys, legacy names). Keys of archit checkpoints are converted without
+    their ``model._core.`` path. Reads no tensor: the units read theirs when converted.
+    """
+    core = model.base_model
+    conversion_model = conversion_model if conversion_model is not None else core
+    state_keys = set(model.state_dict(keep_vars=True).keys())
+    non_persistent = {name for name, _ in model.named_buffers()} - state_keys
+    aliases = _tied_aliases(model)
+    names = (layout.core_path, core.base_model_prefix, layout.head_path or "", head_prefixes)
+    stored = {_in_core_key_space(k): k for k in reader.keys()}
+    units = compat.convert_checkpoint(conversion_model, list(stored), lambda key: reader.get(stored[key]),
+                                      options.key_mapping)
+    renaming = rename_checkpoint_keys([unit.name for unit in units], state_keys, non_persistent, *names)
+    if not any(target.startswith(layout.core_path) for target in renaming.targets.values()):
+        raise ValueError(
+            f"Checkpoint '{checkpoint}' supplies none of the weights of {_base_class_name(model)} "
+            f"({type(core).__name__}): it is a checkpoint of another architecture "
+            f"(model_type '{config_dict.get('base_model_config', config_dict).get('model_type')}', "
+            f"architectures {config_dict.get('architectures')}). Pick the base model class that matches it.")
+    placed = [unit for unit in units if renaming.targets.get(unit.name) not in (None, *aliases)]
+    sources = {unit.name: unit.sources for unit in units}
+    unexpected = [stored[key] for name in renaming.unexpected for key in sources[name]]
+    return _FillPlan(stored, renaming, placed, unexpected, state_keys, aliases, names)
+
+
+def _plan(checkpoint: str, built: _Built, options: LoadOptions) -> Dict[str, Any]:
+    """``plan_loading``'s answer for a built model (see there), from the weight files' headers."""
+    model = built.model
+    with HeaderReader(find_weight_files(checkpoint, options.use_safetensors, options.variant, **options.hub)) as reader:
+        plan = _plan_fill(model, checkpoint, built.config_dict, options, built.layout, built.head_prefixes, reader,
+                          built.conversion_model)
+    expected = model.state_dict(keep_vars=True)
+    loaded: List[str] = []
+    mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = []
+    converted: Dict[str, List[str]] = {}
+    for unit in plan.placed:
+        target = plan.renaming.targets[unit.name]
+        shape = tuple(expected[target].shape)
+        header = None if unit.converted else reader.headers[plan.stored[unit.sources[0]]]
+        if header is not None and header.shape != shape:
+            mismatched.append((target, header.shape, shape))
+            continue
+        loaded.append(target)
+        if unit.converted:
+            converted[target] = [plan.stored[key] for key in unit.sources]
+    filled = set(loaded)
+    model.tie_weights()  # As after loading: the meta build leaves a tied output matrix a parameter of its own.
+    if built.layout.head_path is not None:
+        copied = _embeddings_copied_into_untied_head(model, built.head_prefixes, built.config_dict,
+                                                     lambda name: name in filled)
+        if copied is not None:
+            filled.add(copied)
+    missing = [name for name, tensor in _named_tensors(model) if tensor.device.type == "meta" and name not in filled]
+    error = _refusal(checkpoint, model, options, mismatched, plan.unexpected,
+                     [name for name in missing if name.startswith(built.layout.core_path)])
+    return {"loaded_keys": loaded, "missing_keys": missing, "unexpected_keys": plan.unexpected,
+            "mismatched_keys": mismatched, "converted_keys": converted, "error": error}
+
+
+def _refusal(checkpoint: str, model: nn.Module, options: LoadOptions, mismatched: List[Tuple[str, tuple, tuple]],
+             unexpected: List[str], new_base: List[str]) -> Optional[str]:
+    """Why loading stops after reading the checkpoint, or ``None``: tensors of another shape (unless
+    ``ignore_mismatched_sizes``), or tensors left unused while base weights would be newly initialised (unless
+    ``ignore_unplaced_weights``)."""
+    if mismatched and not options.ignore_mismatched_sizes:
+        listing = "; ".join(f"{key}: checkpoint {a}, model {b}" for key, a, b in sorted(mismatched))
+        return (f"Checkpoint '{checkpoint}' has tensors whose shape differs from {type(model).__name__}'s: "
+                f"{listing}. Check the head config (e.g. num_labels), or pass ignore_mismatched_sizes=True "
+                f"to initialise them anew.")
+    if new_base and unexpected and not options.ignore_unplaced_weights:
+        return (f"Checkpoint '{checkpoint}' has tensors that nothing in {type(model).__name__} takes "
+                f"({_listing(unexpected)}) while base model weights it lacks would be newly initialised "
+                f"({_listing(new_base)}): the checkpoint names or shapes its weights in a way that was not converted "
+                f"to {type(model.base_model).__name__}'s (a layout of another transformers release, or another "
+                f"architecture), so the model would be silently wrong. Pass ignore_unplaced_weights=True to "
+                f"initialise them anyway.")
+    return None
 
 
 def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[str, Any], options: LoadOptions,
                          dtype: Optional[torch.dtype], layout: Layout, head_prefixes: Dict[str, str],
                          conversion_model: Optional[nn.Module] = None) -> Dict[str, Any]:
     """
-    Assign the checkpoint's tensors to ``model`` (built on the meta device), initialise the rest, tie, place.
-
-    Checkpoint keys go through two renamings, in this order: the installed transformers era's own conversion rules
-    (``compat.convert_checkpoint``), run in the key space of a transformers model (``conversion_model``: the
-    transformers task model whose head is imported, else the core), then archit's own renaming (``keys.py``: archit
-    paths, base-model prefixes, imported head keys, legacy names). Keys of archit checkpoints are converted without
-    their ``model._core.`` path.
+    Assign the checkpoint's tensors to ``model`` (built on the meta device), initialise the rest, tie, place. Which
+    tensor goes where is decided first, from the keys alone (``_plan_fill``, shared with ``plan_loading``).
     """
     core = model.base_model
-    conversion_model = conversion_model if conversion_model is not None else core
-    state_keys = set(model.state_dict(keep_vars=True).keys())
-    non_persistent = {name for name, _ in model.named_buffers()} - state_keys
     placement = DevicePlacement.plan(model, options.device_map, options.max_memory, dtype)
-    aliases = _tied_aliases(model)
     mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = []
     converted: Dict[str, List[str]] = {}
     weight_files = find_weight_files(checkpoint, options.use_safetensors, options.variant, **options.hub)
-    names = (layout.core_path, core.base_model_prefix, layout.head_path or "", head_prefixes)
     with CheckpointReader(weight_files) as reader:
-        stored = {_in_core_key_space(k): k for k in reader.keys()}
-        units = compat.convert_checkpoint(conversion_model, list(stored), lambda key: reader.get(stored[key]),
-                                          options.key_mapping)
-        renaming = rename_checkpoint_keys([unit.name for unit in units], state_keys, non_persistent, *names)
-        if not any(target.startswith(layout.core_path) for target in renaming.targets.values()):
-            raise ValueError(
-                f"Checkpoint '{checkpoint}' supplies none of the weights of {_base_class_name(model)} "
-                f"({type(core).__name__}): it is a checkpoint of another architecture "
-                f"(model_type '{config_dict.get('base_model_config', config_dict).get('model_type')}', "
-                f"architectures {config_dict.get('architectures')}). Pick the base model class that matches it.")
+        plan = _plan_fill(model, checkpoint, config_dict, options, layout, head_prefixes, reader, conversion_model)
         expected = model.state_dict(keep_vars=True)
-        placed = [unit for unit in units if renaming.targets.get(unit.name) not in (None, *aliases)]
         total_bytes = sum(os.path.getsize(path) for path in weight_files)
-        for unit in compat.progress(placed, len(placed), "Loading weights", len(placed), total_bytes):
+        for unit in compat.progress(plan.placed, len(plan.placed), "Loading weights", len(plan.placed), total_bytes):
             for name, tensor in unit.convert().items():
-                target = renaming.targets[unit.name] if name == unit.name else model_key_for(name, state_keys, *names)
-                if target is None or target in aliases:
+                target = plan.renaming.targets[unit.name] if name == unit.name \
+                    else model_key_for(name, plan.state_keys, *plan.names)
+                if target is None or target in plan.aliases:
                     continue  # Tied to a tensor loaded under its own name.
                 shape = tuple(expected[target].shape)
                 if tuple(tensor.shape) != shape:
@@ -224,27 +397,18 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
                 set_module_tensor_to_device(model, target, placement.device_of(target), value=tensor,
                                             dtype=dtype if tensor.is_floating_point() else None)
                 if unit.converted:
-                    converted[target] = [stored[key] for key in unit.sources]
-    sources = {unit.name: unit.sources for unit in units}
-    unexpected = [stored[key] for name in renaming.unexpected for key in sources[name]]
+                    converted[target] = [plan.stored[key] for key in unit.sources]
+    unexpected = plan.unexpected
 
     if mismatched and not options.ignore_mismatched_sizes:
-        listing = "; ".join(f"{key}: checkpoint {a}, model {b}" for key, a, b in sorted(mismatched))
-        raise ValueError(f"Checkpoint '{checkpoint}' has tensors whose shape differs from {type(model).__name__}'s: "
-                         f"{listing}. Check the head config (e.g. num_labels), or pass ignore_mismatched_sizes=True "
-                         f"to initialise them anew.")
+        raise ValueError(_refusal(checkpoint, model, options, mismatched, [], []))
     model.tie_weights()
     if layout.head_path is not None:
         _copy_embeddings_into_untied_head(model, head_prefixes, config_dict, placement, dtype)
     missing = [name for name, tensor in _named_tensors(model) if tensor.device.type == "meta"]
     new_base = [name for name in missing if name.startswith(layout.core_path)]
     if new_base and unexpected and not options.ignore_unplaced_weights:
-        raise ValueError(
-            f"Checkpoint '{checkpoint}' has tensors that nothing in {type(model).__name__} takes "
-            f"({_listing(unexpected)}) while base model weights it lacks would be newly initialised "
-            f"({_listing(new_base)}): the checkpoint names or shapes its weights in a way that was not converted to "
-            f"{type(core).__name__}'s (a layout of another transformers release, or another architecture), so the "
-            f"model would be silently wrong. Pass ignore_unplaced_weights=True to initialise them anyway.")
+        raise ValueError(_refusal(checkpoint, model, options, [], unexpected, new_base))
     _initialise(model, missing, placement, dtype, layout)
     model.tie_weights()
 
@@ -252,7 +416,7 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
         compat.set_config_dtype(core.config, dtype)
     placement.finish(model)
     model.eval()
-    logger.info("Loaded %d tensors of %s from '%s'%s.", len(renaming.targets), type(model).__name__, checkpoint,
+    logger.info("Loaded %d tensors of %s from '%s'%s.", len(plan.renaming.targets), type(model).__name__, checkpoint,
                 f", {len(converted)} of them converted by transformers {compat.TRANSFORMERS_VERSION}'s rules"
                 if converted else "")
     return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched,
@@ -336,14 +500,24 @@ def _tied_aliases(model: nn.Module) -> set:
 def _copy_embeddings_into_untied_head(model, head_prefixes, config_dict, placement, dtype) -> None:
     """A transformers task checkpoint with tied embeddings stores its output matrix once, as the input embeddings:
     an untied archit head imports a copy of them."""
+    name = _embeddings_copied_into_untied_head(model, head_prefixes, config_dict,
+                                               lambda n: model.get_parameter(n).device.type != "meta")
+    if name is not None:
+        source = model.get_input_embeddings().weight.detach().clone()
+        set_module_tensor_to_device(model, name, placement.device_of(name), value=source, dtype=dtype)
+
+
+def _embeddings_copied_into_untied_head(model, head_prefixes, config_dict, is_loaded: Callable[[str], bool]
+                                        ) -> Optional[str]:
+    """The name of the untied output matrix that gets a copy of the input embeddings (see above), or ``None``;
+    ``is_loaded(name)`` says whether the checkpoint filled a tensor."""
     output = model.get_output_embeddings()
-    if not head_prefixes or output is None or model.tiesWeights() or output.weight.device.type != "meta":
-        return
-    if not config_dict.get("tie_word_embeddings", True):
-        return
+    if not head_prefixes or output is None or model.tiesWeights():
+        return None
     name = next(n for n, p in model.named_parameters() if p is output.weight)
-    source = model.get_input_embeddings().weight.detach().clone()
-    set_module_tensor_to_device(model, name, placement.device_of(name), value=source, dtype=dtype)
+    if is_loaded(name) or not config_dict.get("tie_word_embeddings", True):
+        return None
+    return name
 
 
 def _initialise(model: nn.Module, missing: List[str], placement: DevicePlacement, dtype, layout: Layout) -> None:

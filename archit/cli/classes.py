@@ -1,0 +1,111 @@
+"""The classes a command works with: archit's base model classes and tasks by name (or ``package.module:Class``), the
+base model class that fits a checkpoint, and the archit task that reproduces a transformers task model's head."""
+import importlib
+import re
+from typing import Any, Dict, Optional
+
+from ..instantiation import basemodels, tasks
+from ..instantiation.abstracts import BaseModel, ModelWithHead
+from ..loading.hfmodels import checkpoint_suffixes
+
+
+class CommandError(Exception):
+    """What the user asked for cannot be done: one line on stderr, and ``exit_code`` (2: a bad checkpoint or argument;
+    1: the checkpoint is fine but the command cannot do it)."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def named_class(name: str, kind: str) -> type:
+    """The class ``name`` stands for: a name of ``archit.instantiation.basemodels`` (``kind="base"``: ``RobertaBaseModel``)
+    or ``archit.instantiation.tasks`` (``kind="task"``: ``ForMaskedLM``), or ``package.module:Class`` (``Class`` may be
+    dotted)."""
+    module_name, _, qualified = name.rpartition(":")
+    required, where = (BaseModel, basemodels) if kind == "base" else (ModelWithHead, tasks)
+    try:
+        owner: Any = importlib.import_module(module_name) if module_name else where
+        for part in qualified.split("."):
+            owner = getattr(owner, part)
+    except (ImportError, AttributeError) as error:
+        raise CommandError(f"'{name}' is neither a name of {where.__name__} nor an importable 'package.module:Class' "
+                           f"({error}).") from None
+    if not (isinstance(owner, type) and issubclass(owner, required)):
+        raise CommandError(f"'{name}' is not a {required.__name__} subclass, so not a {kind} class.")
+    return owner
+
+
+def fitting_base_class(model_type: Optional[str]) -> type:
+    """archit's base model class for a checkpoint's ``model_type``: the named one of ``archit.instantiation.basemodels``
+    whose config class has that ``model_type`` (``RobertaBaseModel`` for ``"roberta"``), else ``AutoBaseModel``."""
+    for name in basemodels.__all__:
+        candidate = getattr(basemodels, name)
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel) and candidate is not basemodels.AutoBaseModel:
+            config_class = getattr(candidate, "config_class", None)  # None where the installed transformers lacks it.
+            if model_type and getattr(config_class, "model_type", None) == model_type:
+                return candidate
+    return basemodels.AutoBaseModel
+
+
+# What a transformers task model's head is (by the suffix of its class name), and the archit task that imports it.
+_TRANSFORMERS_HEADS = {
+    "ForTokenClassification": ("token classification", tasks.ForSingleLabelTokenClassification),
+    "ForSequenceClassification": ("sequence classification", tasks.ForSingleLabelSequenceClassification),
+    "ForQuestionAnswering": ("extractive question answering", tasks.ForExtractiveQA),
+    "ForMaskedLM": ("masked language modelling", tasks.ForMaskedLM),
+    "ForCausalLM": ("causal language modelling", tasks.ForCausalLM),
+}
+# A sequence classifier's problem_type says which loss it was trained with, so which archit task it is.
+_SEQUENCE_TASKS = {"multi_label_classification": tasks.ForMultiLabelSequenceClassification,
+                   "regression": tasks.ForSequenceRegression}
+
+_TASK_HEADS = {
+    tasks.ForSingleLabelTokenClassification: "token classification",
+    tasks.ForSingleLabelSequenceClassification: "sequence classification (single label)",
+    tasks.ForMultiLabelSequenceClassification: "sequence classification (multi-label)",
+    tasks.ForSequenceRegression: "sequence regression",
+    tasks.ForExtractiveQA: "extractive question answering",
+    tasks.ForCausalLM: "causal language modelling",
+    tasks.ForMaskedLM: "masked language modelling",
+    tasks.ForExtractiveAQA: "extractive question answering with answerability",
+    tasks.ForSingleAnswerMultipleChoice: "multiple choice",
+    tasks.ForDependencyParsing: "dependency parsing",
+}
+
+
+def transformers_head(base_model_class: type, config_dict: Dict[str, Any]) -> Optional[str]:
+    """What the head of a transformers task checkpoint does, from its ``architectures`` (``RobertaForTokenClassification``:
+    ``"token classification"``; a head archit does not know: its name in words); ``None`` for a base model."""
+    suffixes = checkpoint_suffixes(base_model_class, config_dict)
+    if suffixes:
+        return _TRANSFORMERS_HEADS[suffixes[0]][0]
+    for architecture in config_dict.get("architectures") or []:
+        match = re.search(r"For([A-Z]\w*)$", architecture)
+        if match:
+            purpose = match.group(1)
+            words = re.findall(r"[A-Z]+(?![a-z])|[A-Z][a-z0-9]*", purpose)  # NextSentencePrediction, CTC, MaskedLM
+            return " ".join(word if len(word) > 1 and word.isupper() else word.lower() for word in words)
+    return None
+
+
+def transformers_task(base_model_class: type, config_dict: Dict[str, Any]) -> Optional[type]:
+    """The archit task whose head is the one of the transformers task checkpoint (before archit checks that the head
+    computes the same function on this family), or ``None``."""
+    suffixes = checkpoint_suffixes(base_model_class, config_dict)
+    if not suffixes:
+        return None
+    if suffixes[0] == "ForSequenceClassification":
+        return _SEQUENCE_TASKS.get(config_dict.get("problem_type"), tasks.ForSingleLabelSequenceClassification)
+    return _TRANSFORMERS_HEADS[suffixes[0]][1]
+
+
+def task_head(task: type) -> str:
+    """What an archit task's head does, in words (the class name for a task of one's own)."""
+    return _TASK_HEADS.get(task, task.__name__)
+
+
+def is_task_architecture(architecture: str, base_model_class: type) -> bool:
+    """Whether a name of ``architectures`` is a task model rather than the base model (``RobertaModel``, ...)."""
+    return bool(re.search(r"For[A-Z]", architecture)
+                or checkpoint_suffixes(base_model_class, {"architectures": [architecture]}))

@@ -1,0 +1,272 @@
+"""``archit inspect CHECKPOINT``: what a checkpoint folder is and what ``from_pretrained`` would do with it, from
+``config.json`` and the weight files' headers; no tensor is read, so it takes as long on a large checkpoint as on a small
+one (the model is built on the meta device)."""
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..instantiation.multihead import ModelWithHeads, task_of
+from ..loading import plan_base_loading, plan_heads_loading, plan_loading
+from ..loading.configs import base_config_from_dict
+from ..loading.files import (
+    SAFE_WEIGHTS_INDEX_NAME,
+    WEIGHTS_INDEX_NAME,
+    TensorHeader,
+    find_weight_files,
+    read_config_dict,
+    read_tensor_headers,
+)
+from ..loading.hfmodels import transformers_head_config
+from .classes import (
+    CommandError,
+    fitting_base_class,
+    is_task_architecture,
+    task_head,
+    transformers_head,
+    transformers_task,
+)
+
+KINDS = {
+    "base": "base model",
+    "transformers-task": "transformers task model",
+    "archit": "archit checkpoint",
+    "archit-published": "archit checkpoint in the published ArchIt's format (it names no task)",
+    "archit-multihead": "archit checkpoint with several heads (ModelWithHeads)",
+}
+"""The kinds of checkpoint ``inspect`` tells apart (its ``kind`` field), in words."""
+
+# Errors that say the checkpoint cannot be planned for (the rest of the description still stands).
+_PLANNING_ERRORS = (OSError, ValueError, TypeError, KeyError, ImportError, NotImplementedError)
+
+
+def inspect_checkpoint(checkpoint: str) -> Dict[str, Any]:
+    """The description ``archit inspect --json`` prints (keys in the README). Raises ``CommandError`` when the
+    folder, its ``config.json`` or a weight file's header cannot be read."""
+    config_dict, weight_files, headers = _read(checkpoint)
+    is_archit = "base_model_config" in config_dict
+    base_dict = config_dict["base_model_config"] if is_archit else config_dict
+    if not isinstance(base_dict, dict):
+        raise CommandError(f"{Path(checkpoint) / 'config.json'}: base_model_config is not a JSON object.")
+    model_type = base_dict.get("model_type")
+    base_class = fitting_base_class(model_type)
+    architectures = config_dict.get("architectures") or base_dict.get("architectures")
+    description: Dict[str, Any] = {
+        "checkpoint": str(checkpoint), "kind": None, "archit_version": config_dict.get("archit_version"),
+        "model_type": model_type, "architectures": architectures,
+        "task": None, "head": None, "head_config": None, "tied": None, "heads": None,
+        "key_prefix": None if is_archit else _key_prefix(base_class, base_dict, headers),
+        "files": _files(checkpoint, weight_files), "parameters": sum(h.numel for h in headers.values()),
+        "dtypes": _dtypes(headers), "base_model_class": base_class.__name__, "planned": None, "note": None,
+        "would_load": None, "would_initialise": None, "unused": None, "converted": None, "mismatched": None,
+        "plan_error": None,
+    }
+    try:
+        if is_archit:
+            _describe_archit(description, config_dict, checkpoint, base_class)
+        else:
+            _describe_transformers(description, config_dict, checkpoint, base_class)
+    except _PLANNING_ERRORS as error:
+        description["plan_error"] = str(error)
+    return description
+
+
+def _read(checkpoint: str) -> Tuple[Dict[str, Any], List[str], Dict[str, TensorHeader]]:
+    folder = Path(checkpoint)
+    if not folder.exists():
+        raise CommandError(f"'{checkpoint}' does not exist.")
+    if not folder.is_dir():
+        raise CommandError(f"'{checkpoint}' is a file; inspect reads a checkpoint folder (config.json and the weight "
+                           f"files).")
+    try:
+        config_dict = read_config_dict(checkpoint)
+        if not isinstance(config_dict, dict):
+            raise ValueError(f"{folder / 'config.json'} is not a JSON object.")
+        weight_files = find_weight_files(checkpoint)
+        return config_dict, weight_files, read_tensor_headers(weight_files)
+    except (OSError, ValueError, KeyError) as error:
+        raise CommandError(str(error)) from error
+
+
+def _describe_archit(description: Dict[str, Any], config_dict: Dict[str, Any], checkpoint: str,
+                     base_class: type) -> None:
+    description["head_config"] = config_dict.get("head_config")
+    if "heads" in config_dict:
+        description["kind"] = "archit-multihead"
+        description["heads"] = {name: _stored_head(spec) for name, spec in config_dict["heads"].items()}
+        _plan(description, "ModelWithHeads", base_class,
+              lambda: plan_heads_loading(ModelWithHeads, checkpoint, base_class))
+    elif config_dict.get("task"):
+        description["kind"] = "archit"
+        description["task"] = config_dict["task"]
+        task = task_of(description["task"])
+        description["head"] = task_head(task)
+        _plan(description, task.__name__, base_class, lambda: plan_loading(task, checkpoint, base_class))
+    else:
+        description["kind"] = "archit" if "archit_version" in config_dict else "archit-published"
+        description["note"] = ("It names no task: planned as the base model, so its head's tensors count as unused; "
+                               "TASK.from_pretrained loads them.")
+        _plan(description, base_class.__name__, None, lambda: plan_base_loading(base_class, checkpoint))
+
+
+def _describe_transformers(description: Dict[str, Any], config_dict: Dict[str, Any], checkpoint: str,
+                           base_class: type) -> None:
+    architectures = description["architectures"] or []
+    if not any(is_task_architecture(name, base_class) for name in architectures):
+        description["kind"] = "base"
+        description["note"] = ("Planned as the base model alone; a task loaded from it (TASK.from_pretrained with a "
+                               "head config) adds a new head.")
+        _plan(description, base_class.__name__, None, lambda: plan_base_loading(base_class, checkpoint))
+        return
+    description["kind"] = "transformers-task"
+    description["head"] = transformers_head(base_class, config_dict)
+    task = transformers_task(base_class, config_dict)
+    head_config = transformers_head_config(task, base_class, config_dict) if task is not None else None
+    if head_config is None:
+        description["note"] = (f"archit has no head computing what the head of {', '.join(architectures)} computes on "
+                               f"model type '{description['model_type']}': planned as a base model, so the head's "
+                               f"tensors count as unused.")
+        _plan(description, base_class.__name__, None, lambda: plan_base_loading(base_class, checkpoint))
+        return
+    description["head_config"] = _as_dict(head_config)
+    description["note"] = f"{task.__name__} imports its head (with the head config above, when given none)."
+    _plan(description, task.__name__, base_class, lambda: plan_loading(task, checkpoint, base_class))
+
+
+def _plan(description: Dict[str, Any], class_name: str, base_class: Optional[type], plan) -> None:
+    """Run a planning function and put its answer into the description."""
+    arguments = "CHECKPOINT" + (f", {base_class.__name__}" if base_class is not None else "")
+    description["planned"] = f"{class_name}.from_pretrained({arguments})"
+    answer = plan()
+    if "tied" in answer:
+        description["tied"] = answer["tied"]
+    description.update(would_load=sorted(answer["loaded_keys"]), would_initialise=sorted(answer["missing_keys"]),
+                       unused=sorted(answer["unexpected_keys"]), converted=dict(sorted(answer["converted_keys"].items())),
+                       mismatched=[[key, list(stored), list(model)] for key, stored, model in answer["mismatched_keys"]],
+                       plan_error=answer["error"])
+
+
+def _stored_head(spec: Any) -> Dict[str, Any]:
+    spec = spec if isinstance(spec, dict) else {}
+    head_config = spec.get("head_config") or {}
+    try:
+        head = task_head(task_of(spec.get("task", "")))
+    except ValueError:
+        head = None
+    return {"task": spec.get("task"), "head": head, "head_config": head_config,
+            "tied": bool(head_config.get("tie_weights", False))}
+
+
+def _key_prefix(base_class: type, base_dict: Dict[str, Any], headers: Dict[str, TensorHeader]) -> Optional[str]:
+    """The architecture prefix (``roberta.``) when the checkpoint's keys carry it, as task models' keys do."""
+    try:
+        config = base_config_from_dict(base_dict, base_class.configClass())
+        core_class = base_class.coreClassFor(config) if hasattr(base_class, "coreClassFor") else base_class.coreClass()
+    except (ValueError, TypeError, ImportError):
+        return None
+    prefix = f"{core_class.base_model_prefix}." if core_class.base_model_prefix else None
+    return prefix if prefix and any(key.startswith(prefix) for key in headers) else None
+
+
+def _files(checkpoint: str, weight_files: List[str]) -> Dict[str, Any]:
+    folder = Path(checkpoint)
+    safetensors = weight_files[0].endswith(".safetensors")
+    index = SAFE_WEIGHTS_INDEX_NAME if safetensors else WEIGHTS_INDEX_NAME
+    index = index if (folder / index).is_file() else None
+    weights = [{"name": Path(path).name, "bytes": Path(path).stat().st_size} for path in weight_files]
+    return {"format": "safetensors" if safetensors else "bin", "sharded": index is not None, "index": index,
+            "weights": weights, "bytes": sum(w["bytes"] for w in weights)}
+
+
+def _dtypes(headers: Dict[str, TensorHeader]) -> Dict[str, int]:
+    """Parameters per dtype, most first."""
+    counts: Dict[str, int] = {}
+    for header in headers.values():
+        counts[header.dtype] = counts.get(header.dtype, 0) + header.numel
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _as_dict(head_config: Any) -> Dict[str, Any]:
+    return json.loads(json.dumps(head_config.to_dict(), default=str))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The human-readable form.
+
+def render(description: Dict[str, Any]) -> str:
+    """A few aligned lines: what the checkpoint is, then what loading it would do."""
+    d = description
+    rows: List[Tuple[str, str]] = [("checkpoint", d["checkpoint"]), ("kind", _kind_line(d))]
+    architectures = f" ({', '.join(d['architectures'])})" if d["architectures"] else ""
+    rows.append(("model", f"{d['model_type']}{architectures}"))
+    if d["task"]:
+        rows.append(("task", d["task"]))
+    if d["head_config"] is not None and d["kind"] != "archit-multihead":
+        rows.append(("head config", json.dumps(d["head_config"], sort_keys=True)))
+    for name, head in (d["heads"] or {}).items():
+        rows.append((f"head '{name}'", f"{head['task']} {json.dumps(head['head_config'], sort_keys=True)}"
+                     + (", tied" if head["tied"] else "")))
+    rows.append(("files", _files_line(d["files"])))
+    rows.append(("parameters", _parameters_line(d["parameters"], d["dtypes"])))
+    rows.append(("base class", d["base_model_class"]))
+    if d["planned"]:
+        rows.append(("plan", d["planned"]))
+    if d["note"]:
+        rows.append(("", d["note"]))
+    if d["would_load"] is not None:
+        rows.append(("would load", f"{len(d['would_load'])} tensors"))
+        rows.append(("initialise", _listing(d["would_initialise"])))
+        rows.append(("unused", _listing(d["unused"])))
+        rows.append(("converted", _listing(list(d["converted"]))))
+        if d["mismatched"]:
+            rows.append(("mismatched", _listing([f"{k} (file {tuple(a)}, model {tuple(b)})" for k, a, b in d["mismatched"]])))
+    if d["plan_error"]:
+        rows.append(("error", " ".join(d["plan_error"].split())))
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}".rstrip() for label, value in rows)
+
+
+def _kind_line(d: Dict[str, Any]) -> str:
+    kind = d["kind"]
+    if kind is None:
+        return "unknown (see the error below)"
+    line = KINDS[kind]
+    if d["archit_version"]:
+        line += f" (archit {d['archit_version']})"
+    if d["head"]:
+        line += f": {d['head']}"
+    if d["tied"]:
+        line += ", output matrix tied to the input embeddings"
+    if d["heads"]:
+        line += f": {len(d['heads'])} head{'s' if len(d['heads']) != 1 else ''}"
+    if d["key_prefix"] and kind == "base":
+        line += f", keys prefixed '{d['key_prefix']}'"
+    return line
+
+
+def _files_line(files: Dict[str, Any]) -> str:
+    weights = files["weights"]
+    names = ", ".join(w["name"] for w in weights[:3]) + (f", ... ({len(weights)} shards)" if len(weights) > 3 else "")
+    sharding = f"sharded ({files['index']})" if files["sharded"] else "one file"
+    return f"{files['format']}, {sharding}, {_size(files['bytes'])}: {names}"
+
+
+def _parameters_line(parameters: int, dtypes: Dict[str, int]) -> str:
+    if len(dtypes) == 1:
+        return f"{parameters:,} ({next(iter(dtypes))})"
+    shares = ", ".join(f"{dtype} {count:,}" for dtype, count in dtypes.items())
+    return f"{parameters:,} ({shares})"
+
+
+def _size(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+def _listing(keys: List[str], shown: int = 4) -> str:
+    if not keys:
+        return "none"
+    more = f", ... and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"{len(keys)}: " + ", ".join(keys[:shown]) + more
