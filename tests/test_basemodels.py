@@ -414,3 +414,15 @@ def test_modernbert_without_modernbert_says_which_release(tmp_path):
     with pytest.raises(ImportError, match="4.48"):
         ForSingleLabelTokenClassification.from_pretrained(tmp_path, ModernBertBaseModel,
                                                           TokenClassificationHeadConfig(num_labels=NUM_LABELS))
+
+
+def test_importing_base_models_does_not_import_modernberts_modeling_file():
+    """ModernBERT's modeling module compiles on import (torch._inductor on 4.5x: tens of MiB and seconds); importing
+    archit's base models must not pay for it unless ModernBERT is used."""
+    import subprocess
+    import sys
+    script = ("import sys; import archit.instantiation.basemodels; "
+              "print('transformers.models.modernbert.modeling_modernbert' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"

@@ -2,6 +2,7 @@
 and ``AutoBaseModel`` for any family that transformers' ``AutoModel`` can build."""
 from typing import Type
 
+import transformers
 from transformers import MODEL_MAPPING, PretrainedConfig, PreTrainedModel
 from transformers.models.bert import BertConfig, BertModel
 from transformers.models.canine import CanineConfig, CanineModel
@@ -13,10 +14,11 @@ from .. import _compat as compat
 from .abstracts import AllHiddenStatesAndPooling, BaseModel, BaseModelConfig, build_without_pooler
 from .standardisation import read_standard_fields
 
-try:
-    from transformers.models.modernbert import ModernBertConfig, ModernBertModel
+try:  # The configuration only: ModernBERT's modeling module compiles with torch.compile on import (on 4.5x it pulls in
+    # torch._inductor, +45 MiB and seconds), so its model class is looked up when first used (coreClass()).
+    from transformers.models.modernbert.configuration_modernbert import ModernBertConfig
 except ImportError:  # transformers < 4.48
-    ModernBertConfig = ModernBertModel = None
+    ModernBertConfig = None
 
 __all__ = ["RobertaBaseModel", "BertBaseModel", "GPT2BaseModel", "DebertaBaseModel", "ModernBertBaseModel",
            "CanineBaseModel", "AutoBaseModel", "AllHiddenStatesAndPooling"]
@@ -71,11 +73,11 @@ class DebertaBaseModel(BaseModel[DebertaConfig]):
         return read_standard_fields(raw_config, context_length=context_length)
 
 
-def _modernbert_classes() -> tuple:
+def _modernbert_config() -> type:
     if ModernBertConfig is None:
         raise ImportError(f"ModernBertBaseModel needs transformers >= 4.48, the first release with ModernBERT; this is "
                           f"transformers {compat.TRANSFORMERS_VERSION}. Upgrade it: pip install 'transformers>=4.48'.")
-    return ModernBertConfig, ModernBertModel
+    return ModernBertConfig
 
 
 class ModernBertBaseModel(BaseModel["ModernBertConfig"]):
@@ -88,11 +90,12 @@ class ModernBertBaseModel(BaseModel["ModernBertConfig"]):
 
     @classmethod
     def configClass(cls):
-        return _modernbert_classes()[0]
+        return _modernbert_config()
 
     @classmethod
     def coreClass(cls):
-        return _modernbert_classes()[1]
+        _modernbert_config()
+        return transformers.ModernBertModel  # transformers' lazy module imports the modeling file now.
 
 
 class CanineBaseModel(BaseModel[CanineConfig]):
