@@ -124,12 +124,7 @@ def _other_variants(checkpoint: str, variant: Optional[str], subfolder: str) -> 
 def load_bin(path: str) -> Dict[str, Tensor]:
     """A ``.bin`` state dict, read with ``torch.load(weights_only=True)``: tensors only, never arbitrary code."""
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:  # Files in the legacy (pre-zip) format cannot be memory-mapped.
-            if "mmap" not in str(error):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
+        return _torch_load(path, "cpu")
     except Exception as error:
         raise OSError(f"Could not read {path} with torch.load(weights_only=True), which refuses anything but "
                       f"tensors (convert the file to safetensors if you trust it): {error}") from error
@@ -203,20 +198,21 @@ def read_tensor_headers(paths: List[str]) -> Dict[str, TensorHeader]:
                         headers[key] = TensorHeader(tuple(tensor.get_shape()), _SAFETENSORS_DTYPES.get(raw, raw.lower()),
                                                     path)
             else:
-                for key, tensor in _load_bin_on_meta(path).items():
+                for key, tensor in _torch_load(path, "meta").items():
                     headers[key] = TensorHeader(tuple(tensor.shape), str(tensor.dtype).replace("torch.", ""), path)
         except Exception as error:
             raise OSError(f"Could not read the header of {path}: {error}") from error
     return headers
 
 
-def _load_bin_on_meta(path: str) -> Dict[str, Tensor]:
+def _torch_load(path: str, map_location: str) -> Dict[str, Tensor]:
+    """``torch.load(weights_only=True)``, memory-mapped where the file format allows it."""
     try:
-        return torch.load(path, map_location="meta", weights_only=True, mmap=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except RuntimeError as error:  # Files in the legacy (pre-zip) format cannot be memory-mapped.
         if "mmap" not in str(error):
             raise
-        return torch.load(path, map_location="meta", weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 class HeaderReader:
