@@ -71,6 +71,14 @@ def gpt2_config(**overrides) -> transformers.GPT2Config:
     return transformers.GPT2Config(**kwargs)
 
 
+def llama_config(**overrides) -> transformers.LlamaConfig:
+    kwargs = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                  num_key_value_heads=2, intermediate_size=INTERMEDIATE, max_position_embeddings=POSITIONS,
+                  pad_token_id=0, attn_implementation="eager")
+    kwargs.update(overrides)
+    return transformers.LlamaConfig(**kwargs)
+
+
 @dataclass(frozen=True)
 class Arch:
     """One transformers family: its tiny config, its archit base class and its transformers classes."""

@@ -9,13 +9,9 @@ import torch
 import transformers
 
 from conftest import (
-    HEADS,
-    HIDDEN,
-    INTERMEDIATE,
-    LAYERS,
-    POSITIONS,
     VOCAB,
     assert_same_outputs,
+    llama_config,
     load_archit,
     perturb_,
     roberta_config,
@@ -103,10 +99,7 @@ def _roberta():
 
 def _llama():
     from archit.instantiation.basemodels import AutoBaseModel
-    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                                      num_attention_heads=HEADS, num_key_value_heads=2, intermediate_size=INTERMEDIATE,
-                                      max_position_embeddings=POSITIONS, pad_token_id=0, attn_implementation="eager")
-    return AutoBaseModel, config
+    return AutoBaseModel, llama_config()
 
 
 BASES = {"roberta": _roberta, "llama-auto": _llama}

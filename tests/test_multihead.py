@@ -28,28 +28,15 @@ from archit.instantiation.tasks import (
 )
 
 from conftest import (
-    HEADS,
     HIDDEN,
-    INTERMEDIATE,
-    LAYERS,
-    POSITIONS,
-    VOCAB,
     assert_same_outputs,
+    llama_config,
     load_archit,
     make_inputs,
     perturb_,
     roberta_config,
     save_transformers_model,
 )
-
-
-def llama_config(**overrides) -> transformers.LlamaConfig:
-    kwargs = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                  num_key_value_heads=2, intermediate_size=INTERMEDIATE, max_position_embeddings=POSITIONS,
-                  pad_token_id=0, attn_implementation="eager")
-    kwargs.update(overrides)
-    return transformers.LlamaConfig(**kwargs)
-
 
 BODIES = {
     "roberta": (RobertaBaseModel, transformers.RobertaModel, roberta_config, ForMaskedLM, MaskedLMHeadConfig),

@@ -81,7 +81,7 @@ class MultiHeadConfig(CombinedConfig):
         PretrainedConfig.__init__(self, **kwargs)
         object.__setattr__(self, "base_model_config", base_model_config)
         object.__setattr__(self, "head_config", None)
-        object.__setattr__(self, "heads", {name: _head_spec(name, spec) for name, spec in (heads or {}).items()})
+        object.__setattr__(self, "heads", {name: _head_spec(spec) for name, spec in (heads or {}).items()})
         object.__setattr__(self, "loss_weights", {name: float((loss_weights or {}).get(name, 1.0)) for name in self.heads})
 
     def to_dict(self) -> Dict[str, Any]:
@@ -93,7 +93,7 @@ class MultiHeadConfig(CombinedConfig):
         return stored
 
 
-def _head_spec(name: str, spec: Any) -> HeadSpec:
+def _head_spec(spec: Any) -> HeadSpec:
     """A ``(task, head config)`` pair from a pair or from its stored dictionary."""
     if isinstance(spec, dict):
         task = task_of(spec["task"])
@@ -203,8 +203,10 @@ class ModelWithHeads(compat.PreTrainedWrapper):
         from (stored prefix -> ``<name>.``); used by ``from_pretrained``."""
         heads = dict(heads or {})
         if "heads" in config_dict:  # A ModelWithHeads checkpoint.
-            stored = {name: _head_spec(name, spec) for name, spec in config_dict["heads"].items()}
-            specs = {**stored, **{n: (t, c if c is not None else stored.get(n, (t, None))[1]) for n, (t, c) in heads.items()}}
+            stored = {name: _head_spec(spec) for name, spec in config_dict["heads"].items()}
+            specs = dict(stored)
+            for name, (task, head_config) in heads.items():  # Given heads win; a missing config is the stored one.
+                specs[name] = (task, head_config if head_config is not None else stored.get(name, (task, None))[1])
             return _complete(specs, checkpoint), {f"{HEADS_PATH}{n}.": f"{n}." for n in stored if n in specs}
         if "base_model_config" in config_dict:  # A single-task archit checkpoint: its head fills one of ours.
             if not heads:
@@ -335,7 +337,7 @@ class ModelWithHeads(compat.PreTrainedWrapper):
         description, tensors = read_head_files(directory)
         name = name or description["name"]
         self._check_body_fits(description.get("body", {}), f"The head in '{directory}'")
-        task, head_config = _head_spec(name, description)
+        task, head_config = _head_spec(description)
         if name in self.heads:
             raise KeyError(f"There is already a head named '{name}'; pass name= or removeHead('{name}') first.")
         head = task.buildHead(type(self.model).standardiseConfig(self.model.config), head_config)
