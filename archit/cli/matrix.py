@@ -77,10 +77,8 @@ def tool_error(stderr: str) -> str:
     """The telling line of an installer's error output (uv's ``No solution found ...`` is followed by the reason)."""
     lines = [line.strip(" ×╰─▶│\t") for line in stderr.splitlines()]
     lines = [line for line in lines if line and not line.startswith(("Using ", "Creating ", "Resolved ", "warning:"))]
-    for line in lines:
-        if line.startswith("Because ") or "error:" in line.lower():
-            return line
-    return lines[0] if lines else "the installer failed without a message"
+    telling = [line for line in lines if line.startswith("Because ")] + [line for line in lines if "error" in line]
+    return (telling or lines or ["the installer failed without a message"])[0]
 
 
 def build_environment(release: str, cache: Path) -> Dict[str, Any]:
