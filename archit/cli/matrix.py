@@ -13,6 +13,7 @@ of these; a second run reuses it. The worker runs in the current folder with it 
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def _uv() -> List[str]:
 
 def tool_error(stderr: str) -> str:
     """The telling line of an installer's error output (uv's ``No solution found ...`` is followed by the reason)."""
-    lines = [line.strip(" ×╰─▶│\t") for line in stderr.splitlines()]
+    lines = [re.sub(r"^cause:\s*", "", line.strip(" ×╰─▶│\t")) for line in stderr.splitlines()]
     lines = [line for line in lines if line and not line.startswith(("Using ", "Creating ", "Resolved ", "warning:"))]
     telling = [line for line in lines if line.startswith("Because ")] + [line for line in lines if "error" in line]
     return (telling or lines or ["the installer failed without a message"])[0]
