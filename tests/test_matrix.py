@@ -223,6 +223,11 @@ def test_html_is_one_coloured_self_contained_page():
     assert "differs (0.002)" in page
     assert '<tr class="first-failing"><td>first failing</td><td></td><td>4.36.2</td><td>none</td></tr>' in page
     assert first_failing(rows) == {"a": "4.36.2", "b": None}
+    assert page.index("NOT THE SAME: fails on 4.36.2 (a), 4.57.6 (a)") < page.index("<table")  # the verdict on top
+    many = rows + [row(release, probe=probe) for release in ("4.36.2", "4.57.6", "5.23.0") for probe in ("c", "d")]
+    compact = render_html(many, 1e-5, "four probes")  # upright headers, errors as numbered notes
+    assert '<table class="compact">' in compact and "fails <sup>1</sup>" in compact and "fails <sup>2</sup>" in compact
+    assert '<ol class="notes">\n<li>4.36.2, a: <code>ImportError: &lt;needs 4.48&gt;</code></li>' in compact
     grid = render_markdown(rows, 1e-5, "two probes")
     assert "| 4.36.2 | 4.36 | fails | differs (0.002) |" in grid and "| first failing | | 4.36.2 | none |" in grid
 

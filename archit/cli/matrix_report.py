@@ -140,6 +140,10 @@ th { background: #eee; }
 td.same { background: %(same)s; } td.differs { background: %(differs)s; } td.fails { background: %(fails)s; }
 td.unchecked { background: %(unchecked)s; }
 tr.first-failing td { font-weight: bold; border-top: 2px solid #333; }
+table.compact { font-size: 12px; } table.compact td { white-space: nowrap; padding: 2px 5px; }
+table.compact th span { writing-mode: vertical-rl; transform: rotate(180deg); white-space: nowrap; }
+table.compact th { vertical-align: bottom; }
+ol.notes { font-size: 12px; }
 .legend span { display: inline-block; padding: 2px 8px; margin-right: 8px; border: 1px solid #999; }
 code { font-size: 12px; }
 """ % COLOURS
@@ -147,18 +151,25 @@ code { font-size: 12px; }
 
 def render_html(rows: Sequence[Dict[str, Any]], atol: float, title: str) -> str:
     """One self-contained page (inline CSS, nothing fetched): the matrix coloured green (same outputs), amber (loads,
-    differs beyond ``atol``) or red (fails), each cell with its max |logit difference| or error, and a last row naming
-    each column's first failing release."""
+    differs beyond ``atol``) or red (fails), each cell with its max |logit difference|, and a last row naming each
+    column's first failing release. With one or a few columns the cells carry the load time and the error; with many
+    (the report's probes) the headers stand upright, a cell holds only its difference (``ref`` on the reference
+    release) and the errors are numbered notes under the table."""
     probes, releases, grid = _probes(rows), _releases(rows), _grid(rows)
     failing = first_failing(rows)
+    compact = len(probes) > 3
     esc = html.escape
+    notes: List[str] = []
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{esc(title)}</title>",
            f"<style>{_CSS}</style></head><body>", f"<h1>{esc(title)}</h1>",
+           f"<p><b>{esc(summary_line(rows, atol))}</b></p>",
            f"<p>Max |logit difference| against the reference release (atol {atol:g}); float32, eager attention, the "
            f"same seeded input on every release.</p>",
            '<p class="legend">' + "".join(f'<span style="background:{COLOURS[s]}">{esc(MEANING[s])}</span>'
                                           for s in (SAME, DIFFERS, FAILS)) + "</p>",
-           "<table>", "<tr><th>transformers</th><th>era</th>" + "".join(f"<th>{esc(p)}</th>" for p in probes) + "</tr>"]
+           f'<table class="{"compact" if compact else "wide"}">',
+           "<tr><th>transformers</th><th>era</th>" + "".join(f"<th><span>{esc(p)}</span></th>" for p in probes)
+           + "</tr>"]
     for release in releases:
         cells = []
         for probe in probes:
@@ -166,16 +177,26 @@ def render_html(rows: Sequence[Dict[str, Any]], atol: float, title: str) -> str:
             if row is None:
                 cells.append("<td></td>")
                 continue
-            detail = (f"<br><code>{esc(row['error'])}</code>" if row.get("error") else
-                      f"<br>load {row['load_seconds']:.2f} s" if row.get("load_seconds") is not None else "")
-            ref = " (reference)" if row.get("transformers") == row.get("reference") and row["ok"] else ""
+            reference = row.get("transformers") == row.get("reference") and row["ok"]
+            if row["status"] == FAILS:
+                notes.append(f"{esc(_version_of(rows, release))}, {esc(probe)}: <code>{esc(row['error'] or '')}</code>")
+                text = f"fails <sup>{len(notes)}</sup>" if compact else \
+                    f"fails<br><code>{esc(row['error'] or '')}</code>"
+            elif compact:
+                text = "ref" if reference else diff_text(row["max_abs_diff"])  # the colour says same/differs
+            else:
+                text = esc(_cell_text(row)) + (" (reference)" if reference else "")
+                text += f"<br>load {row['load_seconds']:.2f} s" if row.get("load_seconds") is not None else ""
             cells.append(f'<td class="{row["status"]}" title="{esc(row.get("error") or MEANING[row["status"]])}">'
-                         f"{esc(_cell_text(row))}{ref}{detail}</td>")
+                         f"{text}</td>")
         out.append(f"<tr><td>{esc(_version_of(rows, release))}</td><td>{esc(_era(rows, release))}</td>"
                    + "".join(cells) + "</tr>")
     out.append('<tr class="first-failing"><td>first failing</td><td></td>'
                + "".join(f"<td>{esc(failing[p] or 'none')}</td>" for p in probes) + "</tr>")
-    out += ["</table>", f"<p>{esc(summary_line(rows, atol))}</p>", "</body></html>"]
+    out.append("</table>")
+    if compact and notes:
+        out += ["<ol class=\"notes\">", *(f"<li>{note}</li>" for note in notes), "</ol>"]
+    out.append("</body></html>")
     return "\n".join(out) + "\n"
 
 
