@@ -28,11 +28,8 @@ is used.
 
 from __future__ import annotations
 
-import datetime
 import importlib.util
-import json
 import os
-import re
 import sys
 import zipfile
 from pathlib import Path
@@ -157,9 +154,6 @@ def matrix(session: nox.Session) -> None:
                 env={**OFFLINE, **ONE_THREAD})
 
 
-README_TABLE = re.compile(r"(<!-- compatibility table: begin.*?-->\n).*?(<!-- compatibility table: end -->)", re.DOTALL)
-
-
 @nox.session
 def report(session: nox.Session) -> None:
     """``archit matrix`` over the probe checkpoints (``tools/make_probes.py``: every task, every base family of the
@@ -171,12 +165,5 @@ def report(session: nox.Session) -> None:
     session.run("python", "tools/make_probes.py", str(probes), env=OFFLINE)
     session.run("python", "-m", "archit", "matrix", "--probes", str(probes / "probes.json"), "--transformers",
                 *(session.posargs or TRANSFORMERS_MINORS), "--out", "report", env=OFFLINE, success_codes=[0, 1])
-    rows = json.loads(Path("report/matrix.json").read_text())
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    table = _load_module("archit/cli/matrix_report.py").render_readme_table(rows, date)
-    readme = Path("README.md")
-    text, count = README_TABLE.subn(lambda m: m.group(1) + table + m.group(2), readme.read_text())
-    if count != 1:
-        session.error("README.md lacks the <!-- compatibility table: begin --> ... end --> markers")
-    readme.write_text(text)
-    session.log(f"report/matrix.html; README.md's compatibility table: {len(rows)} results")
+    session.run("python", "tools/readme_table.py", "report/matrix.json", "README.md")
+    session.log("report/matrix.html, matrix.md, matrix.json; README.md's compatibility table regenerated")

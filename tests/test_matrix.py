@@ -204,6 +204,8 @@ def test_markdown_of_one_checkpoint():
     assert "First failing release: 4.36.2." in text
     assert summary_line(rows, 1e-5) == ("NOT THE SAME: fails on 4.36.2, 4.49.0; loads, outputs differ beyond "
                                         "atol on 4.57.6.")
+    many = [row(f"4.{minor}.0", ok=False, error="E") for minor in range(40, 45)]
+    assert summary_line(many, 1e-5) == "NOT THE SAME: fails on 4.40.0 … 4.44.0 (5 releases)."
     assert summary_line([row("5.23.0"), row("4.57.6", diff=2e-7)], 1e-5).startswith("same outputs on all 2 releases "
                                                                                      "(max |diff| 2e-07")
 
@@ -223,7 +225,8 @@ def test_html_is_one_coloured_self_contained_page():
     assert "differs (0.002)" in page
     assert '<tr class="first-failing"><td>first failing</td><td></td><td>4.36.2</td><td>none</td></tr>' in page
     assert first_failing(rows) == {"a": "4.36.2", "b": None}
-    assert page.index("NOT THE SAME: fails on 4.36.2 (a), 4.57.6 (a)") < page.index("<table")  # the verdict on top
+    assert page.index("NOT THE SAME: fails on 4.36.2, 4.57.6 (a); loads, outputs differ beyond atol on 4.36.2 (b).") \
+        < page.index("<table")  # the verdict on top
     many = rows + [row(release, probe=probe) for release in ("4.36.2", "4.57.6", "5.23.0") for probe in ("c", "d")]
     compact = render_html(many, 1e-5, "four probes")  # upright headers, errors as numbered notes
     assert '<table class="compact">' in compact and "fails <sup>1</sup>" in compact and "fails <sup>2</sup>" in compact
@@ -237,7 +240,7 @@ def test_readme_table_folds_releases_with_the_same_outcome():
     for release, era in (("4.36.2", "4.36"), ("4.37.2", "4.36"), ("4.50.3", "4.50"), ("5.0.0", "5.0"),
                          ("5.1.0", "5.0")):
         rows += [row(release, probe="mlm", era=era),
-                 row(release, probe="modernbert", era=era, ok=release.startswith("5"), error="ImportError: x")]
+                 row(release, probe="modernbert", era=era, ok=release.startswith("5"), error=f"ImportError: {release}")]
     table = render_readme_table(rows, "2026-11-30")
     assert "on 2026-11-30: 2 probe checkpoints" in table and "5 transformers releases" in table
     assert "| 4.36.2 – 4.37.2 | 4.36 | 1/2 same outputs; fails: modernbert |" in table

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from .. import __version__ as archit_version
 from . import releases
 from .classes import CommandError, named_class
-from .matrix_report import classify, release_key, render_html, render_markdown, summary_line
+from .matrix_report import classify, diff_text, release_key, render_html, render_markdown, summary_line
 from .matrix_worker import max_abs_diff
 
 WORKER_TIMEOUT_S = 900
@@ -165,6 +165,8 @@ def run_matrix(probes: List[Dict[str, Any]], release_labels: Sequence[str], out:
                     row["reference"] = references[probe["name"]]["version"]
                     row["max_abs_diff"] = max_abs_diff(logits, references[probe["name"]]["logits"])
             row["status"] = classify(row, atol)
+            if row["max_abs_diff"] == float("inf"):  # not a number JSON has
+                row["max_abs_diff"], row["error"] = None, "the logits have other names or shapes than the reference's"
             release_rows.append(row)
         seconds = time.perf_counter() - start
         for row in release_rows:
@@ -182,8 +184,8 @@ def _progress_line(label: str, rows: List[Dict[str, Any]], env: Dict[str, Any], 
     if len(rows) == 1:
         (row,) = rows
         what = (f"fails: {row['error']}" if row["status"] == "fails" else
-                f"{row['status']}, max |diff| {row['max_abs_diff']:.2g}, load {row['load_seconds']:.2f} s"
-                if row["max_abs_diff"] is not None else f"loads, load {row['load_seconds']:.2f} s")
+                f"{row['status']}, max |diff| {diff_text(row['max_abs_diff'])}, load {row['load_seconds']:.2f} s"
+                + (f" ({row['error']})" if row["error"] else ""))
     else:
         counts: Dict[str, int] = {}
         for row in rows:

@@ -81,20 +81,22 @@ def _md_escape(text: str) -> str:
 
 
 def summary_line(rows: Sequence[Dict[str, Any]], atol: float) -> str:
-    """The last line the command prints: which releases fail or differ, or that all give the same outputs."""
-    bad = {status: sorted({_label(row, rows) for row in rows if row["status"] == status}, key=release_key)
-           for status in (FAILS, DIFFERS, UNCHECKED)}
-    parts = [f"{MEANING[status]} on {', '.join(labels)}" for status, labels in bad.items() if labels]
+    """The last line the command prints: which releases fail or differ (per probe when there are several), or that all
+    give the same outputs."""
+    single = len(_probes(rows)) == 1
+    parts = []
+    for status in (FAILS, DIFFERS, UNCHECKED):
+        for probe in _probes(rows):
+            versions = [row.get("transformers") or row["release"] for row in sorted(rows, key=lambda r: release_key(
+                r["release"])) if row["probe"] == probe and row["status"] == status]
+            if versions:
+                listed = ", ".join(versions) if len(versions) <= 3 else \
+                    f"{versions[0]} … {versions[-1]} ({len(versions)} releases)"
+                parts.append(f"{MEANING[status]} on {listed}" + ("" if single else f" ({probe})"))
     if parts:
         return "NOT THE SAME: " + "; ".join(parts) + "."
     worst = max((row["max_abs_diff"] for row in rows), default=0.0)
     return (f"same outputs on all {len(_releases(rows))} releases (max |diff| {diff_text(worst)} <= atol {atol:g}).")
-
-
-def _label(row: Dict[str, Any], rows: Sequence[Dict[str, Any]]) -> str:
-    single = len(_probes(rows)) == 1
-    version = row.get("transformers") or row["release"]
-    return version if single else f"{version} ({row['probe']})"
 
 
 def render_markdown(rows: Sequence[Dict[str, Any]], atol: float, title: str) -> str:
@@ -206,8 +208,7 @@ def render_readme_table(rows: Sequence[Dict[str, Any]], date: str) -> str:
     probes, releases, grid = _probes(rows), _releases(rows), _grid(rows)
     groups: List[list] = []
     for release in releases:
-        outcome = tuple((grid[release, p]["status"], grid[release, p].get("error")) if (release, p) in grid else None
-                        for p in probes)
+        outcome = tuple(grid[release, p]["status"] if (release, p) in grid else None for p in probes)
         era = _era(rows, release)
         if groups and groups[-1][1] == outcome and groups[-1][2] == era:
             groups[-1][0].append(release)
@@ -219,10 +220,10 @@ def render_readme_table(rows: Sequence[Dict[str, Any]], date: str) -> str:
     for members, outcome, era in groups:
         first, last = _version_of(rows, members[0]), _version_of(rows, members[-1])
         span = first if first == last else f"{first} – {last}"
-        same = sum(1 for cell in outcome if cell and cell[0] == SAME)
+        same = sum(1 for cell in outcome if cell == SAME)
         text = [f"{same}/{len(probes)} same outputs"]
         for status in (DIFFERS, FAILS, UNCHECKED):
-            names = [p for p, cell in zip(probes, outcome) if cell and cell[0] == status]
+            names = [p for p, cell in zip(probes, outcome) if cell == status]
             if names:
                 text.append(f"{MEANING[status]}: {', '.join(names)}")
         lines.append(f"| {span} | {era} | {_md_escape('; '.join(text))} |")
