@@ -32,7 +32,7 @@ from archit.cli.matrix_report import (
 from archit.cli.matrix_worker import fixed_inputs, flat_logits, max_abs_diff
 from archit.instantiation import tasks
 
-from conftest import assert_same_outputs, roberta_config, save_transformers_model, transformers_reference
+from conftest import assert_same_outputs, expected_era, roberta_config, save_transformers_model, transformers_reference
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -263,22 +263,26 @@ def test_fixed_inputs_are_seeded_and_within_the_vocabulary():
 
 
 def test_the_worker_in_this_environment_gives_transformers_logits(tmp_path, monkeypatch):
-    """run_matrix with this environment standing for two releases: the worker loads a transformers token classifier
-    with archit, its saved logits are transformers' own on the fixed input, and the two "releases" are the same."""
+    """run_matrix with this environment standing for release 2.0 and release 1.0 not installable: the worker loads a
+    transformers token classifier with archit and saves transformers' own logits on the fixed input; 1.0 fails with
+    the installer's line. (Two real releases: tests/test_matrix_slow.py.)"""
     save_transformers_model(transformers.RobertaForTokenClassification, roberta_config(num_labels=5), tmp_path / "ckpt")
-    monkeypatch.setattr(matrix, "build_environment", lambda label, cache: {"python": sys.executable, "seconds": 0.0})
+    environments = {"2.0": {"python": sys.executable, "seconds": 0.0}, "1.0": {"error": "no 1.0", "seconds": 0.1}}
+    monkeypatch.setattr(matrix, "build_environment", lambda label, cache: environments[label])
     probes = [{"name": "tagger", "checkpoint": str(tmp_path / "ckpt"), "base": "RobertaBaseModel",
                "task": "ForSingleLabelTokenClassification", "head_config": None}]
     lines = []
-    rows = matrix.run_matrix(probes, ["1.0", "2.0"], tmp_path / "out", tmp_path / "cache", 1e-5, None, lines.append)
-    assert [r["status"] for r in rows] == [SAME, SAME] and [r["max_abs_diff"] for r in rows] == [0.0, 0.0]
-    assert rows[0]["transformers"] == transformers.__version__ and rows[0]["reference"] == transformers.__version__
-    assert rows[0]["initialised"] == [] and rows[0]["unused"] == [] and rows[0]["reload_max_abs_diff"] == 0.0
-    assert len(lines) == 2 and "same, max |diff| 0" in lines[0]
+    old, new = matrix.run_matrix(probes, ["1.0", "2.0"], tmp_path / "out", tmp_path / "cache", 1e-5, None,
+                                 lines.append)
+    assert (old["status"], old["error"], old["max_abs_diff"]) == (FAILS, "environment: no 1.0", None)
+    assert (new["status"], new["max_abs_diff"], new["reference"]) == (SAME, 0.0, new["transformers"])
+    assert new["transformers"] == transformers.__version__ and new["era"] == expected_era()
+    assert new["initialised"] == new["unused"] == new["converted"] == [] and new["reload_max_abs_diff"] == 0.0
+    assert "same, max |diff| 0" in lines[0] and "fails: environment: no 1.0" in lines[1]
     reference = transformers_reference(transformers.RobertaForTokenClassification, tmp_path / "ckpt")
     with torch.no_grad():
         expected = reference(**fixed_inputs(tasks.ForSingleLabelTokenClassification, 99)).logits
-    assert_same_outputs(load_file(str(tmp_path / "out" / rows[0]["logits_file"]))["logits"], expected)
+    assert_same_outputs(load_file(str(tmp_path / "out" / new["logits_file"]))["logits"], expected)
 
 
 @pytest.mark.parametrize("args, message", [

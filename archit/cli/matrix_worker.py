@@ -11,11 +11,11 @@ import json
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
-import transformers
 from safetensors.torch import save_file
 
 from .. import _compat as compat
@@ -120,7 +120,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(spec["out"])
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(SEED)
-    common = {"transformers": transformers.__version__, "torch": torch.__version__, "era": compat.ERA}
+    common = {"transformers": str(compat.TRANSFORMERS_VERSION), "torch": metadata.version("torch"), "era": compat.ERA}
     rows = [{**common, **run_probe(probe, out, spec["atol"])} for probe in spec["probes"]]
     (out / "result.json").write_text(json.dumps(rows, indent=1))
     return 0
