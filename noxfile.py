@@ -68,7 +68,7 @@ for name in {REPORTED_PACKAGES!r}:
 nvidia = sorted(d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].startswith("nvidia"))
 print(f"{{'nvidia-*':>16}} {{', '.join(nvidia) or 'none'}}")
 """
-LINT_PATHS = ("archit", "compat", "tests", "benchmarks", "noxfile.py")
+LINT_PATHS = ("archit", "compat", "tests", "benchmarks", "tools", "noxfile.py")
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 # The tests' tiny models run several times faster on one thread than on a few contended ones (a session on 2 cores:
 # ~50 s instead of ~184 s). tests/conftest.py calls torch.set_num_threads(1) too, so that a plain `pytest` is as fast.

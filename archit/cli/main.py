@@ -59,7 +59,8 @@ def _matrix(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="archit", description="Inspect and export archit and transformers "
-                                                                "checkpoints.")
+                                                                "checkpoints, and compare a checkpoint's outputs "
+                                                                "across transformers releases.")
     parser.add_argument("--version", action="version", version=f"archit {archit_version}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
