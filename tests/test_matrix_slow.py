@@ -96,7 +96,7 @@ def test_two_probes_are_two_columns_with_cached_environments(tmp_path, cache):
         ("4.57", "mlm", "same"), ("4.57", "qa", "same"), ("5.23", "mlm", "same"), ("5.23", "qa", "same")]
     assert all(row["reference"].startswith("4.57.") for row in rows)
     page = (tmp_path / "out" / "matrix.html").read_text()
-    assert "<th>mlm</th><th>qa</th>" in page and page.count('<td class="same"') == 4
+    assert "<th><span>mlm</span></th><th><span>qa</span></th>" in page and page.count('<td class="same"') == 4
     assert '<td>first failing</td><td></td><td>none</td><td>none</td>' in page
     assert "| first failing | | none | none |" in (tmp_path / "out" / "matrix.md").read_text()
 
