@@ -301,3 +301,13 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, args, message):
     code = main(["matrix", *(arg.format(ckpt=tmp_path / "ckpt") for arg in args), "--cache-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_releases_to_run(monkeypatch):
+    """--all: the newest patch of every discovered minor; a minor stands for its newest patch where the index knows it;
+    a full version stays as given."""
+    monkeypatch.setattr(releases, "discover_releases", lambda pre=False: (
+        releases.newest_per_minor(releases.versions_from_pypi_json(PYPI_ANSWER), pre=pre), "index"))
+    assert matrix.resolve_releases(None, True, False) == ["4.36.2", "4.57.5", "5.0.0", "5.24.0", "5.25.0"]
+    assert matrix.resolve_releases(None, True, True)[-1] == "5.26.0rc0"
+    assert matrix.resolve_releases(["4.57", "4.99", "4.36.0"], False, False) == ["4.57.5", "4.99", "4.36.0"]
