@@ -1,26 +1,35 @@
 """Test archit on every transformers minor release, one nox session per minor.
 
     nox                          lint + the era-boundary minors (what CI runs: ``bash .ci/run``)
-    nox -t full                  every minor from 4.36 to the newest 5.x
+    nox -t full                  every minor from 4.36 to the newest (read from the package index)
     nox -s "tests(tf4.40)"       one minor; ``nox -l`` lists them all
     nox -s "tests(tf4.50)" -- tests/test_save.py -x     pytest arguments after ``--``
     nox -t bench                 the loading benchmark on 4.49 and the newest minor
+    nox -s matrix                ``archit matrix`` end to end on two releases (the slow tests; tag "eras", so CI runs it)
+    nox -s report                ``archit matrix`` over the probe checkpoints on every minor: ``report/`` and the
+                                 README's compatibility table; ``nox -s report -- 4.36 5.24`` limits the minors
 
-Every session installs the newest patch of its minor (``transformers~=X.Y.0``), the companions that
-minor was released with (see ``COMPANION_CAPS``), one fixed torch build, pytest and archit itself, all
-in one resolve.
+The list of minors, the companion caps and the torch/find-links logic live in ``archit/cli/releases.py`` (stdlib only,
+loaded here by file path because nox's own Python need not have archit installed); ``archit matrix`` uses the same
+module, so its environments are the sessions' environments. The minors are the newest patch of each minor from 4.36 on
+as the package index lists them (``PIP_INDEX_URL`` / pip's ``index-url``, else PyPI; asked with a 3 s timeout at most
+once an hour, the answer cached in ``~/.cache/archit/releases.json``), so a new transformers minor gets a session with no
+change here; offline (or with ``ARCHIT_RELEASES_OFFLINE=1``) the built-in ``TRANSFORMERS_MINORS`` stand.
 
-Torch: every session uses the same build, ``torch==2.13.0`` (override: ``ARCHIT_TORCH="torch==2.5.1"``).
-uv does not read pip's configuration, so the ``find-links`` that pip is configured with (``PIP_FIND_LINKS``
-or ``pip config``) is passed on explicitly; where a local CPU wheel lies (``/opt/wheels`` on the dev and CI
-machines) it wins over the registry's CUDA build, and no ``nvidia-*`` package gets installed. Without a
-configured find-links the registry's torch is used.
+Every session installs the newest patch of its minor (``transformers~=X.Y.0``), the companions that minor was released
+with (``COMPANION_CAPS``), one fixed torch build, pytest and archit itself, all in one resolve.
+
+Torch: every session uses the same build, ``torch==2.13.0`` (override: ``ARCHIT_TORCH="torch==2.5.1"``). uv does not
+read pip's configuration, so the ``find-links`` that pip is configured with (``PIP_FIND_LINKS`` or ``pip config``) is
+passed on explicitly; where a local CPU wheel lies (``/opt/wheels`` on the dev and CI machines) it wins over the
+registry's CUDA build, and no ``nvidia-*`` package gets installed. Without a configured find-links the registry's torch
+is used.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -31,32 +40,24 @@ nox.needs_version = ">=2024.4.15"  # the "uv|virtualenv" fallback syntax
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.tags = ["lint", "eras"]  # plain `nox`; any -s/-t/-k on the command line replaces this
 
-# Every minor with a release on PyPI: 4.36-4.57 and 5.0-5.24. Add the new one when transformers ships it.
-TRANSFORMERS_MINORS = (*(f"4.{m}" for m in range(36, 58)), *(f"5.{m}" for m in range(0, 25)))
+
+def _load_module(path: str):
+    """One of archit's stdlib-only modules (``archit/cli/releases.py``, ``matrix_report.py``), loaded by file path: nox's
+    own Python may not have archit (or torch) installed."""
+    spec = importlib.util.spec_from_file_location(f"archit_{Path(path).stem}", Path(__file__).parent / path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+releases = _load_module("archit/cli/releases.py")
+DISCOVERED, DISCOVERED_FROM = releases.discover_releases()
+TRANSFORMERS_MINORS = tuple(DISCOVERED)  # every minor from 4.36 on with a final release on the index
 NEWEST = TRANSFORMERS_MINORS[-1]
 # The first and last minor of each era that compat/ has a backend for (see CONTRIBUTING.md), plus the newest.
 ERA_BOUNDARIES = ("4.36", "4.49", "4.50", "4.57", "5.0", NEWEST)
-
-TORCH = os.environ.get("ARCHIT_TORCH", "torch==2.13.0")
-
-# Period-correct companions.
-# transformers' own metadata already keeps huggingface_hub and tokenizers on the lines each minor was
-# built for (hub >=0.19,<1.0 on 4.x and >=1.0 on 5.x; one tokenizers 0.x range per minor), and
-# safetensors has kept its API. What that metadata leaves open, and what later changed under it, is
-# capped here. Each cap is the companion line that was current when the minor came out (checked by
-# resolving as of each minor's release day with `uv pip install --exclude-newer DATE`):
-#   - accelerate 1.0 (Oct 2024) removed `Accelerator(dispatch_batches=...)`, which the Trainer of
-#     4.36-4.39 still passes; 4.40 and later work with accelerate 1.x.
-#   - numpy 2.0 (Jun 2024): transformers supports it from 4.43 on (4.42 pins numpy<2 itself).
-# Why a table rather than resolving everything with `--exclude-newer DATE`: torch 2.13 and its own
-# dependencies (typing-extensions, sympy, ...) are newer than every old cutoff and would each need an
-# exemption, archit's floor accelerate>=0.26 rules out 4.36's release-day accelerate (0.25), and files
-# without an upload time (find-links, many mirrors) silently escape the cutoff.
-COMPANION_CAPS = (
-    # first, last minor, extra requirements
-    ("4.36", "4.39", ("accelerate<1.0", "numpy<2")),
-    ("4.40", "4.42", ("numpy<2",)),
-)
+TORCH = releases.torch_requirement()
 
 REPORTED_PACKAGES = ("torch", "transformers", "accelerate", "huggingface_hub", "tokenizers", "safetensors", "numpy")
 # Prints the resolved versions, and any nvidia-* distribution (there should be none with a CPU torch build).
@@ -67,56 +68,20 @@ for name in {REPORTED_PACKAGES!r}:
 nvidia = sorted(d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].startswith("nvidia"))
 print(f"{{'nvidia-*':>16}} {{', '.join(nvidia) or 'none'}}")
 """
-LINT_PATHS = ("archit", "compat", "tests", "benchmarks", "noxfile.py")
+LINT_PATHS = ("archit", "compat", "tests", "benchmarks", "tools", "noxfile.py")
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 # The tests' tiny models run several times faster on one thread than on a few contended ones (a session on 2 cores:
 # ~50 s instead of ~184 s). tests/conftest.py calls torch.set_num_threads(1) too, so that a plain `pytest` is as fast.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def _minor_key(minor: str) -> tuple[int, int]:
-    major, _, rest = minor.partition(".")
-    return int(major), int(rest)
-
-
-def _companions(minor: str) -> list[str]:
-    """The extra caps for one transformers minor."""
-    return [
-        requirement
-        for first, last, requirements in COMPANION_CAPS
-        if _minor_key(first) <= _minor_key(minor) <= _minor_key(last)
-        for requirement in requirements
-    ]
-
-
-def _pip_find_links() -> list[str]:
-    """The find-links locations pip is configured with (env var, then pip's config files), or none."""
-    value = os.environ.get("PIP_FIND_LINKS", "")
-    if not value:
-        for key in ("global.find-links", "install.find-links"):
-            try:
-                done = subprocess.run(
-                    [sys.executable, "-m", "pip", "config", "get", key],
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                )
-            except (OSError, subprocess.SubprocessError):
-                break
-            if done.returncode == 0 and done.stdout.strip():
-                value = done.stdout
-                break
-    return value.split()
-
-
 def _install(session: nox.Session, transformers_minor: str) -> None:
     """Install torch, one transformers minor with its companions, pytest and archit, in one resolve."""
-    find_links = [arg for location in _pip_find_links() for arg in ("--find-links", location)]
     session.install(
-        *find_links,
+        *releases.find_links_args(),
         TORCH,
-        f"transformers~={transformers_minor}.0",
-        *_companions(transformers_minor),
+        releases.transformers_requirement(transformers_minor),
+        *releases.companions(transformers_minor),
         "pytest",
         "-e",
         ".",
@@ -178,3 +143,27 @@ def benchmark(session: nox.Session, transformers_minor: str) -> None:
     """Time checkpoint loading (benchmarks/bench_load.py) on the last 4.49-era minor and the newest."""
     _install(session, transformers_minor)
     session.run("python", "benchmarks/bench_load.py", *session.posargs, env=OFFLINE)
+
+
+@nox.session(tags=["eras"])
+def matrix(session: nox.Session) -> None:
+    """The slow tests: ``archit matrix`` end to end, building environments for two releases (4.57 and 5.23) with uv."""
+    _install(session, NEWEST)
+    session.install("uv")
+    session.run("pytest", "--strict-markers", "-m", "slow", *(session.posargs or ("tests",)),
+                env={**OFFLINE, **ONE_THREAD})
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """``archit matrix`` over the probe checkpoints (``tools/make_probes.py``: every task, every base family of the
+    README) on every minor (``nox -s report -- 4.36 5.24``: those minors): writes ``report/`` (matrix.json, .md,
+    .html: one column per probe) and the README's compatibility table between its marker comments."""
+    _install(session, NEWEST)
+    session.install("uv")
+    probes = Path(session.create_tmp()) / "probes"
+    session.run("python", "tools/make_probes.py", str(probes), env=OFFLINE)
+    session.run("python", "-m", "archit", "matrix", "--probes", str(probes / "probes.json"), "--transformers",
+                *(session.posargs or TRANSFORMERS_MINORS), "--out", "report", env=OFFLINE, success_codes=[0, 1])
+    session.run("python", "tools/readme_table.py", "report/matrix.json", "README.md")
+    session.log("report/matrix.html, matrix.md, matrix.json; README.md's compatibility table regenerated")

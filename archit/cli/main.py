@@ -1,6 +1,7 @@
-"""The ``archit`` console script: ``archit inspect CHECKPOINT [--json]`` and ``archit export CHECKPOINT OUT [--base CLASS]
-[--task CLASS]``. Exit codes: 0 done; 1 the command cannot do it for this checkpoint (no transformers equivalent to
-export to), or failed unforeseen; 2 a bad argument or an unreadable checkpoint. Errors are one line on stderr, logged
+"""The ``archit`` console script: ``archit inspect CHECKPOINT [--json]``, ``archit export CHECKPOINT OUT [--base CLASS]
+[--task CLASS]`` and ``archit matrix CHECKPOINT --base CLASS --task CLASS (--transformers V [V ...] | --all)``. Exit
+codes: 0 done; 1 the command cannot do it for this checkpoint (no transformers equivalent to export to; a release where
+the checkpoint fails or computes something else), or failed unforeseen; 2 a bad argument or an unreadable checkpoint. Errors are one line on stderr, logged
 as ``archit: error: ...``; ``-v`` shows archit's progress messages too, and the traceback of an unforeseen failure."""
 import argparse
 import json
@@ -12,6 +13,7 @@ from .. import __version__ as archit_version
 from .classes import CommandError
 from .export import export_checkpoint
 from .inspection import inspect_checkpoint, render
+from .matrix import matrix_command
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +52,15 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _matrix(args: argparse.Namespace) -> int:
+    return matrix_command(args.checkpoint, args.base, args.task, args.head_config, args.transformers, args.all, args.pre,
+                          args.reference, args.atol, args.out, args.cache_dir, args.probes, sys.stdout)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="archit", description="Inspect and export archit and transformers "
-                                                                "checkpoints.")
+                                                                "checkpoints, and compare a checkpoint's outputs "
+                                                                "across transformers releases.")
     parser.add_argument("--version", action="version", version=f"archit {archit_version}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -77,7 +85,38 @@ def _parser() -> argparse.ArgumentParser:
                                                         "the checkpoint's own")
     export.set_defaults(run=_export)
 
-    for command in (inspect, export):
+    matrix = commands.add_parser(
+        "matrix", help="load a checkpoint on many transformers releases and compare the outputs",
+        description="For each transformers release, in an isolated cached environment (uv; the torch build and "
+                    "companions the noxfile uses): load the checkpoint with archit, run a fixed input, save and reload, "
+                    "and compare the logits with the reference release's. Writes OUT/matrix.json, matrix.md and "
+                    "matrix.html; exits 1 when a release fails or differs.")
+    matrix.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", help="a local checkpoint folder")
+    matrix.add_argument("--base", metavar="CLASS", help="the base model class (RobertaBaseModel, AutoBaseModel, or "
+                                                        "package.module:Class)")
+    matrix.add_argument("--task", metavar="CLASS", help="the task (ForMaskedLM, or package.module:Class)")
+    matrix.add_argument("--head-config", metavar="JSON", help="the head config as a JSON object (default: the "
+                                                              "checkpoint's own)")
+    releases = matrix.add_mutually_exclusive_group()
+    releases.add_argument("--transformers", metavar="V", nargs="+", help="releases: 4.57.3, or 4.57 for its newest "
+                                                                         "patch")
+    releases.add_argument("--all", action="store_true", help="the newest patch of every minor from 4.36 on (from the "
+                                                             "package index; the built-in list offline)")
+    matrix.add_argument("--pre", action="store_true", help="with --all: pre-releases too")
+    matrix.add_argument("--reference", metavar="V", help="the release the others are compared with (default: the "
+                                                         "newest that loads)")
+    matrix.add_argument("--atol", metavar="X", type=float, default=1e-5, help="largest |logit difference| counted as "
+                                                                              "the same (default: 1e-5)")
+    matrix.add_argument("--out", metavar="DIR", default="archit-matrix", help="where the results go (default: "
+                                                                              "./archit-matrix)")
+    matrix.add_argument("--cache-dir", metavar="DIR", help="where the environments are kept (default: "
+                                                           "~/.cache/archit/matrix)")
+    matrix.add_argument("--probes", metavar="FILE", help="instead of CHECKPOINT/--base/--task: a JSON list of "
+                                                         "{name, checkpoint, base, task[, head_config]}, one column "
+                                                         "each")
+    matrix.set_defaults(run=_matrix)
+
+    for command in (inspect, export, matrix):
         command.add_argument("-v", "--verbose", action="store_true", help="log what archit does")
     return parser
 

@@ -1,0 +1,292 @@
+"""``archit matrix CHECKPOINT --base CLASS --task CLASS``: does a checkpoint load and compute the same on every
+transformers release? One isolated environment per release (made with uv, cached), one worker process in each
+(``archit.cli.matrix_worker``) loading the checkpoint and running a fixed input, and a comparison of every release's
+logits with the reference release's.
+
+Each environment gets, in one resolve and exactly as the noxfile's sessions do (``archit.cli.releases``): the torch
+build (``ARCHIT_TORCH``, found through pip's find-links), the release of transformers, its period-correct companions,
+and archit itself: from a source checkout, archit's source tree as an editable install (so that the worker runs the
+code being developed, and a change needs no new environment); from an installed archit, the same archit version from
+the index. The environment is cached under ``--cache-dir`` (default ``~/.cache/archit/matrix``) in a folder keyed by all
+of these; a second run reuses it. The worker runs in the current folder with it on ``PYTHONPATH``, so that a
+``package.module:Class`` of the user's own is importable."""
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
+
+from safetensors.torch import load_file
+
+from .. import __version__ as archit_version
+from . import releases
+from .classes import CommandError, named_class
+from .matrix_report import classify, diff_text, release_key, render_html, render_markdown, summary_line
+from .matrix_worker import max_abs_diff
+
+WORKER_TIMEOUT_S = 900
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def archit_source() -> Optional[Path]:
+    """The root of the source checkout this archit runs from (its ``pyproject.toml`` names archit), or ``None`` for an
+    installed archit."""
+    pyproject = _PACKAGE_ROOT / "pyproject.toml"
+    try:
+        is_checkout = 'name = "archit"' in pyproject.read_text() and (_PACKAGE_ROOT / "compat").is_dir()
+    except OSError:
+        return None
+    return _PACKAGE_ROOT if is_checkout else None
+
+
+def environment_requirements(release: str) -> List[str]:
+    """What an environment for ``release`` (``4.57`` or ``4.57.3``) installs besides archit: torch, transformers and the
+    companions capped for its minor (the noxfile's ``_install`` installs the same)."""
+    return [releases.torch_requirement(), releases.transformers_requirement(release), *releases.companions(release)]
+
+
+def _archit_requirement() -> List[str]:
+    source = archit_source()
+    return ["-e", str(source)] if source else [f"archit=={archit_version}"]
+
+
+def environment_key(release: str) -> str:
+    """The cache folder name of a release's environment: the release and a hash of everything installed into it."""
+    material = {"requirements": environment_requirements(release), "archit": _archit_requirement(),
+                "find_links": releases.pip_find_links(), "python": sys.version.split()[0]}
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
+    return f"tf{release}-{digest}"
+
+
+def _uv() -> List[str]:
+    found = shutil.which("uv")
+    if found:
+        return [found]
+    try:
+        subprocess.run([sys.executable, "-m", "uv", "--version"], capture_output=True, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        raise CommandError("archit matrix makes its environments with uv, which is not installed (pip install uv).")
+    return [sys.executable, "-m", "uv"]
+
+
+def tool_error(stderr: str) -> str:
+    """The telling line of an installer's error output (uv's ``No solution found ...`` is followed by the reason)."""
+    lines = [re.sub(r"^cause:\s*", "", line.strip(" ×╰─▶│\t")) for line in stderr.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("Using ", "Creating ", "Resolved ", "warning:"))]
+    telling = [line for line in lines if line.startswith("Because ")] + [line for line in lines if "error" in line]
+    return (telling or lines or ["the installer failed without a message"])[0]
+
+
+def build_environment(release: str, cache: Path) -> Dict[str, Any]:
+    """The Python of ``release``'s cached environment, making the environment first when there is none:
+    ``{"python": path, "seconds": s, "created": bool}``; ``{"error": line}`` when it cannot be installed."""
+    folder = cache / environment_key(release)
+    python = folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if (folder / ".complete").exists():
+        return {"python": str(python), "seconds": 0.0, "created": False}
+    shutil.rmtree(folder, ignore_errors=True)
+    start = time.perf_counter()
+    uv = _uv()
+    steps = [[*uv, "venv", "--quiet", "--python", sys.executable, str(folder)],
+             [*uv, "pip", "install", "--quiet", "--python", str(python), *releases.find_links_args(),
+              *environment_requirements(release), *_archit_requirement()]]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode != 0:
+            shutil.rmtree(folder, ignore_errors=True)
+            return {"error": tool_error(done.stderr), "seconds": time.perf_counter() - start}
+    (folder / ".complete").write_text(json.dumps({"release": release, "requirements": environment_requirements(release),
+                                                  "archit": _archit_requirement()}))
+    return {"python": str(python), "seconds": time.perf_counter() - start, "created": True}
+
+
+def run_worker(python: str, probes: List[Dict[str, Any]], out: Path, atol: float) -> List[Dict[str, Any]]:
+    """Run ``archit.cli.matrix_worker`` in an environment; its result rows, or one failed row per probe carrying the
+    worker's last error line when it could not run (archit not importable on that release, ...)."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec = out / "spec.json"
+    spec.write_text(json.dumps({"out": str(out), "atol": atol, "probes": probes}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
+           "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "OMP_NUM_THREADS": "1"}
+    env.pop("VIRTUAL_ENV", None)
+    try:
+        done = subprocess.run([python, "-m", "archit.cli.matrix_worker", str(spec)], capture_output=True, text=True,
+                              env=env, timeout=WORKER_TIMEOUT_S)
+        error = None if done.returncode == 0 else _last_line(done.stderr)
+    except subprocess.TimeoutExpired:
+        error = f"the worker ran longer than {WORKER_TIMEOUT_S} s"
+    if error is None:
+        return json.loads((out / "result.json").read_text())
+    return [{"probe": probe["name"], "ok": False, "error": error} for probe in probes]
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "the worker exited without a message"
+
+
+def _row_defaults(release: str, probe: Dict[str, Any]) -> Dict[str, Any]:
+    return {"release": release, "transformers": None, "probe": probe["name"], "checkpoint": probe["checkpoint"],
+            "base": probe["base"], "task": probe["task"], "ok": False, "status": None, "error": None, "era": None,
+            "torch": None, "load_seconds": None, "max_abs_diff": None, "reload_max_abs_diff": None, "reference": None,
+            "initialised": [], "unused": [], "converted": [], "logits_file": None}
+
+
+def run_matrix(probes: List[Dict[str, Any]], release_labels: Sequence[str], out: Path, cache: Path, atol: float,
+               reference: Optional[str] = None, progress: Callable[[str], None] = lambda line: None) \
+        -> List[Dict[str, Any]]:
+    """Every probe on every release: the rows of ``matrix.json`` (oldest release first). Releases run newest first
+    (``reference`` first when given), so that each probe's reference logits are known when the next release finishes
+    and every progress line can say same/differs."""
+    order = sorted(release_labels, key=release_key, reverse=True)
+    if reference is not None:
+        order = [reference] + [label for label in order if label != reference]
+    references: Dict[str, Dict[str, Any]] = {}  # probe -> {"version", "logits"}
+    rows: List[Dict[str, Any]] = []
+    for label in order:
+        start = time.perf_counter()
+        env = build_environment(label, cache)
+        results = ([{"probe": probe["name"], "ok": False, "error": f"environment: {env['error']}"} for probe in probes]
+                   if "error" in env else run_worker(env["python"], probes, out / "logits" / label, atol))
+        release_rows = []
+        for probe, result in zip(probes, results):
+            row = {**_row_defaults(label, probe), **result, "env_seconds": round(env["seconds"], 2)}
+            if row["ok"]:
+                logits = load_file(str(out / "logits" / label / row["logits_file"]))
+                row["logits_file"] = f"logits/{label}/{row['logits_file']}"
+                if probe["name"] not in references and (reference is None or label == reference):
+                    references[probe["name"]] = {"version": row["transformers"], "logits": logits}
+                if probe["name"] in references:
+                    row["reference"] = references[probe["name"]]["version"]
+                    row["max_abs_diff"] = max_abs_diff(logits, references[probe["name"]]["logits"])
+            row["status"] = classify(row, atol)
+            if row["max_abs_diff"] == float("inf"):  # not a number JSON has
+                row["max_abs_diff"], row["error"] = None, "the logits have other names or shapes than the reference's"
+            release_rows.append(row)
+        seconds = time.perf_counter() - start
+        for row in release_rows:
+            row["run_seconds"] = round(seconds - row["env_seconds"], 2)
+        progress(_progress_line(label, release_rows, env, seconds))
+        rows += release_rows
+    return sorted(rows, key=lambda row: release_key(row["release"]))
+
+
+def _progress_line(label: str, rows: List[Dict[str, Any]], env: Dict[str, Any], seconds: float) -> str:
+    version = next((row["transformers"] for row in rows if row.get("transformers")), label)
+    era = next((row["era"] for row in rows if row.get("era")), "–")
+    timing = f"env {'made' if env.get('created') else 'cached' if 'python' in env else 'failed'} " \
+             f"{env['seconds']:.1f} s, {seconds:.1f} s in all"
+    if len(rows) == 1:
+        (row,) = rows
+        what = (f"fails: {row['error']}" if row["status"] == "fails" else
+                f"{row['status']}, max |diff| {diff_text(row['max_abs_diff'])}, load {row['load_seconds']:.2f} s"
+                + (f" ({row['error']})" if row["error"] else ""))
+    else:
+        counts: Dict[str, int] = {}
+        for row in rows:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        what = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    return f"transformers {version:<9} era {era:<5} {what}  ({timing})"
+
+
+def resolve_releases(labels: Optional[Sequence[str]], everything: bool, pre: bool) -> List[str]:
+    """The releases to run: the given ones (a minor such as ``4.57`` stands for the newest patch of it, looked up on
+    the index when it answers), or with ``everything`` the newest patch of every minor from the floor on."""
+    discovered, _ = releases.discover_releases(pre=pre)
+    if everything:
+        return list(discovered.values())
+    return [discovered.get(label, label) if label.count(".") == 1 else label for label in labels]
+
+
+def check_probes(probes: List[Dict[str, Any]]) -> None:
+    """Refuse bad arguments before building anything: a checkpoint that is not there, a class that is not one, a head
+    config that is not a JSON object."""
+    for probe in probes:
+        if not Path(probe["checkpoint"]).exists():
+            raise CommandError(f"'{probe['checkpoint']}' does not exist.")
+        task = named_class(probe["task"], "task")
+        named_class(probe["base"], "base")
+        head_config = probe.get("head_config")
+        if head_config is not None:
+            if not isinstance(head_config, dict):
+                raise CommandError(f"--head-config must be a JSON object, not {json.dumps(head_config)}.")
+            try:
+                task.headClass().configClass()(**head_config)
+            except TypeError as error:
+                raise CommandError(f"--head-config does not fit {task.__name__}'s head config: {error}.") from None
+        probe["checkpoint"] = str(Path(probe["checkpoint"]).resolve())
+
+
+def read_probes(path: str) -> List[Dict[str, Any]]:
+    """The probes of a ``--probes`` file: a JSON list of ``{"name", "checkpoint", "base", "task"[, "head_config"]}``
+    (relative checkpoints are relative to the file)."""
+    try:
+        probes = json.loads(Path(path).read_text())
+        for probe in probes:
+            probe["checkpoint"] = str(Path(path).parent / probe["checkpoint"])
+            missing = {"name", "base", "task"} - probe.keys()
+            if missing:
+                raise CommandError(f"{path}: probe {probe} lacks {sorted(missing)}.")
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        raise CommandError(f"--probes {path}: {error}") from None
+    return probes
+
+
+def write_outputs(rows: List[Dict[str, Any]], out: Path, atol: float, title: str) -> None:
+    """``matrix.json``, ``matrix.md`` and ``matrix.html`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        row["counts"] = {kind: len(row[kind]) for kind in ("initialised", "unused", "converted")}
+    (out / "matrix.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out / "matrix.md").write_text(render_markdown(rows, atol, title))
+    (out / "matrix.html").write_text(render_html(rows, atol, title))
+
+
+def matrix_command(checkpoint: Optional[str], base: Optional[str], task: Optional[str], head_config: Optional[str],
+                   transformers: Optional[Sequence[str]], everything: bool, pre: bool, reference: Optional[str],
+                   atol: float, out: str, cache_dir: Optional[str], probes_file: Optional[str],
+                   stream: TextIO) -> int:
+    """The ``archit matrix`` command: exit code 0 when every release gives the reference's outputs, 1 otherwise."""
+    if probes_file:
+        if checkpoint or base or task or head_config:
+            raise CommandError("--probes replaces CHECKPOINT, --base, --task and --head-config; give one or the other.")
+        probes = read_probes(probes_file)
+    else:
+        if not (checkpoint and base and task):
+            raise CommandError("archit matrix needs CHECKPOINT, --base and --task (or --probes FILE).")
+        try:
+            config = json.loads(head_config) if head_config is not None else None
+        except ValueError as error:
+            raise CommandError(f"--head-config is not JSON: {error}.") from None
+        probes = [{"name": Path(checkpoint).name or checkpoint, "checkpoint": checkpoint, "base": base, "task": task,
+                   "head_config": config}]
+    if not transformers and not everything:
+        raise CommandError("give the releases to run (--transformers 4.57 5.23) or --all.")
+    if atol < 0:
+        raise CommandError(f"--atol must be 0 or more, not {atol:g}.")
+    check_probes(probes)
+    labels = resolve_releases(transformers, everything, pre)
+    if reference is not None:
+        reference = resolve_releases([reference], False, pre)[0]
+        labels = labels if reference in labels else [*labels, reference]
+    labels = list(dict.fromkeys(labels))
+    cache = Path(cache_dir) if cache_dir else releases.cache_dir() / "matrix"
+    out_dir = Path(out)
+
+    def progress(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()
+
+    progress(f"{len(probes)} probe(s) on {len(labels)} transformers release(s); environments in {cache}")
+    rows = run_matrix(probes, labels, out_dir, cache, atol, reference, progress)
+    title = probes[0]["name"] if len(probes) == 1 else f"{len(probes)} probes"
+    write_outputs(rows, out_dir, atol, f"archit matrix: {title}")
+    stream.write("\n" + render_markdown(rows, atol, f"archit matrix: {title}") + "\n")
+    stream.write(f"Wrote {out_dir / 'matrix.json'}, matrix.md, matrix.html\n")
+    stream.write(summary_line(rows, atol) + "\n")
+    return 0 if all(row["status"] == "same" for row in rows) else 1

@@ -1,0 +1,289 @@
+"""Which transformers releases archit is tested on, and how an environment for one of them is installed: shared by the
+noxfile (its sessions per minor) and ``archit matrix`` (its environments per release), so that both install the same
+torch build and the same period-correct companions, and both learn of a new transformers minor from the package index.
+
+This module imports nothing but the standard library (``packaging`` when it is there): the noxfile loads it by file
+path, from nox's own Python, where archit (and torch) need not be installed.
+
+- ``TRANSFORMERS_MINORS``: the built-in list of minors, used when the index cannot be reached.
+- ``discover_releases()``: the newest patch of every minor from ``TRANSFORMERS_FLOOR`` on, read from the package index
+  (``PIP_INDEX_URL`` / pip's ``index-url``, else PyPI's JSON API) with a short timeout and cached for an hour.
+- ``COMPANION_CAPS`` / ``companions(minor)``: what a minor needs capped besides its own metadata.
+- ``torch_requirement()`` and ``pip_find_links()``: the one torch build, found where pip is configured to find it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+try:  # nox's Python may lack it; the small parser below then orders the versions.
+    from packaging.version import InvalidVersion as _InvalidVersion
+    from packaging.version import Version as _Version
+except ImportError:  # pragma: no cover - depends on the interpreter
+    _Version = None
+    _InvalidVersion = ValueError
+
+TRANSFORMERS_FLOOR = "4.36"
+# Every minor with a release on PyPI when this list was last written: 4.36-4.57 and 5.0-5.24. Only the fallback for an
+# unreachable index; discover_releases() finds newer minors by itself.
+TRANSFORMERS_MINORS: Tuple[str, ...] = (*(f"4.{m}" for m in range(36, 58)), *(f"5.{m}" for m in range(0, 25)))
+
+DEFAULT_TORCH = "torch==2.13.0"
+TORCH_ENV = "ARCHIT_TORCH"
+
+# Period-correct companions.
+# transformers' own metadata already keeps huggingface_hub and tokenizers on the lines each minor was built for (hub
+# >=0.19,<1.0 on 4.x and >=1.0 on 5.x; one tokenizers 0.x range per minor), and safetensors has kept its API. What that
+# metadata leaves open, and what later changed under it, is capped here. Each cap is the companion line that was current
+# when the minor came out (checked by resolving as of each minor's release day with `uv pip install --exclude-newer
+# DATE`):
+#   - accelerate 1.0 (Oct 2024) removed `Accelerator(dispatch_batches=...)`, which the Trainer of 4.36-4.39 still
+#     passes; 4.40 and later work with accelerate 1.x.
+#   - numpy 2.0 (Jun 2024): transformers supports it from 4.43 on (4.42 pins numpy<2 itself).
+# Why a table rather than resolving everything with `--exclude-newer DATE`: torch 2.13 and its own dependencies
+# (typing-extensions, sympy, ...) are newer than every old cutoff and would each need an exemption, archit's floor
+# accelerate>=0.26 rules out 4.36's release-day accelerate (0.25), and files without an upload time (find-links, many
+# mirrors) silently escape the cutoff.
+COMPANION_CAPS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
+    # first, last minor, extra requirements
+    ("4.36", "4.39", ("accelerate<1.0", "numpy<2")),
+    ("4.40", "4.42", ("numpy<2",)),
+)
+
+PYPI_JSON_URL = "https://pypi.org/pypi/transformers/json"
+INDEX_TIMEOUT_S = 3.0
+CACHE_SECONDS = 3600
+CACHE_DIR_ENV = "ARCHIT_CACHE_DIR"
+NO_INDEX_ENV = "ARCHIT_RELEASES_OFFLINE"  # set to 1: never ask the index, use TRANSFORMERS_MINORS
+
+
+def minor_key(version: str) -> Tuple[int, int]:
+    """``"4.57"`` or ``"4.57.3"`` -> ``(4, 57)``."""
+    major, minor = version.split(".")[:2]
+    return int(major), int(re.match(r"\d+", minor).group())
+
+
+def minor_of(version: str) -> str:
+    """``"4.57.3"`` -> ``"4.57"``."""
+    return "%d.%d" % minor_key(version)
+
+
+def companions(minor: str) -> List[str]:
+    """The extra requirements (caps) that one transformers minor (``"4.38"`` or a full version) is installed with."""
+    return [
+        requirement
+        for first, last, requirements in COMPANION_CAPS
+        if minor_key(first) <= minor_key(minor) <= minor_key(last)
+        for requirement in requirements
+    ]
+
+
+def torch_requirement() -> str:
+    """The one torch build every environment gets: ``ARCHIT_TORCH`` (e.g. ``"torch==2.5.1"``), else ``DEFAULT_TORCH``."""
+    return os.environ.get(TORCH_ENV, DEFAULT_TORCH)
+
+
+def _pip_config(keys: Sequence[str], python: str = sys.executable) -> str:
+    """The first of pip's configuration ``keys`` (``global.find-links``, ...) that is set, or ``""``."""
+    for key in keys:
+        try:
+            done = subprocess.run([python, "-m", "pip", "config", "get", key], capture_output=True, text=True,
+                                  timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            break
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip()
+    return ""
+
+
+def pip_find_links() -> List[str]:
+    """The find-links locations pip is configured with (``PIP_FIND_LINKS``, then pip's config files), or none. uv does
+    not read pip's configuration, so these are passed to it: where a local CPU torch wheel lies (``/opt/wheels`` on
+    the dev and CI machines) it wins over the registry's CUDA build."""
+    value = os.environ.get("PIP_FIND_LINKS", "") or _pip_config(("global.find-links", "install.find-links"))
+    return value.split()
+
+
+def find_links_args() -> List[str]:
+    """``pip_find_links()`` as installer arguments: ``["--find-links", LOCATION, ...]``."""
+    return [arg for location in pip_find_links() for arg in ("--find-links", location)]
+
+
+def index_url() -> Optional[str]:
+    """The simple index pip is configured with (``PIP_INDEX_URL``, then pip's ``index-url``), or ``None`` (PyPI)."""
+    return os.environ.get("PIP_INDEX_URL") or _pip_config(("global.index-url", "install.index-url")) or None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Versions
+
+_VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)(?:[-_.]?(a|b|rc|alpha|beta|c)[-_.]?(\d*))?(?:[-_.]?post[-_.]?(\d*))?"
+                      r"(?:[-_.]?dev[-_.]?(\d*))?$", re.IGNORECASE)
+_PRE_RANK = {"a": 0, "alpha": 0, "b": 1, "beta": 1, "c": 2, "rc": 2}
+
+
+def parse_version(text: str) -> Optional[tuple]:
+    """A sort key for a release version (PEP 440's common forms: ``5.0.0``, ``5.0.0rc1``, ``4.36.0.dev0``,
+    ``4.1.post1``), without ``packaging``; ``None`` for anything else (local versions, epochs)."""
+    match = _VERSION.match(text.strip())
+    if not match:
+        return None
+    release, pre, pre_n, post, dev = match.groups()
+    numbers = tuple(int(n) for n in release.split("."))
+    numbers += (0,) * (3 - len(numbers))
+    # A final release sorts after its pre-releases, a dev release before them.
+    pre_key = (_PRE_RANK[pre.lower()], int(pre_n or 0)) if pre else ((-1, 0) if dev is not None and not post else (3, 0))
+    return (numbers, pre_key, int(post or 0) if post is not None else -1,
+            int(dev or 0) if dev is not None else float("inf"))
+
+
+def is_prerelease(text: str) -> bool:
+    """Whether a version is a pre- or dev release (``5.0.0rc1``, ``4.36.0.dev0``)."""
+    if _Version is not None:
+        try:
+            return _Version(text).is_prerelease
+        except _InvalidVersion:
+            return True
+    match = _VERSION.match(text.strip())
+    return not match or bool(match.group(2)) or match.group(5) is not None
+
+
+def version_key(text: str):
+    """A sort key for a version: ``packaging``'s ``Version`` where installed, else ``parse_version``'s tuple."""
+    if _Version is not None:
+        try:
+            return _Version(text)
+        except _InvalidVersion:
+            return None
+    return parse_version(text)
+
+
+def newest_per_minor(versions: Sequence[str], pre: bool = False, floor: str = TRANSFORMERS_FLOOR) -> Dict[str, str]:
+    """The newest version of each minor from ``floor`` on, keyed by minor in ascending order (``{"4.36": "4.36.2",
+    ...}``); pre-releases only with ``pre`` (a minor with only pre-releases then enters too)."""
+    best: Dict[str, tuple] = {}
+    for version in versions:
+        key = version_key(version)
+        if key is None or (is_prerelease(version) and not pre):
+            continue
+        minor = minor_of(version)
+        if minor_key(minor) < minor_key(floor):
+            continue
+        if minor not in best or key > best[minor][0]:
+            best[minor] = (key, version)
+    return {minor: best[minor][1] for minor in sorted(best, key=minor_key)}
+
+
+def versions_from_pypi_json(document: dict) -> List[str]:
+    """The versions of PyPI's JSON API answer (``/pypi/NAME/json``) that have at least one file not yanked."""
+    return [version for version, files in document.get("releases", {}).items()
+            if files and not all(file.get("yanked", False) for file in files)]
+
+
+_SDIST_OR_WHEEL = re.compile(r"^transformers-([^-]+?)(?:-py\d.*\.whl|\.tar\.gz|\.zip)$", re.IGNORECASE)
+
+
+def versions_from_simple(body: str, content_type: str) -> List[str]:
+    """The versions of a simple-index project page: PEP 691's JSON (``versions``, else from the file names) or the
+    HTML page's links (yanked files, ``data-yanked``, skipped)."""
+    if "json" in content_type:
+        document = json.loads(body)
+        if document.get("versions"):
+            return list(document["versions"])
+        names = [file["filename"] for file in document.get("files", []) if not file.get("yanked")]
+    else:
+        names = [name for attributes, name in re.findall(r"<a([^>]*)>([^<]+)</a>", body) if "data-yanked" not in attributes]
+    return sorted({match.group(1) for name in names for match in [_SDIST_OR_WHEEL.match(name.strip())] if match})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Discovery
+
+
+def cache_dir() -> Path:
+    """archit's cache folder: ``ARCHIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/archit`` (``~/.cache/archit``)."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "archit"
+
+
+def _fetch(url: str, accept: str, timeout: float) -> Tuple[str, str]:
+    request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": "archit-release-discovery"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.read().decode("utf-8"), response.headers.get("Content-Type", "")
+
+
+def fetch_versions(index: Optional[str] = None, timeout: float = INDEX_TIMEOUT_S,
+                   fetch: Callable[[str, str, float], Tuple[str, str]] = _fetch) -> List[str]:
+    """Every transformers version the index lists: PyPI's JSON API when ``index`` is ``None``, else the simple API
+    page ``INDEX/transformers/``. Raises ``OSError``/``ValueError`` when it cannot be read."""
+    if index is None:
+        body, _ = fetch(PYPI_JSON_URL, "application/json", timeout)
+        return versions_from_pypi_json(json.loads(body))
+    accept = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
+    body, content_type = fetch(index.rstrip("/") + "/transformers/", accept, timeout)
+    return versions_from_simple(body, content_type)
+
+
+def discover_releases(pre: bool = False, timeout: float = INDEX_TIMEOUT_S, cache: Optional[Path] = None,
+                      fetch: Callable[[str, str, float], Tuple[str, str]] = _fetch,
+                      index: Optional[str] = "configured") -> Tuple[Dict[str, str], str]:
+    """The newest patch of each transformers minor from ``TRANSFORMERS_FLOOR`` on, ``{minor: version}``, and where it
+    comes from (``"index URL"``, ``"cache"`` or ``"built-in list"``). The index is asked at most once an hour (the
+    answer is cached in ``cache``, default ``cache_dir()/releases.json``); when it cannot be reached (or
+    ``ARCHIT_RELEASES_OFFLINE=1``), the built-in ``TRANSFORMERS_MINORS`` stand, each as its minor (``{"4.36": "4.36"}``:
+    install the newest patch of it)."""
+    fallback = {minor: minor for minor in TRANSFORMERS_MINORS}
+    if os.environ.get(NO_INDEX_ENV, "") not in ("", "0"):
+        return fallback, "built-in list"
+    if index == "configured":
+        index = None if os.environ.get("PIP_INDEX_URL") is None and not _configured_index_cheaply() else index_url()
+    source = index or PYPI_JSON_URL
+    cache = cache if cache is not None else cache_dir() / "releases.json"
+    try:
+        stored = json.loads(cache.read_text())
+        if stored["source"] == source and time.time() - stored["time"] < CACHE_SECONDS:
+            return newest_per_minor(stored["versions"], pre=pre), "cache"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        versions = fetch_versions(index, timeout, fetch)
+    except (OSError, ValueError, KeyError, TypeError):  # URLError and timeouts are OSErrors.
+        return fallback, "built-in list"
+    if not versions:
+        return fallback, "built-in list"
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"source": source, "time": time.time(), "versions": versions}))
+    except OSError:
+        pass
+    return newest_per_minor(versions, pre=pre), source
+
+
+def _configured_index_cheaply() -> bool:
+    """Whether one of pip's config files names an ``index-url`` (read as text, without starting pip: ``nox -l`` must
+    stay fast)."""
+    names = [os.environ.get("PIP_CONFIG_FILE", ""), "/etc/pip.conf", "/etc/xdg/pip/pip.conf",
+             str(Path.home() / ".pip" / "pip.conf"), str(Path.home() / ".config" / "pip" / "pip.conf"),
+             os.path.join(sys.prefix, "pip.conf")]
+    for name in names:
+        try:
+            if name and re.search(r"^\s*index-url\s*=", Path(name).read_text(), re.MULTILINE):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def transformers_requirement(release: str) -> str:
+    """The requirement for a release: ``transformers==4.57.3`` for a full version, ``transformers~=4.57.0`` (its newest
+    patch) for a minor."""
+    return f"transformers=={release}" if release.count(".") >= 2 else f"transformers~={release}.0"

@@ -1,0 +1,313 @@
+"""``archit matrix``'s parts that need no environment: release discovery (a fake index answer, the offline fallback,
+the cache), the companion caps, the installer's error line, each row's status, and the Markdown, HTML and README
+renderings (colours, numbers, the first failing release). The worker runs once for real, in this environment, on a
+transformers checkpoint, and its logits are compared with transformers' own model's. The end-to-end run over real
+releases is tests/test_matrix_slow.py."""
+import ast
+import json
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from packaging.version import Version
+from safetensors.torch import load_file
+
+from archit.cli import matrix, releases
+from archit.cli.main import main
+from archit.cli.matrix_report import (
+    COLOURS,
+    DIFFERS,
+    FAILS,
+    SAME,
+    classify,
+    first_failing,
+    render_html,
+    render_markdown,
+    render_readme_table,
+    summary_line,
+)
+from archit.cli.matrix_worker import fixed_inputs, flat_logits, max_abs_diff
+from archit.instantiation import tasks
+
+from conftest import assert_same_outputs, expected_era, roberta_config, save_transformers_model, transformers_reference
+
+REPO = Path(__file__).resolve().parent.parent
+
+# What PyPI's JSON API answers, cut down: finals, pre-releases, a dev release, a yanked patch, a minor below the floor,
+# and a minor newer than the built-in list.
+PYPI_ANSWER = {"releases": {
+    "4.35.2": [{"yanked": False}], "4.36.0": [{"yanked": False}], "4.36.2": [{"yanked": False}],
+    "4.57.5": [{"yanked": False}], "4.57.6": [{"yanked": True}, {"yanked": True}], "5.0.0rc1": [{"yanked": False}],
+    "5.0.0": [{"yanked": False}], "5.24.0": [{"yanked": False}], "5.25.0": [{"yanked": False}],
+    "5.26.0rc0": [{"yanked": False}], "5.26.0.dev0": [{"yanked": False}], "5.27.0": [],
+}}
+
+
+def fake_index(answer, seen=None):
+    def fetch(url, accept, timeout):
+        if seen is not None:
+            seen.append((url, accept, timeout))
+        return json.dumps(answer), "application/json"
+    return fetch
+
+
+def unreachable(url, accept, timeout):
+    raise urllib.error.URLError("no network")
+
+
+@pytest.fixture(autouse=True)
+def _index_not_disabled(monkeypatch):
+    monkeypatch.delenv(releases.NO_INDEX_ENV, raising=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Release discovery
+
+def test_newest_patch_of_every_minor_from_the_floor_and_new_minors_enter():
+    versions = releases.versions_from_pypi_json(PYPI_ANSWER)
+    assert "4.57.6" not in versions and "5.27.0" not in versions  # all files yanked; no files
+    assert releases.newest_per_minor(versions) == {"4.36": "4.36.2", "4.57": "4.57.5", "5.0": "5.0.0",
+                                                   "5.24": "5.24.0", "5.25": "5.25.0"}
+    with_pre = releases.newest_per_minor(versions, pre=True)
+    assert with_pre["5.26"] == "5.26.0rc0" and with_pre["5.0"] == "5.0.0"
+
+
+def test_discovery_asks_the_index_once_then_uses_the_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("PIP_INDEX_URL", raising=False)
+    monkeypatch.setattr(releases, "_configured_index_cheaply", lambda: False)
+    seen = []
+    found, source = releases.discover_releases(cache=tmp_path / "r.json", fetch=fake_index(PYPI_ANSWER, seen))
+    assert source == releases.PYPI_JSON_URL and list(found)[-1] == "5.25"
+    assert seen == [(releases.PYPI_JSON_URL, "application/json", releases.INDEX_TIMEOUT_S)]
+    again, source = releases.discover_releases(cache=tmp_path / "r.json", fetch=unreachable)
+    assert (again, source) == (found, "cache")
+
+
+def test_discovery_falls_back_to_the_built_in_list_offline(tmp_path, monkeypatch):
+    monkeypatch.setattr(releases, "_configured_index_cheaply", lambda: False)
+    monkeypatch.delenv("PIP_INDEX_URL", raising=False)
+    found, source = releases.discover_releases(cache=tmp_path / "r.json", fetch=unreachable)
+    assert source == "built-in list" and list(found) == list(releases.TRANSFORMERS_MINORS)
+    assert not (tmp_path / "r.json").exists()
+    monkeypatch.setenv(releases.NO_INDEX_ENV, "1")
+    assert releases.discover_releases(cache=tmp_path / "r.json", fetch=fake_index(PYPI_ANSWER))[1] == "built-in list"
+
+
+def test_discovery_reads_the_configured_simple_index(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")
+    page = ('<a href="x/transformers-4.36.2-py3-none-any.whl">transformers-4.36.2-py3-none-any.whl</a>'
+            '<a href="x/transformers-4.37.0.tar.gz">transformers-4.37.0.tar.gz</a>'
+            '<a href="x" data-yanked="">transformers-4.37.1.tar.gz</a>')
+    seen = []
+
+    def fetch(url, accept, timeout):
+        seen.append(url)
+        return page, "text/html"
+    found, source = releases.discover_releases(cache=tmp_path / "r.json", fetch=fetch)
+    assert seen == ["https://mirror.example/simple/transformers/"] and source == "https://mirror.example/simple"
+    assert found == {"4.36": "4.36.2", "4.37": "4.37.0"}
+    pep691 = json.dumps({"files": [{"filename": "transformers-5.1.0-py3-none-any.whl"},
+                                   {"filename": "transformers-5.1.1.tar.gz", "yanked": "broken"}]})
+    assert releases.versions_from_simple(pep691, "application/vnd.pypi.simple.v1+json") == ["5.1.0"]
+
+
+def test_the_small_version_parser_orders_as_packaging_does():
+    versions = ["4.36.0.dev0", "4.36.0rc1", "4.36.0", "4.36.1", "4.36.10", "4.37.0a1", "4.37.0b2", "4.37.0",
+                "4.37.0.post1", "5.0.0rc0", "5.0.0", "5.10.0"]
+    shuffled = versions[::-1]
+    assert sorted(shuffled, key=releases.parse_version) == sorted(shuffled, key=Version) == versions
+    assert releases.parse_version("1.0+local") is None
+
+
+def test_companions_cap_the_old_minors_only():
+    assert releases.companions("4.36") == releases.companions("4.39.3") == ["accelerate<1.0", "numpy<2"]
+    assert releases.companions("4.42") == ["numpy<2"]
+    assert releases.companions("4.43") == releases.companions("5.24.0") == []
+    assert releases.transformers_requirement("4.57") == "transformers~=4.57.0"
+    assert releases.transformers_requirement("4.57.6") == "transformers==4.57.6"
+
+
+def test_one_table_shared_with_the_noxfile_and_only_the_standard_library():
+    """The noxfile defines neither the minors nor the caps nor find-links itself; releases.py imports only stdlib (and
+    packaging, guarded), because nox's Python loads it by path."""
+    nox_tree = ast.parse((REPO / "noxfile.py").read_text())
+    assigned = {target.id for node in ast.walk(nox_tree) if isinstance(node, ast.Assign) for target in node.targets
+                if isinstance(target, ast.Name)}
+    defined = {node.name for node in ast.walk(nox_tree) if isinstance(node, ast.FunctionDef)}
+    assert "COMPANION_CAPS" not in assigned
+    assert not {"_pip_find_links", "_companions"} & defined
+    for module in ("releases.py", "matrix_report.py"):
+        tree = ast.parse((REPO / "archit" / "cli" / module).read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+        assert imported - {"__future__"} <= set(sys.stdlib_module_names) | {"packaging"}, module
+        assert not any(isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(tree)), module
+
+
+def test_pip_find_links_from_the_environment(monkeypatch):
+    monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels /elsewhere")
+    assert releases.find_links_args() == ["--find-links", "/opt/wheels", "--find-links", "/elsewhere"]
+
+
+def test_environment_key_follows_what_is_installed(monkeypatch):
+    monkeypatch.setenv(releases.TORCH_ENV, "torch==2.13.0")
+    key = matrix.environment_key("4.38.2")
+    assert key.startswith("tf4.38.2-") and key == matrix.environment_key("4.38.2")
+    assert "accelerate<1.0" in matrix.environment_requirements("4.38.2")
+    monkeypatch.setenv(releases.TORCH_ENV, "torch==2.5.1")
+    assert matrix.environment_key("4.38.2") != key
+
+
+def test_the_installer_error_line():
+    stderr = ("Using CPython 3.11.7\n  × No solution found when resolving dependencies:\n  ╰─▶ Because there is no "
+              "version of transformers==4.99.0 and you require transformers==4.99.0, we can conclude that your "
+              "requirements are unsatisfiable.\n")
+    assert matrix.tool_error(stderr).startswith("Because there is no version of transformers==4.99.0")
+    plain = ("Using Python 3.11.7 environment at: e\nerror: No solution found when resolving dependencies\n  cause: "
+             "Because there is no version of transformers==4.99.0 and you require transformers==4.99.0, ...\n")
+    assert matrix.tool_error(plain).startswith("Because there is no version of transformers==4.99.0")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rows and their renderings
+
+def row(release, probe="tagger", ok=True, diff=0.0, error=None, era="5.0", load=0.25, reference="5.23.0"):
+    result = {"release": release, "transformers": release, "probe": probe, "ok": ok, "error": error, "era": era,
+              "max_abs_diff": diff if ok else None, "load_seconds": load if ok else None, "reference": reference,
+              "initialised": ["head.x"] if ok else [], "unused": [], "converted": ["a", "b"] if ok else []}
+    result["status"] = classify(result, 1e-5)
+    return result
+
+
+def test_classify():
+    assert classify({"ok": True, "max_abs_diff": 1e-5}, 1e-5) == SAME
+    assert classify({"ok": True, "max_abs_diff": 2e-5}, 1e-5) == DIFFERS
+    assert classify({"ok": True, "max_abs_diff": float("inf")}, 1e-5) == DIFFERS
+    assert classify({"ok": False, "max_abs_diff": None, "error": "x"}, 1e-5) == FAILS
+    assert classify({"ok": True, "max_abs_diff": None}, 1e-5) == "unchecked"
+
+
+def test_markdown_of_one_checkpoint():
+    rows = [row("4.36.2", ok=False, error="ImportError: no | such", era="4.36"), row("4.57.6", diff=3e-4, era="4.50"),
+            row("5.23.0"), row("4.49.0", ok=False, error="KeyError: 'x'", era="4.36")]
+    text = render_markdown(rows, 1e-5, "archit matrix: tagger")
+    lines = text.splitlines()
+    body = [line for line in lines if line.startswith("| 4.") or line.startswith("| 5.")]
+    assert [line.split(" | ")[0] for line in body] == ["| 4.36.2", "| 4.49.0", "| 4.57.6", "| 5.23.0 (reference)"]
+    assert "| 4.57.6 | 4.50 | differs | 0.0003 | 0.25 | 1 | 0 | 2 |" in text
+    assert "ImportError: no \\| such" in text  # a | in an error does not break the table
+    assert "First failing release: 4.36.2." in text
+    assert summary_line(rows, 1e-5) == ("NOT THE SAME: fails on 4.36.2, 4.49.0; loads, outputs differ beyond "
+                                        "atol on 4.57.6.")
+    many = [row(f"4.{minor}.0", ok=False, error="E") for minor in range(40, 45)]
+    assert summary_line(many, 1e-5) == "NOT THE SAME: fails on 4.40.0 … 4.44.0 (5 releases)."
+    assert summary_line([row("5.23.0"), row("4.57.6", diff=2e-7)], 1e-5).startswith("same outputs on all 2 releases "
+                                                                                     "(max |diff| 2e-07")
+
+
+def test_html_is_one_coloured_self_contained_page():
+    rows = [row("4.36.2", probe="a", ok=False, error="ImportError: <needs 4.48>", era="4.36"),
+            row("4.36.2", probe="b", diff=2e-3, era="4.36"), row("4.57.6", probe="a", ok=False, error="E: later"),
+            row("4.57.6", probe="b"), row("5.23.0", probe="a"), row("5.23.0", probe="b")]
+    page = render_html(rows, 1e-5, "two probes")
+    assert page.startswith("<!DOCTYPE html>") and "<style>" in page
+    assert "http" not in page and "<link" not in page and "<script" not in page and "src=" not in page
+    for status in (SAME, DIFFERS, FAILS):
+        assert f"td.{status} {{ background: {COLOURS[status]}; }}" in page
+    assert page.count('<td class="fails"') == 2 and page.count('<td class="differs"') == 1
+    assert page.count('<td class="same"') == 3
+    assert "ImportError: &lt;needs 4.48&gt;" in page  # escaped
+    assert "differs (0.002)" in page
+    assert '<tr class="first-failing"><td>first failing</td><td></td><td>4.36.2</td><td>none</td></tr>' in page
+    assert first_failing(rows) == {"a": "4.36.2", "b": None}
+    assert page.index("NOT THE SAME: fails on 4.36.2, 4.57.6 (a); loads, outputs differ beyond atol on 4.36.2 (b).") \
+        < page.index("<table")  # the verdict on top
+    many = rows + [row(release, probe=probe) for release in ("4.36.2", "4.57.6", "5.23.0") for probe in ("c", "d")]
+    compact = render_html(many, 1e-5, "four probes")  # upright headers, errors as numbered notes
+    assert '<table class="compact">' in compact and "fails <sup>1</sup>" in compact and "fails <sup>2</sup>" in compact
+    assert '<ol class="notes">\n<li>4.36.2, a: <code>ImportError: &lt;needs 4.48&gt;</code></li>' in compact
+    grid = render_markdown(rows, 1e-5, "two probes")
+    assert "| 4.36.2 | 4.36 | fails | differs (0.002) |" in grid and "| first failing | | 4.36.2 | none |" in grid
+
+
+def test_readme_table_folds_releases_with_the_same_outcome():
+    rows = []
+    for release, era in (("4.36.2", "4.36"), ("4.37.2", "4.36"), ("4.50.3", "4.50"), ("5.0.0", "5.0"),
+                         ("5.1.0", "5.0")):
+        rows += [row(release, probe="mlm", era=era),
+                 row(release, probe="modernbert", era=era, ok=release.startswith("5"), error=f"ImportError: {release}")]
+    table = render_readme_table(rows, "2026-11-30")
+    assert "on 2026-11-30: 2 probe checkpoints" in table and "5 transformers releases" in table
+    assert "| 4.36.2 – 4.37.2 | 4.36 | 1/2 same outputs; fails: modernbert |" in table
+    assert "| 4.50.3 | 4.50 | 1/2 same outputs; fails: modernbert |" in table
+    assert "| 5.0.0 – 5.1.0 | 5.0 | 2/2 same outputs |" in table
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The worker, for real in this environment, and bad arguments
+
+def test_fixed_inputs_are_seeded_and_within_the_vocabulary():
+    first, again = fixed_inputs(tasks.ForMaskedLM, 50), fixed_inputs(tasks.ForMaskedLM, 50)
+    assert torch.equal(first["input_ids"], again["input_ids"]) and int(first["input_ids"].max()) < 50
+    assert fixed_inputs(tasks.ForSingleAnswerMultipleChoice, 50)["input_ids"].dim() == 3
+    assert fixed_inputs(tasks.ForDependencyParsing, 50)["attention_mask"].dim() == 2
+    logits = flat_logits((torch.zeros(2), {"x": torch.ones(3)}))
+    assert list(logits) == ["logits.0", "logits.1.x"]
+    assert max_abs_diff(logits, {**logits, "logits.0": torch.full((2,), -0.5)}) == 0.5
+    assert max_abs_diff(logits, {"logits.0": torch.zeros(2)}) == float("inf")
+
+
+def test_the_worker_in_this_environment_gives_transformers_logits(tmp_path, monkeypatch):
+    """run_matrix with this environment standing for release 2.0 and release 1.0 not installable: the worker loads a
+    transformers token classifier with archit and saves transformers' own logits on the fixed input; 1.0 fails with
+    the installer's line. (Two real releases: tests/test_matrix_slow.py.)"""
+    save_transformers_model(transformers.RobertaForTokenClassification, roberta_config(num_labels=5), tmp_path / "ckpt")
+    environments = {"2.0": {"python": sys.executable, "seconds": 0.0}, "1.0": {"error": "no 1.0", "seconds": 0.1}}
+    monkeypatch.setattr(matrix, "build_environment", lambda label, cache: environments[label])
+    probes = [{"name": "tagger", "checkpoint": str(tmp_path / "ckpt"), "base": "RobertaBaseModel",
+               "task": "ForSingleLabelTokenClassification", "head_config": None}]
+    lines = []
+    old, new = matrix.run_matrix(probes, ["1.0", "2.0"], tmp_path / "out", tmp_path / "cache", 1e-5, None,
+                                 lines.append)
+    assert (old["status"], old["error"], old["max_abs_diff"]) == (FAILS, "environment: no 1.0", None)
+    assert (new["status"], new["max_abs_diff"], new["reference"]) == (SAME, 0.0, new["transformers"])
+    assert new["transformers"] == transformers.__version__ and new["era"] == expected_era()
+    assert new["initialised"] == new["unused"] == new["converted"] == [] and new["reload_max_abs_diff"] == 0.0
+    assert "same, max |diff| 0" in lines[0] and "fails: environment: no 1.0" in lines[1]
+    reference = transformers_reference(transformers.RobertaForTokenClassification, tmp_path / "ckpt")
+    with torch.no_grad():
+        expected = reference(**fixed_inputs(tasks.ForSingleLabelTokenClassification, 99)).logits
+    assert_same_outputs(load_file(str(tmp_path / "out" / new["logits_file"]))["logits"], expected)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing-folder", "--base", "RobertaBaseModel", "--task", "ForMaskedLM", "--transformers", "5.23"],
+     "'missing-folder' does not exist."),
+    (["{ckpt}", "--base", "NoSuchModel", "--task", "ForMaskedLM", "--transformers", "5.23"], "'NoSuchModel' is neither"),
+    (["{ckpt}", "--base", "RobertaBaseModel", "--task", "ForMaskedLM"], "give the releases to run"),
+    (["{ckpt}", "--base", "RobertaBaseModel", "--task", "ForMaskedLM", "--head-config", "{{x", "--all"],
+     "--head-config is not JSON"),
+    (["{ckpt}", "--base", "RobertaBaseModel", "--task", "ForMaskedLM", "--head-config", '{{"num_labels": 3}}', "--all"],
+     "--head-config does not fit ForMaskedLM's head config"),
+    (["{ckpt}", "--task", "ForMaskedLM", "--all"], "needs CHECKPOINT, --base and --task"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, args, message):
+    (tmp_path / "ckpt").mkdir()
+    code = main(["matrix", *(arg.format(ckpt=tmp_path / "ckpt") for arg in args), "--cache-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_releases_to_run(monkeypatch):
+    """--all: the newest patch of every discovered minor; a minor stands for its newest patch where the index knows it;
+    a full version stays as given."""
+    monkeypatch.setattr(releases, "discover_releases", lambda pre=False: (
+        releases.newest_per_minor(releases.versions_from_pypi_json(PYPI_ANSWER), pre=pre), "index"))
+    assert matrix.resolve_releases(None, True, False) == ["4.36.2", "4.57.5", "5.0.0", "5.24.0", "5.25.0"]
+    assert matrix.resolve_releases(None, True, True)[-1] == "5.26.0rc0"
+    assert matrix.resolve_releases(["4.57", "4.99", "4.36.0"], False, False) == ["4.57.5", "4.99", "4.36.0"]
