@@ -6,11 +6,13 @@ logits with the reference release's.
 Each environment gets, in one resolve and exactly as the noxfile's sessions do (``archit.cli.releases``): the torch
 build (``ARCHIT_TORCH``, found through pip's find-links), the release of transformers, its period-correct companions,
 and archit itself: from a source checkout, archit's source tree as an editable install (so that the worker runs the
-code being developed, and a change needs no new environment); from an installed archit, the same archit version from
-the index. The environment is cached under ``--cache-dir`` (default ``~/.cache/archit/matrix``) in a folder keyed by all
+code being developed, and a change needs no new environment); from an installed archit (a wheel), archit's declared
+dependencies and a copy of the installed package itself, so that the worker runs exactly the archit that runs the
+command, published or not. The environment is cached under ``--cache-dir`` (default ``~/.cache/archit/matrix``) in a folder keyed by all
 of these; a second run reuses it. The worker runs in the current folder with it on ``PYTHONPATH``, so that a
 ``package.module:Class`` of the user's own is importable."""
 import hashlib
+import importlib.metadata as metadata
 import json
 import os
 import re
@@ -51,13 +53,25 @@ def environment_requirements(release: str) -> List[str]:
 
 
 def _archit_requirement() -> List[str]:
+    """What makes archit importable in an environment: its source checkout as an editable install, or, for an installed
+    archit, its own dependencies (the package itself is copied in by ``build_environment``)."""
     source = archit_source()
-    return ["-e", str(source)] if source else [f"archit=={archit_version}"]
+    if source:
+        return ["-e", str(source)]
+    return [requirement for requirement in metadata.requires("archit") or () if "extra ==" not in requirement]
+
+
+def _copy_installed_archit(python: Path) -> None:
+    """Copy the installed archit package (``_compat`` and all) into the environment's site-packages."""
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    shutil.copytree(_PACKAGE_ROOT / "archit", Path(purelib) / "archit",
+                    ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
 
 
 def environment_key(release: str) -> str:
     """The cache folder name of a release's environment: the release and a hash of everything installed into it."""
-    material = {"requirements": environment_requirements(release), "archit": _archit_requirement(),
+    material = {"requirements": environment_requirements(release), "archit": [archit_version, *_archit_requirement()],
                 "find_links": releases.pip_find_links(), "python": sys.version.split()[0]}
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
     return f"tf{release}-{digest}"
@@ -100,6 +114,8 @@ def build_environment(release: str, cache: Path) -> Dict[str, Any]:
         if done.returncode != 0:
             shutil.rmtree(folder, ignore_errors=True)
             return {"error": tool_error(done.stderr), "seconds": time.perf_counter() - start}
+    if archit_source() is None:
+        _copy_installed_archit(python)
     (folder / ".complete").write_text(json.dumps({"release": release, "requirements": environment_requirements(release),
                                                   "archit": _archit_requirement()}))
     return {"python": str(python), "seconds": time.perf_counter() - start, "created": True}
