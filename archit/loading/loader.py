@@ -17,6 +17,7 @@ from accelerate.utils import set_module_tensor_to_device
 from torch import nn
 
 from .. import _compat as compat
+from .commits import read_consistently
 from .configs import HEADS_PATH, base_config_from_dict, split_checkpoint_config, stored_head_prefixes
 from .devices import DevicePlacement
 from .files import HUB_KWARGS, CheckpointReader, HeaderReader, find_weight_files, read_config_dict
@@ -77,15 +78,17 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
     """``ModelWithHead.from_pretrained``: the model-with-head ``cls`` on ``base_model_class``, from any checkpoint."""
     checkpoint = str(checkpoint)
     options = LoadOptions.from_kwargs(kwargs)
-    built = _build_model_with_head(cls, checkpoint, base_model_class, head_config, options, CheckpointReader)
-    return _load(cls, checkpoint, built, options)
+    return read_consistently(_local_folder(checkpoint, options), lambda: _load(
+        cls, checkpoint, _build_model_with_head(cls, checkpoint, base_model_class, head_config, options,
+                                                CheckpointReader), options))
 
 
 def load_base_model(cls: type, checkpoint: str, **kwargs: Any) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
     """``BaseModel.from_pretrained``: a base model from a bare, prefixed, task or archit checkpoint (no head)."""
     checkpoint = str(checkpoint)
     options = LoadOptions.from_kwargs(kwargs)
-    return _load(cls, checkpoint, _build_base_model(cls, checkpoint, options), options)
+    return read_consistently(_local_folder(checkpoint, options),
+                             lambda: _load(cls, checkpoint, _build_base_model(cls, checkpoint, options), options))
 
 
 def load_model_with_heads(cls: type, checkpoint: str, base_model_class: type, heads: Optional[Dict[str, Any]] = None,
@@ -96,8 +99,9 @@ def load_model_with_heads(cls: type, checkpoint: str, base_model_class: type, he
     checkpoint = str(checkpoint)
     loss_weights = kwargs.pop("loss_weights", None)
     options = LoadOptions.from_kwargs(kwargs)
-    built = _build_model_with_heads(cls, checkpoint, base_model_class, heads, loss_weights, options)
-    return _load(cls, checkpoint, built, options)
+    return read_consistently(_local_folder(checkpoint, options), lambda: _load(
+        cls, checkpoint, _build_model_with_heads(cls, checkpoint, base_model_class, heads, loss_weights, options),
+        options))
 
 
 def plan_loading(cls: type, checkpoint: str, base_model_class: type, head_config: Any = None,
@@ -124,17 +128,19 @@ def plan_loading(cls: type, checkpoint: str, base_model_class: type, head_config
     """
     checkpoint = str(checkpoint)
     options = LoadOptions.from_kwargs(kwargs)
-    built = _build_model_with_head(cls, checkpoint, base_model_class, head_config, options, HeaderReader)
-    plan = _plan(checkpoint, built, options)
-    plan["tied"] = None if built.tie_undecided else bool(built.model.tiesWeights())
-    return plan
+    def plan() -> Dict[str, Any]:
+        built = _build_model_with_head(cls, checkpoint, base_model_class, head_config, options, HeaderReader)
+        return {**_plan(checkpoint, built, options), "tied": None if built.tie_undecided
+                else bool(built.model.tiesWeights())}
+    return read_consistently(_local_folder(checkpoint, options), plan)
 
 
 def plan_base_loading(cls: type, checkpoint: str, **kwargs: Any) -> Dict[str, Any]:
     """``plan_loading`` for ``load_base_model`` (``BaseModel.from_pretrained``): the base model alone."""
     checkpoint = str(checkpoint)
     options = LoadOptions.from_kwargs(kwargs)
-    return _plan(checkpoint, _build_base_model(cls, checkpoint, options), options)
+    return read_consistently(_local_folder(checkpoint, options),
+                             lambda: _plan(checkpoint, _build_base_model(cls, checkpoint, options), options))
 
 
 def plan_heads_loading(cls: type, checkpoint: str, base_model_class: type, heads: Optional[Dict[str, Any]] = None,
@@ -143,8 +149,14 @@ def plan_heads_loading(cls: type, checkpoint: str, base_model_class: type, heads
     checkpoint = str(checkpoint)
     loss_weights = kwargs.pop("loss_weights", None)
     options = LoadOptions.from_kwargs(kwargs)
-    return _plan(checkpoint, _build_model_with_heads(cls, checkpoint, base_model_class, heads, loss_weights, options),
-                 options)
+    return read_consistently(_local_folder(checkpoint, options), lambda: _plan(
+        checkpoint, _build_model_with_heads(cls, checkpoint, base_model_class, heads, loss_weights, options), options))
+
+
+def _local_folder(checkpoint: str, options: LoadOptions) -> Optional[str]:
+    """The local folder a load reads (``None`` for a hub id), which ``read_consistently`` watches for saves."""
+    folder = os.path.join(checkpoint, options.hub.get("subfolder") or "")
+    return folder if os.path.isdir(folder) else None
 
 
 @dataclass
