@@ -201,8 +201,9 @@ def read_consistently(folder: Optional[str], read: Callable[[], T]) -> T:
         token = _observed.set(observed)
         try:
             result = read()
-        except Exception:
-            if _changed(observed):
+        except Exception as error:
+            # A file gone between resolving its name and opening it was renamed or removed by a save: read again.
+            if isinstance(error, FileNotFoundError) or _changed(observed):
                 logger.info("A save into '%s' committed while loading from it: loading again.", folder)
                 continue
             raise

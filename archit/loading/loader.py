@@ -17,7 +17,7 @@ from accelerate.utils import set_module_tensor_to_device
 from torch import nn
 
 from .. import _compat as compat
-from .commits import read_consistently
+from .commits import open_settled, read_consistently
 from .configs import HEADS_PATH, base_config_from_dict, split_checkpoint_config, stored_head_prefixes
 from .devices import DevicePlacement
 from .files import HUB_KWARGS, CheckpointReader, HeaderReader, find_weight_files, read_config_dict
@@ -395,7 +395,7 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
     with CheckpointReader(weight_files) as reader:
         plan = _plan_fill(model, checkpoint, config_dict, options, layout, head_prefixes, reader, conversion_model)
         expected = model.state_dict(keep_vars=True)
-        total_bytes = sum(os.path.getsize(path) for path in weight_files)
+        total_bytes = sum(open_settled(path, os.path.getsize) for path in weight_files)
         for unit in compat.progress(plan.placed, len(plan.placed), "Loading weights", len(plan.placed), total_bytes):
             for name, tensor in unit.convert().items():
                 target = plan.renaming.targets[unit.name] if name == unit.name \
