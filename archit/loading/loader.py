@@ -18,7 +18,16 @@ from torch import nn
 
 from .. import _compat as compat
 from .commits import open_settled, read_consistently
-from .configs import HEADS_PATH, base_config_from_dict, split_checkpoint_config, stored_head_prefixes
+from .configs import (
+    HEADS_PATH,
+    FieldTypeError,
+    base_config_from_dict,
+    check_model_type,
+    config_path,
+    split_checkpoint_config,
+    stored_head_prefixes,
+)
+from .errors import CheckpointError
 from .devices import DevicePlacement
 from .files import HUB_KWARGS, CheckpointReader, HeaderReader, find_weight_files, read_config_dict
 from .hfmodels import imported_head, transformers_head_config
@@ -221,7 +230,10 @@ def _build_base_model(cls: type, checkpoint: str, options: LoadOptions) -> _Buil
 def _build_model_with_heads(cls: type, checkpoint: str, base_model_class: type, heads: Optional[Dict[str, Any]],
                             loss_weights: Optional[Dict[str, float]], options: LoadOptions) -> _Built:
     config_dict = read_config_dict(checkpoint, **options.hub)
-    specs, head_prefixes = cls.headsOfCheckpoint(config_dict, heads, checkpoint)
+    try:
+        specs, head_prefixes = cls.headsOfCheckpoint(config_dict, heads, checkpoint)
+    except FieldTypeError as error:
+        raise CheckpointError(config_path(checkpoint), str(error), key=error.field) from error
     base_dict, _ = split_checkpoint_config(config_dict, checkpoint)
     base_config = _base_config(base_model_class, base_dict, checkpoint, options)
     dtype = _resolve_dtype(options.dtype, base_dict)
@@ -460,14 +472,13 @@ def _base_config(base_model_class: type, base_dict: Dict[str, Any], checkpoint: 
     ``PretrainedConfig``) takes the family from the checkpoint's ``model_type``."""
     config_class = base_model_class.configClass()
     stored_type = base_dict.get("model_type")
+    if stored_type is not None:
+        check_model_type(stored_type, config_path(checkpoint))
     if stored_type and config_class.model_type and stored_type != config_class.model_type:
         logger.warning("Checkpoint '%s' is a '%s' model, but %s builds '%s': weights with matching names will be "
                        "loaded into a different architecture.", checkpoint, stored_type, base_model_class.__name__,
                        config_class.model_type)
-    try:
-        config = base_config_from_dict(base_dict, config_class)
-    except ValueError as error:
-        raise ValueError(f"Checkpoint '{checkpoint}': {error}") from error
+    config = base_config_from_dict(base_dict, config_class, source=config_path(checkpoint))
     for name, value in options.config_overrides.items():
         if not hasattr(config, name):
             raise TypeError(f"from_pretrained() got an unexpected keyword argument '{name}': it is neither a "
