@@ -295,8 +295,8 @@ def check_safetensors_header(path: str) -> Dict[str, Any]:
             raise
         raise CheckpointError(path, f"cannot be read: {error.strerror or error}") from error
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=lambda pairs: _without_duplicate_keys(path, pairs))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise CheckpointError(path, f"is damaged: its header is not JSON ({error})") from error
     if not isinstance(header, dict):
         raise CheckpointError(path, f"is damaged: its header is a JSON {type(header).__name__}, not an object")

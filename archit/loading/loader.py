@@ -27,8 +27,8 @@ from .configs import (
     split_checkpoint_config,
     stored_head_prefixes,
 )
-from .errors import CheckpointError
 from .devices import DevicePlacement
+from .errors import CheckpointError
 from .files import HUB_KWARGS, CheckpointReader, HeaderReader, find_weight_files, read_config_dict
 from .hfmodels import imported_head, transformers_head_config
 from .keys import CORE_IN_BASE_MODEL, CORE_PATH, HEAD_PATH, KeyRenaming, model_key_for, rename_checkpoint_keys
@@ -249,7 +249,8 @@ def _build_model_with_heads(cls: type, checkpoint: str, base_model_class: type, 
 def _load(cls: type, checkpoint: str, built: _Built,
           options: LoadOptions) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
     info = fill_from_checkpoint(built.model, checkpoint, built.config_dict, options, built.dtype, built.layout,
-                                built.head_prefixes, conversion_model=built.conversion_model)
+                                built.head_prefixes, conversion_model=built.conversion_model,
+                                head_in_checkpoint=not built.expect_new_head)
     # A base model's weights are all base weights; a model with heads tells them from the rest by their path.
     core_path = built.layout.core_path if built.layout.head_path is not None else ""
     _report(cls, checkpoint, info, core_path, expect_new_head=built.expect_new_head)
@@ -367,7 +368,7 @@ def _plan(checkpoint: str, built: _Built, options: LoadOptions) -> Dict[str, Any
             filled.add(copied)
     missing = [name for name, tensor in _named_tensors(model) if tensor.device.type == "meta" and name not in filled]
     error = _refusal(checkpoint, model, options, mismatched, plan.unexpected,
-                     [name for name in missing if name.startswith(built.layout.core_path)])
+                     _needed_from_checkpoint(missing, built.layout, not built.expect_new_head))
     return {"loaded_keys": loaded, "missing_keys": missing, "unexpected_keys": plan.unexpected,
             "mismatched_keys": mismatched, "converted_keys": converted, "error": error}
 
@@ -375,7 +376,8 @@ def _plan(checkpoint: str, built: _Built, options: LoadOptions) -> Dict[str, Any
 def _refusal(checkpoint: str, model: nn.Module, options: LoadOptions, mismatched: List[Tuple[str, tuple, tuple]],
              unexpected: List[str], new_base: List[str]) -> Optional[str]:
     """Why loading stops after reading the checkpoint, or ``None``: tensors of another shape (unless
-    ``ignore_mismatched_sizes``), or tensors left unused while base weights would be newly initialised (unless
+    ``ignore_mismatched_sizes``), or tensors left unused while weights that the checkpoint should hold (``new_base``:
+    the base model's, and the head's of an archit checkpoint) would be newly initialised (unless
     ``ignore_unplaced_weights``)."""
     if mismatched and not options.ignore_mismatched_sizes:
         listing = "; ".join(f"{key}: checkpoint {a}, model {b}" for key, a, b in sorted(mismatched))
@@ -384,7 +386,7 @@ def _refusal(checkpoint: str, model: nn.Module, options: LoadOptions, mismatched
                 f"to initialise them anew.")
     if new_base and unexpected and not options.ignore_unplaced_weights:
         return (f"Checkpoint '{checkpoint}' has tensors that nothing in {type(model).__name__} takes "
-                f"({_listing(unexpected)}) while base model weights it lacks would be newly initialised "
+                f"({_listing(unexpected)}) while weights it lacks would be newly initialised "
                 f"({_listing(new_base)}): the checkpoint names or shapes its weights in a way that was not converted "
                 f"to {type(model.base_model).__name__}'s (a layout of another transformers release, or another "
                 f"architecture), so the model would be silently wrong. Pass ignore_unplaced_weights=True to "
@@ -394,7 +396,8 @@ def _refusal(checkpoint: str, model: nn.Module, options: LoadOptions, mismatched
 
 def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[str, Any], options: LoadOptions,
                          dtype: Optional[torch.dtype], layout: Layout, head_prefixes: Dict[str, str],
-                         conversion_model: Optional[nn.Module] = None) -> Dict[str, Any]:
+                         conversion_model: Optional[nn.Module] = None,
+                         head_in_checkpoint: bool = False) -> Dict[str, Any]:
     """
     Assign the checkpoint's tensors to ``model`` (built on the meta device), initialise the rest, tie, place. Which
     tensor goes where is decided first, from the keys alone (``_plan_fill``, shared with ``plan_loading``).
@@ -430,7 +433,7 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
     if layout.head_path is not None:
         _copy_embeddings_into_untied_head(model, head_prefixes, config_dict, placement, dtype)
     missing = [name for name, tensor in _named_tensors(model) if tensor.device.type == "meta"]
-    new_base = [name for name in missing if name.startswith(layout.core_path)]
+    new_base = _needed_from_checkpoint(missing, layout, head_in_checkpoint)
     if new_base and unexpected and not options.ignore_unplaced_weights:
         raise ValueError(_refusal(checkpoint, model, options, [], unexpected, new_base))
     _initialise(model, missing, placement, dtype, layout)
@@ -445,6 +448,12 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
                 if converted else "")
     return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched,
             "converted_keys": converted, "error_msgs": []}
+
+
+def _needed_from_checkpoint(missing: List[str], layout: Layout, head_in_checkpoint: bool) -> List[str]:
+    """The missing tensors that the checkpoint should have held: the base model's, and every other one when the
+    checkpoint holds the head too (an archit checkpoint: a head tensor under a damaged or foreign name is no new head)."""
+    return [name for name in missing if head_in_checkpoint or name.startswith(layout.core_path)]
 
 
 def _in_core_key_space(key: str) -> str:
