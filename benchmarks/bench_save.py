@@ -12,8 +12,8 @@ a tiny one). Each round times, in alternating order:
   alone costs on this disk, whatever the write protocol.
 
 Both write into the same folder again every round (a training run's periodic checkpoint; ``--fresh`` writes into a new
-folder each time); before each timed save the folder's previous checkpoint is fsynced, untimed (``settle``), as it
-is on disk when saves are minutes apart. Medians of ``--rounds`` rounds after one warm-up each; the ratio new/old is printed next to the goal
+folder each time); before each timed save all dirty pages are written back, untimed (``settle``), as they are when
+saves are minutes apart. Medians of ``--rounds`` rounds after one warm-up each; the ratio new/old is printed next to the goal
 (<= 1.10). Timings on a shared machine vary: more rounds give steadier medians.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/bench_save.py [--quick] [--rounds 7] [--shard-size 5GB] [--fresh]
@@ -79,12 +79,12 @@ def fsync_all(directory: str, names: list) -> None:
             os.close(fd)
 
 
-def settle(directory: str) -> None:
-    """Untimed: put the folder's current checkpoint on disk, as it is when saves are minutes apart (the kernel writes
-    dirty pages back within ~30 s). Back-to-back saves would otherwise let the old save delete files whose data never
-    left the page cache, which costs nothing, while deleting or replacing a file on disk frees its blocks."""
-    if os.path.isdir(directory):
-        fsync_all(directory, [n for n in os.listdir(directory) if os.path.isfile(os.path.join(directory, n))])
+def settle() -> None:
+    """Untimed, before every timed save: write all dirty pages back (``os.sync()``), as the kernel has done when saves
+    are minutes apart (it writes dirty pages back within ~30 s). Back to back, the old save would delete files whose
+    data never left the page cache, which costs nothing (deleting a file on disk frees its blocks), and leave 500 MB of
+    dirty pages whose writeback the next save, whichever it is, would wait for."""
+    os.sync()
 
 
 def main() -> None:
@@ -125,7 +125,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             order = list(cases) if round_ % 2 == 0 else list(reversed(cases))
             for name in order:
-                settle(target(name.replace(" + ", "-"), round_))
+                settle()
                 start = time.perf_counter()
                 cases[name](round_)
                 times[name].append(time.perf_counter() - start)
