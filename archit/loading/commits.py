@@ -212,7 +212,11 @@ def read_consistently(folder: Optional[str], read: Callable[[], T]) -> T:
         if not _changed(observed):
             return result
         logger.info("A save into '%s' committed while loading from it: loading again.", folder)
-    lock_fd = _lock(folder, exclusive=False, blocking=True)
+    try:
+        lock_fd = _lock(folder, exclusive=False, blocking=True)
+    except OSError as error:  # A folder that can be neither locked nor hold a lock file (read-only NFS).
+        logger.debug("Cannot lock '%s' for reading (%s): reading without the lock.", folder, error)
+        lock_fd = None
     try:
         return read()
     finally:
