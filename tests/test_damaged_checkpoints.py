@@ -3,7 +3,7 @@ tensors equals the damaged file's own, read with safetensors directly) or raises
 file (and the key or field, where there is one), or the loader's refusal naming the tensors nothing takes. Never another
 exception type, a crash, or a model with weights silently missing.
 
-The default profile runs ~250 examples over all tests; ``ARCHIT_THOROUGH=1`` (``nox -t fuzz``) ten times as many."""
+The default profile runs 260 examples over the three fuzz tests; ``ARCHIT_THOROUGH=1`` (``nox -t fuzz``) ten times as many."""
 import builtins
 import io
 import json
@@ -70,7 +70,6 @@ def check_outcome(directory: Path, *names: str, key: str = None) -> None:
         assert key is None or key in str(error), (key, str(error))
         return
     except ValueError as error:  # The loader's refusal of tensors nothing takes (a damaged tensor name).
-        assert not isinstance(error, (KeyError, AssertionError))
         assert str(directory) in str(error) and "nothing in" in str(error), str(error)
         return
     files = {}
@@ -103,7 +102,7 @@ def weight_files(directory: Path):
 DTYPES = ("F64", "F32", "F16", "BF16", "I64", "I32", "I8", "U8", "BOOL")
 
 
-@examples(60)
+@examples(100)
 @given(data=st.data())
 def test_damaged_safetensors_file(data, intact, scratch):
     directory = scratch(intact)
@@ -165,7 +164,7 @@ def test_tensor_in_two_shards(intact, tmp_path):
 INDEX = "model.safetensors.index.json"
 
 
-@examples(40)
+@examples(60)
 @given(data=st.data())
 def test_damaged_index(data, intact, scratch):
     directory = scratch(intact)
@@ -230,7 +229,7 @@ def wrong_value(default):
     return anything.filter(lambda v: not isinstance(v, str))
 
 
-@examples(80)
+@examples(100)
 @given(data=st.data())
 def test_damaged_config(data, intact, scratch):
     directory = scratch(intact)

@@ -147,9 +147,8 @@ def base_config_from_dict(config_dict: Dict[str, Any], config_class: Optional[Ty
 def check_model_type(model_type: Any, source: str) -> None:
     """A stored ``model_type`` must be a family of the installed transformers: else a ``CheckpointError``."""
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
-        raise CheckpointError(source, f"model_type {model_type!r} is not a family of the installed transformers (a "
-                                      f"damaged file, a newer transformers release, or a model with remote code)",
-                              key="model_type")
+        raise CheckpointError(source, f"{model_type!r} is not a family of the installed transformers (a damaged file, "
+                                      f"a newer transformers release, or a model with remote code)", key="model_type")
 
 
 def _check_field_types(config_class: Type[PretrainedConfig], config_dict: Dict[str, Any], source: str) -> None:
@@ -174,8 +173,10 @@ def _check_field_types(config_class: Type[PretrainedConfig], config_dict: Dict[s
         else:
             fits = isinstance(value, str)
         if not fits:
+            expected = next(name for kind, name in ((bool, "a bool"), (int, "an int"), (float, "a float"),
+                                                    (str, "a string")) if isinstance(default, kind))
             raise CheckpointError(source, f"has {type(value).__name__} {value!r:.100} where {config_class.__name__} "
-                                          f"expects a {type(default).__name__} (its default is {default!r})", key=key)
+                                          f"expects {expected} (its default is {default!r})", key=key)
 
 
 def dataclass_from_dict(cls: type, as_dict: Dict[str, Any]) -> Any:
