@@ -223,12 +223,6 @@ def read_consistently(folder: Optional[str], read: Callable[[], T]) -> T:
         _unlock(lock_fd)
 
 
-def recover(folder: str) -> bool:
-    """Roll a leftover journal forward and remove orphaned temporary files, if no save is running (the lock is free)
-    and the folder is writable; ``True`` if done."""
-    return _try_recover(folder)
-
-
 # Internals
 
 
@@ -331,6 +325,8 @@ def _recover_locked(folder: str) -> None:
 
 
 def _try_recover(folder: str) -> bool:
+    """Roll a leftover journal forward and remove orphaned temporary files, if no save is running (the lock is free)
+    and the folder is writable; ``True`` if done."""
     try:
         lock_fd = _lock(folder, exclusive=True, blocking=False)
     except OSError:
