@@ -166,8 +166,7 @@ def _check_field_types(config_class: Type[PretrainedConfig], config_dict: Dict[s
         if isinstance(default, bool):
             fits = isinstance(value, bool)
         elif isinstance(default, int):
-            fits = (type(value) is int or (isinstance(value, list) and all(type(v) is int for v in value))
-                    or (type(value) is float and value.is_integer()))
+            fits = type(value) is int or (isinstance(value, list) and all(type(v) is int for v in value))
         elif isinstance(default, float):
             fits = type(value) in (int, float)
         else:
