@@ -4,7 +4,8 @@
     nox -t full                  every minor from 4.36 to the newest (read from the package index)
     nox -s "tests(tf4.40)"       one minor; ``nox -l`` lists them all
     nox -s "tests(tf4.50)" -- tests/test_save.py -x     pytest arguments after ``--``
-    nox -t bench                 the loading benchmark on 4.49 and the newest minor
+    nox -t bench                 the loading and saving benchmarks on 4.49 and the newest minor
+    nox -t fuzz                  crash-consistency and damaged-checkpoint tests at length (4.36, newest)
     nox -s matrix                ``archit matrix`` end to end on two releases (the slow tests; tag "eras", so CI runs it)
     nox -s report                ``archit matrix`` over the probe checkpoints on every minor: ``report/`` and the
                                  README's compatibility table; ``nox -s report -- 4.36 5.24`` limits the minors
@@ -83,6 +84,7 @@ def _install(session: nox.Session, transformers_minor: str) -> None:
         releases.transformers_requirement(transformers_minor),
         *releases.companions(transformers_minor),
         "pytest",
+        "hypothesis",
         "-e",
         ".",
     )
@@ -137,12 +139,24 @@ def tests(session: nox.Session, transformers_minor: str) -> None:
     _run_tests(session, transformers_minor)
 
 
+@nox.session(tags=["fuzz"])
+@nox.parametrize("transformers_minor", [nox.param(m, id=f"tf{m}") for m in ("4.36", NEWEST)])
+def fuzz(session: nox.Session, transformers_minor: str) -> None:
+    """The crash-consistency and damaged-checkpoint tests at length (ARCHIT_THOROUGH=1: a SIGKILL at every file
+    operation of every layout, ten times the hypothesis examples); the default sessions run a bounded sample."""
+    _install(session, transformers_minor)
+    session.run("pytest", *(session.posargs or ("tests/test_crash_saves.py", "tests/test_damaged_checkpoints.py")),
+                env={**OFFLINE, **ONE_THREAD, "ARCHIT_THOROUGH": "1"})
+
+
 @nox.session(tags=["bench"])
 @nox.parametrize("transformers_minor", [nox.param(m, id=f"tf{m}") for m in ("4.49", NEWEST)])
 def benchmark(session: nox.Session, transformers_minor: str) -> None:
-    """Time checkpoint loading (benchmarks/bench_load.py) on the last 4.49-era minor and the newest."""
+    """Time checkpoint loading (benchmarks/bench_load.py) on the last 4.49-era minor and the newest, and saving
+    (benchmarks/bench_save.py)."""
     _install(session, transformers_minor)
     session.run("python", "benchmarks/bench_load.py", *session.posargs, env=OFFLINE)
+    session.run("python", "benchmarks/bench_save.py", env=OFFLINE)
 
 
 @nox.session(tags=["eras"])

@@ -1,9 +1,11 @@
 """Small helpers of the published ArchIt API: parameter counts, reading a checkpoint's tensors, dataclasses from dicts."""
+import os
 from typing import Any, Dict, Tuple
 
 from torch import Tensor
 from torch.nn import Module
 
+from .loading.commits import read_consistently
 from .loading.configs import dataclass_from_dict as dataclass_from_dict
 from .loading.files import find_weight_files, read_tensors
 
@@ -45,6 +47,8 @@ def parameterCountBaseVsHead(model: Module) -> Tuple[Tuple[int, int], Tuple[int,
 def checkpointToStateDict(checkpoint: str, **hub_kwargs: Any) -> Dict[str, Tensor]:
     """
     All tensors of a checkpoint (local folder or hub id; safetensors or ``.bin``, sharded or not), keyed as in the file.
-    ``.bin`` files are read with ``torch.load(weights_only=True)``.
+    ``.bin`` files are read with ``torch.load(weights_only=True)``. A local folder is read as one checkpoint even while
+    another process saves into it.
     """
-    return dict(read_tensors(find_weight_files(checkpoint, **hub_kwargs)))
+    folder = os.path.join(str(checkpoint), hub_kwargs.get("subfolder") or "")
+    return read_consistently(folder, lambda: dict(read_tensors(find_weight_files(str(checkpoint), **hub_kwargs))))

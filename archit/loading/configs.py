@@ -3,6 +3,7 @@
 An archit checkpoint nests ``{"base_model_config": {...}, "head_config": {...}}``; a transformers checkpoint is the base
 config alone. Head configs are dataclasses, rebuilt from their dictionaries by ``dataclass_from_dict``.
 """
+import os
 import typing
 from dataclasses import fields, is_dataclass
 from enum import Enum
@@ -11,12 +12,27 @@ from typing import Any, Dict, Optional, Tuple, Type
 from transformers import CONFIG_MAPPING, PretrainedConfig
 
 from .. import _compat as compat
+from .errors import CheckpointError
+from .files import CONFIG_NAME
 
 __all__ = ["split_checkpoint_config", "base_config_from_dict", "dataclass_from_dict", "stored_head_prefixes",
-           "HEADS_PATH"]
+           "config_path", "check_model_type", "FieldTypeError", "HEADS_PATH"]
 
 HEADS_PATH = "heads."
 """Where a model with several heads keeps them (``heads.<name>.``), and so the key prefix of their weights."""
+
+
+class FieldTypeError(TypeError):
+    """A dictionary value of the wrong type for a dataclass field (``dataclass_from_dict``); ``field`` names it."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+def config_path(checkpoint: str) -> str:
+    """The checkpoint's ``config.json``, as error messages name it."""
+    return os.path.join(checkpoint, CONFIG_NAME)
 
 
 def split_checkpoint_config(config_dict: Dict[str, Any], checkpoint: str, head_config: Optional[Any] = None,
@@ -27,16 +43,58 @@ def split_checkpoint_config(config_dict: Dict[str, Any], checkpoint: str, head_c
     as ``head_config_class``, and its absence is an error. Without ``head_config_class`` no head config is wanted.
     """
     is_archit = "base_model_config" in config_dict
+    if is_archit:
+        _check_archit_structure(config_dict, checkpoint)
     base_dict = dict(config_dict["base_model_config"] if is_archit else config_dict)
     if head_config is not None or head_config_class is None:
         return base_dict, head_config
-    stored = config_dict.get("head_config") if is_archit else None
+    stored, key = (config_dict.get("head_config"), "head_config") if is_archit else (None, None)
     if stored is None and is_archit and "heads" in config_dict:
-        stored = _only_head(config_dict, checkpoint)["head_config"]
+        name = _only_head_name(config_dict, checkpoint)
+        stored, key = config_dict["heads"][name]["head_config"], f"heads.{name}.head_config"
     if stored is None:
         raise ValueError(f"Checkpoint '{checkpoint}' holds no head config (it is not an archit checkpoint): pass "
                          f"head_config=, e.g. {head_config_class.__name__}(...).")
-    return base_dict, dataclass_from_dict(head_config_class, stored)
+    try:
+        return base_dict, dataclass_from_dict(head_config_class, stored)
+    except FieldTypeError as error:
+        raise CheckpointError(config_path(checkpoint), str(error), key=f"{key}.{error.field}") from error
+    except TypeError as error:  # A field the head config does not have.
+        raise CheckpointError(config_path(checkpoint), f"is not a {head_config_class.__name__}: {error}",
+                              key=key) from error
+
+
+def _check_archit_structure(config_dict: Dict[str, Any], checkpoint: str) -> None:
+    """An archit ``config.json`` nests objects: ``base_model_config``, ``head_config`` (or ``heads``: name ->
+    ``{"task", "head_config"}``), ``loss_weights``: name -> number."""
+    def fail(key: str, what: str) -> None:
+        raise CheckpointError(config_path(checkpoint), f"must be {what}, got {type(config_dict_at(key)).__name__} "
+                                                       f"{config_dict_at(key)!r:.100}", key=key)
+
+    def config_dict_at(key: str) -> Any:
+        value: Any = config_dict
+        for part in key.split("."):
+            value = value[part]
+        return value
+
+    if not isinstance(config_dict["base_model_config"], dict):
+        fail("base_model_config", "an object (the base model's transformers config)")
+    if config_dict.get("head_config") is not None and not isinstance(config_dict["head_config"], dict):
+        fail("head_config", "an object (the head config's fields)")
+    if "heads" in config_dict:
+        if not isinstance(config_dict["heads"], dict):
+            fail("heads", "an object (head name -> task and head config)")
+        for name, spec in config_dict["heads"].items():
+            if not isinstance(spec, dict):
+                fail(f"heads.{name}", "an object with task and head_config")
+            if not isinstance(spec.get("task"), str):
+                fail(f"heads.{name}.task", "a task class name")
+            if not isinstance(spec.get("head_config"), dict):
+                fail(f"heads.{name}.head_config", "an object (the head config's fields)")
+    if config_dict.get("loss_weights") is not None:
+        weights = config_dict["loss_weights"]
+        if not isinstance(weights, dict) or not all(type(w) in (int, float) for w in weights.values()):
+            fail("loss_weights", "an object of head name -> number")
 
 
 def stored_head_prefixes(config_dict: Dict[str, Any]) -> Dict[str, str]:
@@ -61,26 +119,63 @@ def _only_head(config_dict: Dict[str, Any], checkpoint: str) -> Dict[str, Any]:
     return config_dict["heads"][_only_head_name(config_dict, checkpoint)]
 
 
-def base_config_from_dict(config_dict: Dict[str, Any],
-                          config_class: Optional[Type[PretrainedConfig]] = None) -> PretrainedConfig:
+def base_config_from_dict(config_dict: Dict[str, Any], config_class: Optional[Type[PretrainedConfig]] = None,
+                          source: str = CONFIG_NAME) -> PretrainedConfig:
     """
     A base model's transformers config from its dictionary: ``config_class.from_dict``. Without a ``config_class``, or
     with the generic ``PretrainedConfig`` (``AutoBaseModel``'s), the dictionary's ``model_type`` picks the class, as
-    ``AutoConfig.from_pretrained`` does.
+    ``AutoConfig.from_pretrained`` does. A value of another type than the class's default for that field (a string
+    where the default is a number, ...), or a dictionary the class refuses, is a ``CheckpointError`` naming ``source``
+    (the file the dictionary came from) and the field.
     """
     config_dict = compat.stored_config_dict(config_dict)
-    if config_class is not None and config_class.model_type:
-        return config_class.from_dict(config_dict)
-    model_type = config_dict.get("model_type")
-    if not model_type:
-        raise ValueError("The base model config names no model_type, so its transformers config class is unknown: "
-                         "pass the config class (base_model_config_class=), or use the family's base model class.")
-    try:
+    if config_class is None or not config_class.model_type:
+        model_type = config_dict.get("model_type")
+        if not model_type:
+            raise CheckpointError(source, "names no model_type, so its transformers config class is unknown: pass the "
+                                          "config class (base_model_config_class=), or use the family's base model "
+                                          "class", key="model_type")
+        check_model_type(model_type, source)
         config_class = CONFIG_MAPPING[model_type]
-    except KeyError:
-        raise ValueError(f"The base model config's model_type '{model_type}' is not a family of the installed "
-                         f"transformers (a newer release, or a model with remote code, may have it).") from None
-    return config_class.from_dict(config_dict)
+    _check_field_types(config_class, config_dict, source)
+    try:
+        return config_class.from_dict(config_dict)
+    except Exception as error:  # transformers 5 validates field types itself (huggingface_hub's strict dataclasses).
+        raise CheckpointError(source, f"is not a valid {config_class.__name__}: {error}") from error
+
+
+def check_model_type(model_type: Any, source: str) -> None:
+    """A stored ``model_type`` must be a family of the installed transformers: else a ``CheckpointError``."""
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise CheckpointError(source, f"{model_type!r} is not a family of the installed transformers (a damaged file, "
+                                      f"a newer transformers release, or a model with remote code)", key="model_type")
+
+
+def _check_field_types(config_class: Type[PretrainedConfig], config_dict: Dict[str, Any], source: str) -> None:
+    """Values whose type cannot be the field's, judged by the type of the config class's own default for the field
+    (only where that default is a bool, int, float or str): a string for a size, a number for a flag. Token ids may be
+    lists (several end-of-sequence tokens); fields whose default is ``None`` or a container are not judged."""
+    try:
+        defaults = config_class()
+    except Exception:  # A config class without defaults for every field: nothing to judge by.
+        return
+    for key, value in config_dict.items():
+        default = getattr(defaults, key, None)
+        if value is None or default is None or not isinstance(default, (bool, int, float, str)):
+            continue
+        if isinstance(default, bool):
+            fits = isinstance(value, bool)
+        elif isinstance(default, int):
+            fits = type(value) is int or (isinstance(value, list) and all(type(v) is int for v in value))
+        elif isinstance(default, float):
+            fits = type(value) in (int, float)
+        else:
+            fits = isinstance(value, str)
+        if not fits:
+            expected = next(name for kind, name in ((bool, "a bool"), (int, "an int"), (float, "a float"),
+                                                    (str, "a string")) if isinstance(default, kind))
+            raise CheckpointError(source, f"has {type(value).__name__} {value!r:.100} where {config_class.__name__} "
+                                          f"expects {expected} (its default is {default!r})", key=key)
 
 
 def dataclass_from_dict(cls: type, as_dict: Dict[str, Any]) -> Any:
@@ -96,15 +191,50 @@ def dataclass_from_dict(cls: type, as_dict: Dict[str, Any]) -> Any:
     for name, value in as_dict.items():
         expected = hints.get(name) if name in known else None
         if isinstance(expected, type) and is_dataclass(expected) and isinstance(value, dict):
-            value = dataclass_from_dict(expected, value)
+            try:
+                value = dataclass_from_dict(expected, value)
+            except FieldTypeError as error:
+                raise FieldTypeError(str(error), f"{name}.{error.field}") from error
         elif isinstance(expected, type) and issubclass(expected, Enum) and not isinstance(value, expected):
-            value = _enum_member(expected, value)
+            value = _enum_member(expected, value, name)
+        elif expected is not None and not _fits(value, expected):
+            raise FieldTypeError(f"{cls.__name__}.{name} must be {_type_name(expected)}, got "
+                                 f"{type(value).__name__} {value!r:.100}", name)
         kwargs[name] = value
     return cls(**kwargs)
 
 
-def _enum_member(enum_class: type, value: Any) -> Enum:
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (from JSON) can be a field typed ``hint``: checked for bool, int, float, str, ``Optional``
+    and unions of those, dataclasses (a dictionary); any other hint accepts anything."""
+    if typing.get_origin(hint) is typing.Union:
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return type(value) is int
+    if hint is float:
+        return type(value) in (int, float)
+    if hint is str:
+        return isinstance(value, str)
+    if isinstance(hint, type) and is_dataclass(hint):
+        return isinstance(value, (dict, hint))
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def _enum_member(enum_class: type, value: Any, name: str) -> Enum:
     try:
         return enum_class(value)
     except ValueError:
+        pass
+    try:
         return enum_class[value]  # Serialised by name.
+    except (KeyError, TypeError):
+        raise FieldTypeError(f"{name} must be one of {[m.value for m in enum_class]}, got {value!r:.100}",
+                             name) from None

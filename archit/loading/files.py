@@ -2,7 +2,9 @@
 in a local folder or a hub repository."""
 import json
 import math
+import os
 import re
+import struct
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,8 @@ from safetensors import safe_open
 from torch import Tensor
 
 from .. import _compat as compat
+from .commits import open_settled, resolve_local
+from .errors import CheckpointError
 
 CONFIG_NAME = "config.json"
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -54,7 +58,7 @@ def resolve_file(checkpoint: str, filename: str, **hub_kwargs: Any) -> Optional[
     """Local path of ``filename`` in the checkpoint (downloading it from the hub if needed); ``None`` if absent."""
     folder = Path(checkpoint) / hub_kwargs.get("subfolder", "")
     if Path(checkpoint).is_dir():
-        return str(folder / filename) if (folder / filename).is_file() else None
+        return resolve_local(str(folder), filename)
     try:
         return compat.resolve_file(checkpoint, filename, **{k: v for k, v in hub_kwargs.items() if v is not None})
     except (OSError, ValueError) as error:  # ValueError: not even a valid repository id.
@@ -69,11 +73,35 @@ def read_config_dict(checkpoint: str, **hub_kwargs: Any) -> Dict[str, Any]:
         where = "local folder" if Path(checkpoint).is_dir() else "model id (not a local folder; hub offline or no such repository)"
         raise OSError(f"Checkpoint '{checkpoint}' has no {CONFIG_NAME}: "
                       f"it does not exist or is not a model checkpoint ({where}).")
+    config = read_json_file(path)
+    if not isinstance(config, dict):
+        raise CheckpointError(path, f"holds a JSON {type(config).__name__}, not an object of config fields")
+    return config
+
+
+def read_json_file(path: str) -> Any:
+    """The JSON value in ``path``; ``CheckpointError`` naming the file when it cannot be read or is not JSON (duplicate
+    keys in an object included: JSON readers silently keep one of them)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        text = open_settled(path, lambda p: Path(p).read_bytes()).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CheckpointError(path, f"is not UTF-8 text: {error}") from error
+    except OSError as error:
+        raise CheckpointError(path, f"cannot be read: {error.strerror or error}") from error
+    try:
+        return json.loads(text, object_pairs_hook=lambda pairs: _without_duplicate_keys(path, pairs))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+        raise CheckpointError(path, f"is not valid JSON: {error}" if text.strip() else "is empty") from error
+    except RecursionError as error:
+        raise CheckpointError(path, "nests JSON too deeply") from error
+
+
+def _without_duplicate_keys(path: str, pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        duplicate = next(key for i, (key, _) in enumerate(pairs) if any(key == k for k, _ in pairs[:i]))
+        raise CheckpointError(path, "names this key twice in one object", key=duplicate)
+    return result
 
 
 def find_weight_files(checkpoint: str, use_safetensors: Optional[bool] = None, variant: Optional[str] = None,
@@ -92,17 +120,31 @@ def find_weight_files(checkpoint: str, use_safetensors: Optional[bool] = None, v
             continue
         if name not in index_names:
             return [path]
-        with open(path, encoding="utf-8") as handle:
-            shards = sorted(set(json.load(handle)["weight_map"].values()))
         paths = []
-        for shard in shards:
+        for shard, key in _shards_of_index(path).items():
             shard_path = resolve_file(checkpoint, shard, **hub_kwargs)
             if shard_path is None:
-                raise OSError(f"Checkpoint '{checkpoint}': {name} lists shard {shard}, which is missing.")
+                raise CheckpointError(path, f"names shard {shard}, which is missing", key=f"weight_map.{key}")
             paths.append(shard_path)
         return paths
     raise OSError(f"Checkpoint '{checkpoint}' has no weights: none of {', '.join(candidates)} found."
                   + _other_variants(checkpoint, variant, hub_kwargs.get("subfolder") or ""))
+
+
+def _shards_of_index(path: str) -> Dict[str, str]:
+    """The shard file names an index names, each with the first key it assigns to it, sorted by name."""
+    index = read_json_file(path)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(path, "is not a weights index: it needs an object 'weight_map' (tensor -> shard file)",
+                              key="weight_map")
+    shards: Dict[str, str] = {}
+    for key, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard or shard != os.path.basename(shard) or shard in (".", ".."):
+            raise CheckpointError(path, f"names {shard!r} as a shard: not a file name in the checkpoint folder",
+                                  key=f"weight_map.{key}")
+        shards.setdefault(shard, key)
+    return dict(sorted(shards.items()))
 
 
 def _other_variants(checkpoint: str, variant: Optional[str], subfolder: str) -> str:
@@ -124,10 +166,10 @@ def _other_variants(checkpoint: str, variant: Optional[str], subfolder: str) -> 
 def load_bin(path: str) -> Dict[str, Tensor]:
     """A ``.bin`` state dict, read with ``torch.load(weights_only=True)``: tensors only, never arbitrary code."""
     try:
-        return _torch_load(path, "cpu")
+        return open_settled(path, lambda p: _torch_load(p, "cpu"))
     except Exception as error:
-        raise OSError(f"Could not read {path} with torch.load(weights_only=True), which refuses anything but "
-                      f"tensors (convert the file to safetensors if you trust it): {error}") from error
+        raise CheckpointError(path, f"cannot be read with torch.load(weights_only=True), which refuses anything but "
+                                    f"tensors (convert the file to safetensors if you trust it): {error}") from error
 
 
 class CheckpointReader:
@@ -138,13 +180,17 @@ class CheckpointReader:
     def __init__(self, paths: List[str]):
         self._stack = ExitStack()
         self._location: Dict[str, Any] = {}  # key -> open safetensors file, or the loaded .bin dict
-        for path in paths:
-            if path.endswith(".safetensors"):
-                handle = self._stack.enter_context(safe_open(path, framework="pt", device="cpu"))
-                self._location.update(dict.fromkeys(handle.keys(), handle))
-            else:
-                state_dict = load_bin(path)
-                self._location.update(dict.fromkeys(state_dict.keys(), state_dict))
+        files: Dict[str, str] = {}  # key -> the file holding it
+        try:
+            for path in paths:
+                source: Any = self._stack.enter_context(open_safetensors(path)) if path.endswith(".safetensors") \
+                    else load_bin(path)
+                for key in source.keys():
+                    _check_once(key, path, files)
+                    self._location[key] = source
+        except BaseException:
+            self._stack.close()
+            raise
 
     def keys(self) -> List[str]:
         return list(self._location)
@@ -188,21 +234,115 @@ def read_tensor_headers(paths: List[str]) -> Dict[str, TensorHeader]:
     device (``torch.load(mmap=True, map_location="meta")``; a file in the legacy pre-zip format cannot be mapped and is
     read). Raises ``OSError`` naming the file that cannot be read."""
     headers: Dict[str, TensorHeader] = {}
+    files: Dict[str, str] = {}
     for path in paths:
-        try:
-            if path.endswith(".safetensors"):
-                with safe_open(path, framework="pt", device="cpu") as handle:
-                    for key in handle.keys():
-                        tensor = handle.get_slice(key)
-                        raw = tensor.get_dtype()
-                        headers[key] = TensorHeader(tuple(tensor.get_shape()), _SAFETENSORS_DTYPES.get(raw, raw.lower()),
-                                                    path)
-            else:
-                for key, tensor in _torch_load(path, "meta").items():
-                    headers[key] = TensorHeader(tuple(tensor.shape), str(tensor.dtype).replace("torch.", ""), path)
-        except Exception as error:
-            raise OSError(f"Could not read the header of {path}: {error}") from error
+        if path.endswith(".safetensors"):
+            with open_safetensors(path) as handle:
+                found = {}
+                for key in handle.keys():
+                    tensor = handle.get_slice(key)
+                    raw = tensor.get_dtype()
+                    found[key] = TensorHeader(tuple(tensor.get_shape()), _SAFETENSORS_DTYPES.get(raw, raw.lower()), path)
+        else:
+            try:
+                loaded = open_settled(path, lambda p: _torch_load(p, "meta"))
+            except Exception as error:
+                raise CheckpointError(path, f"cannot be read with torch.load(weights_only=True): {error}") from error
+            found = {key: TensorHeader(tuple(tensor.shape), str(tensor.dtype).replace("torch.", ""), path)
+                     for key, tensor in loaded.items()}
+        for key, header in found.items():
+            _check_once(key, path, files)
+            headers[key] = header
     return headers
+
+
+def _check_once(key: str, path: str, files: Dict[str, str]) -> None:
+    """Record that ``path`` holds tensor ``key``; a key in two weight files of one checkpoint is an error (which one
+    would be loaded is arbitrary)."""
+    if key in files:
+        raise CheckpointError(path, f"holds a tensor that {files[key]} holds too", key=key)
+    files[key] = path
+
+
+# Bytes per element of safetensors' dtypes. A dtype not named here may be one of a newer safetensors release:
+# safetensors decides about it.
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "U16": 2,
+                "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "C64": 8}
+_MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
+
+
+def check_safetensors_header(path: str) -> Dict[str, Any]:
+    """
+    The header of a safetensors file (8-byte little-endian length, then a JSON object: tensor -> dtype, shape and
+    ``data_offsets`` into the data after the header; ``__metadata__``), checked against the file before safetensors
+    maps it: a ``CheckpointError`` naming the file and tensor says what is wrong (empty or truncated file, header
+    length beyond the file, header not JSON, offsets beyond the file, a size that does not match dtype and shape).
+    """
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise CheckpointError(path, "is empty" if not prefix else
+                                      f"is truncated: {size} bytes, less than a safetensors header's 8-byte length")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > min(size - 8, _MAX_HEADER_BYTES):
+                raise CheckpointError(path, f"is truncated or damaged: its header length says {length} bytes, but "
+                                            f"the file has {size - 8} after the length")
+            raw = handle.read(length)
+    except OSError as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(path, f"cannot be read: {error.strerror or error}") from error
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=lambda pairs: _without_duplicate_keys(path, pairs))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise CheckpointError(path, f"is damaged: its header is not JSON ({error})") from error
+    if not isinstance(header, dict):
+        raise CheckpointError(path, f"is damaged: its header is a JSON {type(header).__name__}, not an object")
+    data_size = size - 8 - length
+    for key, entry in header.items():
+        if key == "__metadata__":
+            if not (isinstance(entry, dict) and all(isinstance(v, str) for v in entry.values())):
+                raise CheckpointError(path, "is damaged: __metadata__ must map names to strings", key=key)
+            continue
+        _check_tensor_entry(path, key, entry, data_size)
+    return header
+
+
+def _check_tensor_entry(path: str, key: str, entry: Any, data_size: int) -> None:
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise CheckpointError(path, f"is damaged: a tensor's header entry must hold exactly dtype, shape and "
+                                    f"data_offsets; got {entry!r:.200}", key=key)
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str):
+        raise CheckpointError(path, f"is damaged: dtype {dtype!r} is not a name", key=key)
+    if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
+        raise CheckpointError(path, f"is damaged: shape {shape!r} is not a list of sizes", key=key)
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(n) is int for n in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
+        raise CheckpointError(path, f"is damaged: data_offsets {offsets!r} are not [begin, end]", key=key)
+    if offsets[1] > data_size:
+        raise CheckpointError(path, f"is truncated or damaged: the tensor's data ends at byte {offsets[1]} of the data, "
+                                    f"but the file holds {data_size} bytes of data", key=key)
+    if dtype in _DTYPE_BYTES and offsets[1] - offsets[0] != math.prod(shape) * _DTYPE_BYTES[dtype]:
+        raise CheckpointError(path, f"is damaged: {dtype} of shape {shape} takes "
+                                    f"{math.prod(shape) * _DTYPE_BYTES[dtype]} bytes, but its data_offsets span "
+                                    f"{offsets[1] - offsets[0]}", key=key)
+
+
+def open_safetensors(path: str) -> Any:
+    """``safe_open(path)`` (a context manager) after ``check_safetensors_header``: errors are ``CheckpointError``
+    naming the file, and the tensor where there is one."""
+    header = open_settled(path, check_safetensors_header)
+    try:
+        return open_settled(path, lambda p: safe_open(p, framework="pt", device="cpu"))
+    except Exception as error:
+        unknown = next((k for k, e in header.items() if k != "__metadata__" and e["dtype"] not in _DTYPE_BYTES), None)
+        if unknown is not None:
+            raise CheckpointError(path, f"is damaged or too new: dtype {header[unknown]['dtype']!r} is unknown to this "
+                                        f"safetensors ({error})", key=unknown) from error
+        raise CheckpointError(path, f"safetensors cannot read it: {error}") from error
 
 
 def _torch_load(path: str, map_location: str) -> Dict[str, Tensor]:

@@ -1,17 +1,21 @@
 """A head saved alone (``ModelWithHeads.saveHead``): ``head_config.json`` says which task and head config it is and
 which body it fits; ``head.safetensors`` holds the head's own tensors (a tied output matrix is the body's and is not
 stored). The keys are the head module's own, archit's and never converted, so head files load on every transformers
-release."""
+release. Saved through ``DirectoryCommit`` (both files change together, crash-consistently) and read through
+``read_consistently``, as checkpoints are."""
 import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from .. import __version__ as archit_version
 from .. import _compat as compat
+from .commits import DirectoryCommit, read_consistently, resolve_local
+from .errors import CheckpointError
+from .files import open_safetensors, read_json_file
 
 HEAD_CONFIG_NAME = "head_config.json"
 HEAD_WEIGHTS_NAME = "head.safetensors"
@@ -24,25 +28,32 @@ def save_head_files(directory: Union[str, os.PathLike], description: Dict[str, A
     directory = Path(directory)
     if directory.is_file():
         raise ValueError(f"saveHead needs a directory, but '{directory}' is a file.")
-    directory.mkdir(parents=True, exist_ok=True)
     description = {**description, "transformers_version": str(compat.TRANSFORMERS_VERSION),
                    "archit_version": archit_version}
-    (directory / HEAD_CONFIG_NAME).write_text(json.dumps(description, indent=2, sort_keys=True) + "\n",
-                                              encoding="utf-8")
-    save_file({key: tensor.detach().contiguous() for key, tensor in tensors.items()},
-              str(directory / HEAD_WEIGHTS_NAME), metadata={"format": "pt"})
+    with DirectoryCommit(directory) as commit:
+        save_file({key: tensor.detach().contiguous() for key, tensor in tensors.items()},
+                  commit.temp_path(HEAD_WEIGHTS_NAME), metadata={"format": "pt"})
+        commit.written(HEAD_WEIGHTS_NAME)
+        commit.write_text(HEAD_CONFIG_NAME, json.dumps(description, indent=2, sort_keys=True) + "\n")
 
 
 def read_head_files(directory: Union[str, os.PathLike]) -> Tuple[Dict[str, Any], Dict[str, Tensor]]:
     """A saved head's description and tensors."""
     directory = Path(directory)
-    config_path, weights_path = directory / HEAD_CONFIG_NAME, directory / HEAD_WEIGHTS_NAME
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise OSError(f"'{directory}' is not a saved head: {path.name} is missing (saveHead writes "
+    if not directory.is_dir():
+        raise OSError(f"'{directory}' is not a saved head: no such folder (saveHead writes {HEAD_CONFIG_NAME} and "
+                      f"{HEAD_WEIGHTS_NAME} into one).")
+    return read_consistently(str(directory), lambda: _read_head_files(str(directory)))
+
+
+def _read_head_files(directory: str) -> Tuple[Dict[str, Any], Dict[str, Tensor]]:
+    paths = {name: resolve_local(directory, name) for name in (HEAD_CONFIG_NAME, HEAD_WEIGHTS_NAME)}
+    for name, path in paths.items():
+        if path is None:
+            raise OSError(f"'{directory}' is not a saved head: {name} is missing (saveHead writes "
                           f"{HEAD_CONFIG_NAME} and {HEAD_WEIGHTS_NAME}).")
-    try:
-        description = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path} is not valid JSON: {error}") from error
-    return description, load_file(str(weights_path))
+    description = read_json_file(paths[HEAD_CONFIG_NAME])
+    if not isinstance(description, dict):
+        raise CheckpointError(paths[HEAD_CONFIG_NAME], f"holds a JSON {type(description).__name__}, not an object")
+    with open_safetensors(paths[HEAD_WEIGHTS_NAME]) as handle:
+        return description, {key: handle.get_tensor(key) for key in handle.keys()}

@@ -17,8 +17,18 @@ from accelerate.utils import set_module_tensor_to_device
 from torch import nn
 
 from .. import _compat as compat
-from .configs import HEADS_PATH, base_config_from_dict, split_checkpoint_config, stored_head_prefixes
+from .commits import open_settled, read_consistently
+from .configs import (
+    HEADS_PATH,
+    FieldTypeError,
+    base_config_from_dict,
+    check_model_type,
+    config_path,
+    split_checkpoint_config,
+    stored_head_prefixes,
+)
 from .devices import DevicePlacement
+from .errors import CheckpointError
 from .files import HUB_KWARGS, CheckpointReader, HeaderReader, find_weight_files, read_config_dict
 from .hfmodels import imported_head, transformers_head_config
 from .keys import CORE_IN_BASE_MODEL, CORE_PATH, HEAD_PATH, KeyRenaming, model_key_for, rename_checkpoint_keys
@@ -77,15 +87,17 @@ def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, hea
     """``ModelWithHead.from_pretrained``: the model-with-head ``cls`` on ``base_model_class``, from any checkpoint."""
     checkpoint = str(checkpoint)
     options = LoadOptions.from_kwargs(kwargs)
-    built = _build_model_with_head(cls, checkpoint, base_model_class, head_config, options, CheckpointReader)
-    return _load(cls, checkpoint, built, options)
+    return read_consistently(_local_folder(checkpoint, options), lambda: _load(
+        cls, checkpoint, _build_model_with_head(cls, checkpoint, base_model_class, head_config, options,
+                                                CheckpointReader), options))
 
 
 def load_base_model(cls: type, checkpoint: str, **kwargs: Any) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
     """``BaseModel.from_pretrained``: a base model from a bare, prefixed, task or archit checkpoint (no head)."""
     checkpoint = str(checkpoint)
     options = LoadOptions.from_kwargs(kwargs)
-    return _load(cls, checkpoint, _build_base_model(cls, checkpoint, options), options)
+    return read_consistently(_local_folder(checkpoint, options),
+                             lambda: _load(cls, checkpoint, _build_base_model(cls, checkpoint, options), options))
 
 
 def load_model_with_heads(cls: type, checkpoint: str, base_model_class: type, heads: Optional[Dict[str, Any]] = None,
@@ -96,8 +108,9 @@ def load_model_with_heads(cls: type, checkpoint: str, base_model_class: type, he
     checkpoint = str(checkpoint)
     loss_weights = kwargs.pop("loss_weights", None)
     options = LoadOptions.from_kwargs(kwargs)
-    built = _build_model_with_heads(cls, checkpoint, base_model_class, heads, loss_weights, options)
-    return _load(cls, checkpoint, built, options)
+    return read_consistently(_local_folder(checkpoint, options), lambda: _load(
+        cls, checkpoint, _build_model_with_heads(cls, checkpoint, base_model_class, heads, loss_weights, options),
+        options))
 
 
 def plan_loading(cls: type, checkpoint: str, base_model_class: type, head_config: Any = None,
@@ -124,17 +137,19 @@ def plan_loading(cls: type, checkpoint: str, base_model_class: type, head_config
     """
     checkpoint = str(checkpoint)
     options = LoadOptions.from_kwargs(kwargs)
-    built = _build_model_with_head(cls, checkpoint, base_model_class, head_config, options, HeaderReader)
-    plan = _plan(checkpoint, built, options)
-    plan["tied"] = None if built.tie_undecided else bool(built.model.tiesWeights())
-    return plan
+    def plan() -> Dict[str, Any]:
+        built = _build_model_with_head(cls, checkpoint, base_model_class, head_config, options, HeaderReader)
+        return {**_plan(checkpoint, built, options), "tied": None if built.tie_undecided
+                else bool(built.model.tiesWeights())}
+    return read_consistently(_local_folder(checkpoint, options), plan)
 
 
 def plan_base_loading(cls: type, checkpoint: str, **kwargs: Any) -> Dict[str, Any]:
     """``plan_loading`` for ``load_base_model`` (``BaseModel.from_pretrained``): the base model alone."""
     checkpoint = str(checkpoint)
     options = LoadOptions.from_kwargs(kwargs)
-    return _plan(checkpoint, _build_base_model(cls, checkpoint, options), options)
+    return read_consistently(_local_folder(checkpoint, options),
+                             lambda: _plan(checkpoint, _build_base_model(cls, checkpoint, options), options))
 
 
 def plan_heads_loading(cls: type, checkpoint: str, base_model_class: type, heads: Optional[Dict[str, Any]] = None,
@@ -143,8 +158,14 @@ def plan_heads_loading(cls: type, checkpoint: str, base_model_class: type, heads
     checkpoint = str(checkpoint)
     loss_weights = kwargs.pop("loss_weights", None)
     options = LoadOptions.from_kwargs(kwargs)
-    return _plan(checkpoint, _build_model_with_heads(cls, checkpoint, base_model_class, heads, loss_weights, options),
-                 options)
+    return read_consistently(_local_folder(checkpoint, options), lambda: _plan(
+        checkpoint, _build_model_with_heads(cls, checkpoint, base_model_class, heads, loss_weights, options), options))
+
+
+def _local_folder(checkpoint: str, options: LoadOptions) -> Optional[str]:
+    """The local folder a load reads (``None`` for a hub id), which ``read_consistently`` watches for saves."""
+    folder = os.path.join(checkpoint, options.hub.get("subfolder") or "")
+    return folder if os.path.isdir(folder) else None
 
 
 @dataclass
@@ -209,7 +230,10 @@ def _build_base_model(cls: type, checkpoint: str, options: LoadOptions) -> _Buil
 def _build_model_with_heads(cls: type, checkpoint: str, base_model_class: type, heads: Optional[Dict[str, Any]],
                             loss_weights: Optional[Dict[str, float]], options: LoadOptions) -> _Built:
     config_dict = read_config_dict(checkpoint, **options.hub)
-    specs, head_prefixes = cls.headsOfCheckpoint(config_dict, heads, checkpoint)
+    try:
+        specs, head_prefixes = cls.headsOfCheckpoint(config_dict, heads, checkpoint)
+    except FieldTypeError as error:
+        raise CheckpointError(config_path(checkpoint), str(error), key=error.field) from error
     base_dict, _ = split_checkpoint_config(config_dict, checkpoint)
     base_config = _base_config(base_model_class, base_dict, checkpoint, options)
     dtype = _resolve_dtype(options.dtype, base_dict)
@@ -225,7 +249,8 @@ def _build_model_with_heads(cls: type, checkpoint: str, base_model_class: type, 
 def _load(cls: type, checkpoint: str, built: _Built,
           options: LoadOptions) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
     info = fill_from_checkpoint(built.model, checkpoint, built.config_dict, options, built.dtype, built.layout,
-                                built.head_prefixes, conversion_model=built.conversion_model)
+                                built.head_prefixes, conversion_model=built.conversion_model,
+                                head_in_checkpoint=not built.expect_new_head)
     # A base model's weights are all base weights; a model with heads tells them from the rest by their path.
     core_path = built.layout.core_path if built.layout.head_path is not None else ""
     _report(cls, checkpoint, info, core_path, expect_new_head=built.expect_new_head)
@@ -343,7 +368,7 @@ def _plan(checkpoint: str, built: _Built, options: LoadOptions) -> Dict[str, Any
             filled.add(copied)
     missing = [name for name, tensor in _named_tensors(model) if tensor.device.type == "meta" and name not in filled]
     error = _refusal(checkpoint, model, options, mismatched, plan.unexpected,
-                     [name for name in missing if name.startswith(built.layout.core_path)])
+                     _needed_from_checkpoint(missing, built.layout, not built.expect_new_head))
     return {"loaded_keys": loaded, "missing_keys": missing, "unexpected_keys": plan.unexpected,
             "mismatched_keys": mismatched, "converted_keys": converted, "error": error}
 
@@ -351,7 +376,8 @@ def _plan(checkpoint: str, built: _Built, options: LoadOptions) -> Dict[str, Any
 def _refusal(checkpoint: str, model: nn.Module, options: LoadOptions, mismatched: List[Tuple[str, tuple, tuple]],
              unexpected: List[str], new_base: List[str]) -> Optional[str]:
     """Why loading stops after reading the checkpoint, or ``None``: tensors of another shape (unless
-    ``ignore_mismatched_sizes``), or tensors left unused while base weights would be newly initialised (unless
+    ``ignore_mismatched_sizes``), or tensors left unused while weights that the checkpoint should hold (``new_base``:
+    the base model's, and the head's of an archit checkpoint) would be newly initialised (unless
     ``ignore_unplaced_weights``)."""
     if mismatched and not options.ignore_mismatched_sizes:
         listing = "; ".join(f"{key}: checkpoint {a}, model {b}" for key, a, b in sorted(mismatched))
@@ -360,7 +386,7 @@ def _refusal(checkpoint: str, model: nn.Module, options: LoadOptions, mismatched
                 f"to initialise them anew.")
     if new_base and unexpected and not options.ignore_unplaced_weights:
         return (f"Checkpoint '{checkpoint}' has tensors that nothing in {type(model).__name__} takes "
-                f"({_listing(unexpected)}) while base model weights it lacks would be newly initialised "
+                f"({_listing(unexpected)}) while weights it lacks would be newly initialised "
                 f"({_listing(new_base)}): the checkpoint names or shapes its weights in a way that was not converted "
                 f"to {type(model.base_model).__name__}'s (a layout of another transformers release, or another "
                 f"architecture), so the model would be silently wrong. Pass ignore_unplaced_weights=True to "
@@ -370,7 +396,8 @@ def _refusal(checkpoint: str, model: nn.Module, options: LoadOptions, mismatched
 
 def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[str, Any], options: LoadOptions,
                          dtype: Optional[torch.dtype], layout: Layout, head_prefixes: Dict[str, str],
-                         conversion_model: Optional[nn.Module] = None) -> Dict[str, Any]:
+                         conversion_model: Optional[nn.Module] = None,
+                         head_in_checkpoint: bool = False) -> Dict[str, Any]:
     """
     Assign the checkpoint's tensors to ``model`` (built on the meta device), initialise the rest, tie, place. Which
     tensor goes where is decided first, from the keys alone (``_plan_fill``, shared with ``plan_loading``).
@@ -383,7 +410,7 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
     with CheckpointReader(weight_files) as reader:
         plan = _plan_fill(model, checkpoint, config_dict, options, layout, head_prefixes, reader, conversion_model)
         expected = model.state_dict(keep_vars=True)
-        total_bytes = sum(os.path.getsize(path) for path in weight_files)
+        total_bytes = sum(open_settled(path, os.path.getsize) for path in weight_files)
         for unit in compat.progress(plan.placed, len(plan.placed), "Loading weights", len(plan.placed), total_bytes):
             for name, tensor in unit.convert().items():
                 target = plan.renaming.targets[unit.name] if name == unit.name \
@@ -406,7 +433,7 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
     if layout.head_path is not None:
         _copy_embeddings_into_untied_head(model, head_prefixes, config_dict, placement, dtype)
     missing = [name for name, tensor in _named_tensors(model) if tensor.device.type == "meta"]
-    new_base = [name for name in missing if name.startswith(layout.core_path)]
+    new_base = _needed_from_checkpoint(missing, layout, head_in_checkpoint)
     if new_base and unexpected and not options.ignore_unplaced_weights:
         raise ValueError(_refusal(checkpoint, model, options, [], unexpected, new_base))
     _initialise(model, missing, placement, dtype, layout)
@@ -421,6 +448,12 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
                 if converted else "")
     return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched,
             "converted_keys": converted, "error_msgs": []}
+
+
+def _needed_from_checkpoint(missing: List[str], layout: Layout, head_in_checkpoint: bool) -> List[str]:
+    """The missing tensors that the checkpoint should have held: the base model's, and every other one when the
+    checkpoint holds the head too (an archit checkpoint: a head tensor under a damaged or foreign name is no new head)."""
+    return [name for name in missing if head_in_checkpoint or name.startswith(layout.core_path)]
 
 
 def _in_core_key_space(key: str) -> str:
@@ -448,14 +481,13 @@ def _base_config(base_model_class: type, base_dict: Dict[str, Any], checkpoint: 
     ``PretrainedConfig``) takes the family from the checkpoint's ``model_type``."""
     config_class = base_model_class.configClass()
     stored_type = base_dict.get("model_type")
+    if stored_type is not None:
+        check_model_type(stored_type, config_path(checkpoint))
     if stored_type and config_class.model_type and stored_type != config_class.model_type:
         logger.warning("Checkpoint '%s' is a '%s' model, but %s builds '%s': weights with matching names will be "
                        "loaded into a different architecture.", checkpoint, stored_type, base_model_class.__name__,
                        config_class.model_type)
-    try:
-        config = base_config_from_dict(base_dict, config_class)
-    except ValueError as error:
-        raise ValueError(f"Checkpoint '{checkpoint}': {error}") from error
+    config = base_config_from_dict(base_dict, config_class, source=config_path(checkpoint))
     for name, value in options.config_overrides.items():
         if not hasattr(config, name):
             raise TypeError(f"from_pretrained() got an unexpected keyword argument '{name}': it is neither a "

@@ -1,4 +1,5 @@
-"""``ModelWithHead.save_pretrained``: ``config.json`` plus weights, safetensors by default, sharded, tied tensors once."""
+"""``ModelWithHead.save_pretrained``: ``config.json`` plus weights, safetensors by default, sharded, tied tensors once;
+crash-consistent (``commits.py``: the folder holds the old or the new checkpoint whenever the save dies)."""
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from .. import _compat as compat
+from .commits import DirectoryCommit
 from .files import (
     CONFIG_NAME,
     SAFE_WEIGHTS_INDEX_NAME,
@@ -46,32 +48,32 @@ def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_sha
     check_variant(variant)
     if not is_main_process:
         return
-    os.makedirs(save_directory, exist_ok=True)
-    model.config.to_json_file(os.path.join(save_directory, CONFIG_NAME))
-
     tensors = _without_shared_duplicates(model.state_dict() if state_dict is None else state_dict)
     tensors = checkpoint_layout(model, tensors)
     shards = _shard(tensors, parse_size(max_shard_size))
     weights_name, index_name = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME) if safe_serialization \
         else (WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
     weights_name, index_name = add_variant(weights_name, variant), add_variant(index_name, variant)
-    _remove_stale_weights(save_directory, variant)
-
     stem, extension = weights_name.rsplit(".", 1)
     names = [weights_name] if len(shards) == 1 else \
         [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{extension}" for i in range(len(shards))]
     nbytes = sum(_nbytes(t) for t in tensors.values())
-    for name, shard in compat.progress(zip(names, shards), len(shards), "Writing model shards", len(tensors), nbytes):
-        path = os.path.join(save_directory, name)
-        if safe_serialization:
-            save_file(shard, path, metadata={"format": "pt"})
-        else:
-            torch.save(shard, path)
-    if len(shards) > 1:
-        index = {"metadata": {"total_size": nbytes},
-                 "weight_map": {key: name for name, shard in zip(names, shards) for key in shard}}
-        with open(os.path.join(save_directory, index_name), "w", encoding="utf-8") as handle:
-            json.dump(index, handle, indent=2, sort_keys=True)
+
+    with DirectoryCommit(save_directory) as commit:
+        for name, shard in compat.progress(zip(names, shards), len(shards), "Writing model shards", len(tensors),
+                                           nbytes):
+            if safe_serialization:
+                save_file(shard, commit.temp_path(name), metadata={"format": "pt"})
+            else:
+                torch.save(shard, commit.temp_path(name))
+            commit.written(name)
+        if len(shards) > 1:
+            index = {"metadata": {"total_size": nbytes},
+                     "weight_map": {key: name for name, shard in zip(names, shards) for key in shard}}
+            commit.write_text(index_name, json.dumps(index, indent=2, sort_keys=True))
+        model.config.to_json_file(commit.temp_path(CONFIG_NAME))
+        commit.written(CONFIG_NAME)
+        commit.remove_after_commit(_stale_weights(save_directory, variant))
     logger.info("Saved %s to '%s' (%d tensors, %d file(s)).", type(model).__name__, save_directory,
                 len(tensors), len(shards))
 
@@ -126,12 +128,10 @@ def _shard(tensors: Dict[str, Tensor], max_bytes: int) -> List[Dict[str, Tensor]
     return shards
 
 
-def _remove_stale_weights(save_directory: Union[str, os.PathLike], variant: Optional[str]) -> None:
-    """Remove the weight files (shards and index included, safetensors and ``.bin``) of an earlier save of the same
-    variant, so that none is left over to be read instead of, or together with, the new ones. Those of other variants
-    (or without one, when saving a variant) stay."""
-    for name in os.listdir(save_directory):
-        is_weights, its_variant = weight_file_variant(name)
-        path = os.path.join(save_directory, name)
-        if is_weights and its_variant == variant and os.path.isfile(path):
-            os.remove(path)
+def _stale_weights(save_directory: Union[str, os.PathLike], variant: Optional[str]) -> List[str]:
+    """The weight files (shards and index included, safetensors and ``.bin``) of an earlier save of the same variant,
+    to remove once the new save is committed, so that none is left over to be read instead of, or together with, the
+    new ones (those the new save writes again are replaced by its renames). Those of other variants (or without one,
+    when saving a variant) stay."""
+    return [name for name in os.listdir(save_directory)
+            if weight_file_variant(name) == (True, variant) and os.path.isfile(os.path.join(save_directory, name))]

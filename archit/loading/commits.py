@@ -1,0 +1,408 @@
+"""Crash-consistent saves into a checkpoint folder, and reads that never see a half-written checkpoint.
+
+A save replaces several files that must change together: ``config.json`` and the weights (``model.safetensors``, or
+shards plus ``model.safetensors.index.json``, of one variant), while files that are not ours (tokenizer files,
+``trainer_state.json``, ``optimizer.pt``, a README, weights of other variants) stay as they are. The file names and
+formats stay transformers' own, so that a completed save is read by transformers and by the published ArchIt.
+
+**Saving** (``DirectoryCommit``), under an exclusive ``fcntl.flock`` on the folder itself, held for the whole save (two processes saving at once run one after the other, and the folder ends with the checkpoint of the one
+that finished last):
+
+1. Roll a journal left by an earlier save forward and remove temporary files of saves that died before their commit.
+2. Write every new file under a temporary name in the same folder, ``.archit-tmp-<save id>-<final name>.part``; fsync
+   each (in a background thread, while the next file is written).
+3. **Commit point**: write the journal ``.archit-commit.json`` (final name -> temporary name, in rename order, and the
+   stale files of the old checkpoint to remove) under a temporary name, fsync it, rename it into place, fsync the
+   folder.
+4. Rename each temporary file to its final name (the weights first, ``config.json`` last), fsync the folder, delete
+   the stale files (old shards the new index does not name; the single file when the new save is sharded, or the
+   index and shards when it is not), delete the journal, fsync the folder.
+
+A save that fails before step 3 (an exception, a write error such as ENOSPC/EFBIG) removes its temporary files and
+re-raises the original error with a note that the previous checkpoint is intact; killed before step 3, it leaves only
+temporary files, which no reader looks at and the next save removes. From step 3 on the new checkpoint is the
+checkpoint: a save that dies during step 4 leaves the journal, and the next archit save or load rolls it forward
+(renaming what is not renamed yet, deleting what is not deleted yet: both are idempotent).
+
+**Reading** (``resolve_local``, ``read_consistently``): archit resolves each name in a folder that holds a journal
+through it (the temporary file while it exists, else the final name; a stale file counts as absent), so it sees the new
+checkpoint from the commit point on. A load records which file (device, inode, size, mtime) every name resolved to and,
+once done, checks that each name still resolves to the same file; if a save committed in between, it loads again (up
+to three times, then under a shared lock on the folder, which waits for a running save). Since every save writes
+``config.json`` and every weight file anew, a commit during a load always changes a name the load read, and the loaded
+model keeps its weight files mapped, so their inode numbers cannot be reused. A reader that finds a journal and can
+take the lock without waiting (no save running, the folder writable) rolls it forward itself.
+
+**transformers' own loaders** know no journal. They read old files until the first rename of step 4 and new ones after
+the last; during step 4 (a few renames, milliseconds) they may see a mix, and after a save killed during step 4 they see
+it until the next archit save or load into the folder completes the renames. Before step 3 they see the old checkpoint.
+
+The lock is taken on the folder's own descriptor, so that no lock file is left in it; only where the file system cannot
+lock a folder (NFS) does an empty ``.archit-lock`` serve instead, and stay (removing a lock file others may hold open is
+unsafe). Without ``fcntl`` (Windows) there is no lock: saves are still crash-consistent, but concurrent saves are not
+serialised.
+"""
+import contextvars
+import json
+import logging
+import os
+import secrets
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+
+try:
+    import fcntl
+except ImportError:  # Windows.
+    fcntl = None
+
+from .errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".archit-lock"
+JOURNAL_NAME = ".archit-commit.json"
+TEMP_PREFIX = ".archit-tmp-"
+TEMP_SUFFIX = ".part"
+_OPTIMISTIC_READS = 3
+
+T = TypeVar("T")
+_Identity = Optional[Tuple[int, int, int, int]]
+# The names a load resolved in local folders, and the file each resolved to (``read_consistently``).
+_observed: contextvars.ContextVar[Optional[Dict[Tuple[str, str], _Identity]]] = contextvars.ContextVar(
+    "archit_observed_files", default=None)
+
+
+class DirectoryCommit:
+    """
+    One save into ``directory``, as a context manager: new files are written to ``temp_path(name)``, announced with
+    ``written(name)``, and published together when the block ends without an exception (see the module docstring).
+    ``remove_after_commit(names)`` lists the old checkpoint's files that the new one does not replace.
+    """
+
+    def __init__(self, directory: "os.PathLike[str] | str"):
+        self.directory = os.fspath(directory)
+        self.save_id = secrets.token_hex(4)
+        self._files: Dict[str, str] = {}  # final name -> temporary name, in rename order
+        self._stale: List[str] = []
+        self._syncs: List[Future] = []
+        self._syncer: Optional[ThreadPoolExecutor] = None
+        self._lock_fd: Optional[int] = None
+
+    def __enter__(self) -> "DirectoryCommit":
+        os.makedirs(self.directory, exist_ok=True)
+        self._lock_fd = _lock(self.directory, exclusive=True, blocking=True)
+        try:
+            _recover_locked(self.directory)
+        except BaseException:
+            _unlock(self._lock_fd)
+            raise
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archit-fsync")
+        return self
+
+    def temp_path(self, name: str) -> str:
+        """Where to write the new file ``name``; it is renamed to ``name`` after the commit."""
+        self._files.pop(name, None)  # Renamed in the order the files were announced.
+        self._files[name] = f"{TEMP_PREFIX}{self.save_id}-{name}{TEMP_SUFFIX}"
+        return os.path.join(self.directory, self._files[name])
+
+    def written(self, name: str) -> None:
+        """``name``'s temporary file is complete: fsync it in the background while the next one is written."""
+        self._syncs.append(self._syncer.submit(_fsync_file, os.path.join(self.directory, self._files[name])))
+
+    def write_text(self, name: str, text: str) -> None:
+        with open(self.temp_path(name), "w", encoding="utf-8") as handle:
+            handle.write(text)
+        self.written(name)
+
+    def remove_after_commit(self, names: List[str]) -> None:
+        self._stale.extend(name for name in names if name not in self._files)
+
+    def __exit__(self, exc_type, error, traceback) -> None:
+        try:
+            if error is None:
+                self._commit()
+            else:
+                self._abandon(error)
+        finally:
+            self._syncer.shutdown(wait=True)
+            _unlock(self._lock_fd)
+
+    def _commit(self) -> None:
+        journal = {"save_id": self.save_id, "files": self._files, "remove": self._stale}
+        try:
+            for sync in self._syncs:
+                sync.result()
+            _write_journal(self.directory, journal)
+        except BaseException as error:
+            self._abandon(error)
+            raise
+        try:
+            _roll_forward(self.directory, journal)
+        except BaseException as error:
+            _note(error, f"archit: the new checkpoint in '{self.directory}' is committed ({JOURNAL_NAME}); the next "
+                         f"archit load or save there completes its renames.")
+            raise
+
+    def _abandon(self, error: BaseException) -> None:
+        for temp in [*self._files.values(), _journal_temp(self.save_id)]:
+            try:
+                os.remove(os.path.join(self.directory, temp))
+            except OSError:
+                pass
+        _note(error, f"archit: the save into '{self.directory}' failed before its commit point; the previous "
+                     f"checkpoint there (if any) is intact.")
+
+
+def resolve_local(folder: str, name: str) -> Optional[str]:
+    """
+    The path that holds ``name`` of a local checkpoint folder, as archit reads it: through a journal if the folder holds
+    one (see the module docstring); ``None`` when absent. Raises ``CheckpointError`` when ``name`` exists but is not a
+    file (a directory where ``config.json`` or a weight file should be). Inside ``read_consistently``, records which
+    file the name resolved to.
+    """
+    journal = _read_journal(folder)
+    if journal is not None and _try_recover(folder):
+        journal = _read_journal(folder)
+    path = _resolve(folder, name, journal)
+    observed = _observed.get()
+    if observed is not None:
+        observed.setdefault((folder, name), _identity(path))
+    return path
+
+
+def settled_path(path: str) -> str:
+    """The final name of a temporary file (renamed meanwhile), for a reader whose open found it gone."""
+    folder, name = os.path.split(path)
+    if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+        return os.path.join(folder, name[len(TEMP_PREFIX):-len(TEMP_SUFFIX)].split("-", 1)[1])
+    return path
+
+
+def open_settled(path: str, opener: Callable[[str], T]) -> T:
+    """``opener(path)``; once more with the final name if a save renamed the temporary file ``path`` meanwhile."""
+    try:
+        return opener(path)
+    except FileNotFoundError:
+        if settled_path(path) == path:
+            raise
+        return opener(settled_path(path))
+
+
+def read_consistently(folder: Optional[str], read: Callable[[], T]) -> T:
+    """
+    ``read()`` (a load from the local folder ``folder``), with the guarantee that the files it read all belong to one
+    checkpoint: if a save into the folder committed while it ran, it runs again, and after three such tries once more
+    under a shared lock, which waits for the running save. A folder that is not local (a hub id) reads once.
+    """
+    if folder is None or not os.path.isdir(folder):
+        return read()
+    for attempt in range(_OPTIMISTIC_READS):
+        observed: Dict[Tuple[str, str], _Identity] = {}
+        token = _observed.set(observed)
+        try:
+            result = read()
+        except Exception as error:
+            # A file gone between resolving its name and opening it was renamed or removed by a save: read again.
+            if isinstance(error, FileNotFoundError) or _changed(observed):
+                logger.info("A save into '%s' committed while loading from it: loading again.", folder)
+                continue
+            raise
+        finally:
+            _observed.reset(token)
+        if not _changed(observed):
+            return result
+        logger.info("A save into '%s' committed while loading from it: loading again.", folder)
+    try:
+        lock_fd = _lock(folder, exclusive=False, blocking=True)
+    except OSError as error:  # A folder that can be neither locked nor hold a lock file (read-only NFS).
+        logger.debug("Cannot lock '%s' for reading (%s): reading without the lock.", folder, error)
+        lock_fd = None
+    try:
+        return read()
+    finally:
+        _unlock(lock_fd)
+
+
+# Internals
+
+
+def _resolve(folder: str, name: str, journal: Optional[Dict[str, Any]]) -> Optional[str]:
+    if journal is not None:
+        if name in journal["files"]:
+            temp = os.path.join(folder, journal["files"][name])
+            if os.path.isfile(temp):
+                return temp
+        elif name in journal["remove"]:
+            return None
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        return None
+    if not os.path.isfile(path):
+        raise CheckpointError(path, "is not a file (a directory, or another kind of file system entry)")
+    return path
+
+
+def _identity(path: Optional[str]) -> _Identity:
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _changed(observed: Dict[Tuple[str, str], _Identity]) -> bool:
+    """Whether any name a load resolved now resolves to another file (or appeared, or went)."""
+    for (folder, name), identity in observed.items():
+        try:
+            now = _identity(_resolve(folder, name, _read_journal(folder)))
+        except CheckpointError:
+            return True
+        if now != identity:
+            return True
+    return False
+
+
+def _read_journal(folder: str) -> Optional[Dict[str, Any]]:
+    path = os.path.join(folder, JOURNAL_NAME)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            journal = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise CheckpointError(path, f"cannot be read ({error}); it is archit's journal of an interrupted save: "
+                                    f"remove it if you know which checkpoint the folder should hold") from error
+    if not (isinstance(journal, dict) and isinstance(journal.get("files"), dict)
+            and isinstance(journal.get("remove"), list)):
+        raise CheckpointError(path, "is not a journal archit wrote (it needs 'files' and 'remove')")
+    return journal
+
+
+def _journal_temp(save_id: str) -> str:
+    return f"{TEMP_PREFIX}{save_id}-{JOURNAL_NAME}{TEMP_SUFFIX}"
+
+
+def _write_journal(folder: str, journal: Dict[str, Any]) -> None:
+    temp = os.path.join(folder, _journal_temp(journal["save_id"]))
+    with open(temp, "w", encoding="utf-8") as handle:
+        json.dump(journal, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, os.path.join(folder, JOURNAL_NAME))
+    _fsync_directory(folder)
+
+
+def _roll_forward(folder: str, journal: Dict[str, Any]) -> None:
+    """Complete a committed save: rename, delete the stale files, delete the journal. Idempotent."""
+    for name, temp in journal["files"].items():
+        try:
+            os.replace(os.path.join(folder, temp), os.path.join(folder, name))
+        except FileNotFoundError:
+            pass  # Renamed before (a journal rolled forward again after a crash).
+    _fsync_directory(folder)
+    for name in journal["remove"]:
+        try:
+            os.remove(os.path.join(folder, name))
+        except FileNotFoundError:
+            pass
+    os.remove(os.path.join(folder, JOURNAL_NAME))
+    _fsync_directory(folder)
+
+
+def _recover_locked(folder: str) -> None:
+    """With the exclusive lock held: complete a committed save, remove what saves that never committed left."""
+    journal = _read_journal(folder)
+    if journal is not None:
+        logger.warning("'%s' holds the journal of a save that was interrupted after its commit point: completing it.",
+                       folder)
+        _roll_forward(folder, journal)
+    for name in os.listdir(folder):
+        if name.startswith(TEMP_PREFIX):
+            logger.info("Removing '%s' in '%s', left by a save that did not commit.", name, folder)
+            os.remove(os.path.join(folder, name))
+
+
+def _try_recover(folder: str) -> bool:
+    """Roll a leftover journal forward and remove orphaned temporary files, if no save is running (the lock is free)
+    and the folder is writable; ``True`` if done."""
+    try:
+        lock_fd = _lock(folder, exclusive=True, blocking=False)
+    except OSError:
+        return False
+    if lock_fd is None:
+        return False
+    try:
+        _recover_locked(folder)
+        return True
+    except OSError as error:  # A read-only folder: readers resolve through the journal.
+        logger.debug("Could not complete the interrupted save in '%s': %s", folder, error)
+        return False
+    finally:
+        _unlock(lock_fd)
+
+
+def _lock(folder: str, exclusive: bool, blocking: bool) -> Optional[int]:
+    """An open descriptor of ``folder`` itself, ``flock``ed; ``None`` without ``fcntl``, or when ``blocking`` is false
+    and another process holds the lock. Where a folder cannot be locked (NFS emulates ``flock`` with POSIX locks, which
+    an exclusive lock needs a file opened for writing for), the lock file ``.archit-lock`` in it is locked instead."""
+    if fcntl is None:
+        return None
+    operation = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if blocking else fcntl.LOCK_NB)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, operation)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError as error:
+        os.close(fd)
+        logger.debug("Cannot lock the folder '%s' (%s): locking %s in it.", folder, error, LOCK_NAME)
+    except BaseException:
+        os.close(fd)
+        raise
+    fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, operation)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _unlock(fd: Optional[int]) -> None:
+    if fd is not None:
+        os.close(fd)  # Closing the descriptor releases the flock.
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(folder: str) -> None:
+    """Make renames and deletions in ``folder`` durable (a no-op where directories cannot be opened: Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # Some file systems refuse fsync on a directory (EINVAL): nothing more can be done there.
+        pass
+    finally:
+        os.close(fd)
+
+
+def _note(error: BaseException, note: str) -> None:
+    if hasattr(error, "add_note"):  # Python >= 3.11
+        error.add_note(note)
+    logger.warning(note)

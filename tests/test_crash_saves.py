@@ -1,0 +1,279 @@
+"""Saves that die part-way (SIGKILL at instrumented file operations and after random delays, write errors from a file
+size limit), saves racing each other and loads racing saves: the folder always loads as exactly the old or the new
+model (every tensor bitwise, logits equal to those computed before), and files that are not the checkpoint's stay as
+they were, byte for byte.
+
+The models are a RoBERTa of ~44 MB (vocabulary 30000, hidden 256, 4 layers), saved in 4 MB shards (8 files) or as one
+file. Children are forked from the test process (no second import of torch). The default run kills at a spread of
+points; ``ARCHIT_THOROUGH=1`` (``nox -t fuzz``) kills at every file operation of every layout."""
+import json
+import multiprocessing
+import os
+import random
+import resource
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import archit.loading.saving as saving
+from archit.instantiation.basemodels import RobertaBaseModel
+from archit.instantiation.heads import TokenClassificationHeadConfig
+from archit.instantiation.tasks import ForSingleLabelTokenClassification
+from archit.loading.commits import JOURNAL_NAME, TEMP_PREFIX
+
+from conftest import assert_same_outputs, make_inputs, perturb_, roberta_config
+
+THOROUGH = os.environ.get("ARCHIT_THOROUGH") == "1"
+FORK = multiprocessing.get_context("fork")
+SHARDED, SINGLE = "4MB", "1GB"
+# (old layout, new layout): shard counts that differ, sharded -> single, single -> sharded.
+LAYOUTS = {"sharded-to-sharded": (SHARDED, "6MB"), "sharded-to-single": (SHARDED, SINGLE),
+           "single-to-sharded": (SINGLE, SHARDED)}
+FOREIGN = {"tokenizer.json": b'{"version": "1.0"}', "trainer_state.json": b'{"global_step": 7}\n',
+           "optimizer.pt": os.urandom(4096), "README.md": b"# my model\n",
+           "model.fp16.safetensors": b"not ours: another variant's weights"}
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks its saving processes")
+
+
+def build_model(seed: int) -> ForSingleLabelTokenClassification:
+    torch.manual_seed(seed)
+    config = roberta_config(vocab_size=30000, hidden_size=256, num_hidden_layers=4, intermediate_size=1024)
+    model = ForSingleLabelTokenClassification.fromModelAndHeadConfig(RobertaBaseModel(config),
+                                                                     TokenClassificationHeadConfig(num_labels=5))
+    return perturb_(model, seed).eval()
+
+
+class Expected:
+    """A model's tensors and logits, computed before any save."""
+
+    def __init__(self, model):
+        self.tensors = {k: v.clone() for k, v in model.state_dict().items()}
+        self.logits = logits_of(model)
+
+
+def logits_of(model):
+    input_ids, attention_mask = make_inputs()
+    with torch.no_grad():
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+@pytest.fixture(scope="module")
+def models():
+    old, new = build_model(1), build_model(2)
+    return {"old": old, "new": new, "expected": {"old": Expected(old), "new": Expected(new)}}
+
+
+def which_checkpoint(directory: Path, expected) -> str:
+    """Load the folder and say which model it holds, checking every tensor bitwise and the logits; fail on a mix."""
+    model = ForSingleLabelTokenClassification.from_pretrained(str(directory), RobertaBaseModel,
+                                                              attn_implementation="eager").eval()
+    state = model.state_dict()
+    for name, candidate in expected.items():
+        if all(torch.equal(state[k], v) for k, v in candidate.tensors.items()):
+            assert set(state) == set(candidate.tensors)
+            assert_same_outputs(logits_of(model), candidate.logits)
+            return name
+    differing = {name: sorted(k for k, v in c.tensors.items() if not torch.equal(state[k], v))[:5]
+                 for name, c in expected.items()}
+    raise AssertionError(f"{directory} loads as neither model; tensors differing from each: {differing}")
+
+
+def write_foreign_files(directory: Path) -> None:
+    for name, content in FOREIGN.items():
+        (directory / name).write_bytes(content)
+
+
+def assert_foreign_files_intact(directory: Path) -> None:
+    for name, content in FOREIGN.items():
+        assert (directory / name).read_bytes() == content, name
+
+
+def prepared_folder(tmp_path: Path, models, old_shards: str) -> Path:
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    write_foreign_files(directory)
+    models["old"].save_pretrained(str(directory), max_shard_size=old_shards)
+    return directory
+
+
+def run_child(target, *args, timeout: float = 60) -> int:
+    child = FORK.Process(target=target, args=args)
+    child.start()
+    child.join(timeout)
+    assert not child.is_alive(), "the saving child hung"
+    return child.exitcode
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Children.
+
+def save_killed_at(model, directory, shard_size, kill_at, log_path, torn):
+    """Save, counting file operations (save_file, fsync, replace, remove) and SIGKILLing this process when the
+    ``kill_at``-th starts (``torn``: a save_file writes its file, which is then cut in half, before the kill). Each
+    completed operation is logged to ``log_path``."""
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    count = [0]
+
+    def instrumented(name, original):
+        def operation(*args, **kwargs):
+            count[0] += 1
+            if count[0] == kill_at:
+                if torn and name == "save_file":
+                    original(*args, **kwargs)
+                    path = args[1]
+                    os.truncate(path, os.path.getsize(path) // 2)
+                os.kill(os.getpid(), signal.SIGKILL)
+            result = original(*args, **kwargs)
+            target = args[1] if name == "replace" else args[0] if name == "remove" else ""
+            os.write(log, f"{name} {os.path.basename(str(target))}\n".encode())
+            return result
+        return operation
+
+    os.replace = instrumented("replace", os.replace)
+    os.remove = instrumented("remove", os.remove)
+    os.fsync = instrumented("fsync", os.fsync)
+    saving.save_file = instrumented("save_file", saving.save_file)
+    model.save_pretrained(str(directory), max_shard_size=shard_size)
+    os.write(log, b"finished\n")
+
+
+def save_with_file_size_limit(model, directory, shard_size, limit):
+    """Save with RLIMIT_FSIZE: a write beyond ``limit`` bytes fails with EFBIG (SIGXFSZ ignored). Exit code 3 when
+    the save raised an OSError noting that the previous checkpoint is intact, 0 when it succeeded."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    try:
+        model.save_pretrained(str(directory), max_shard_size=shard_size)
+    except Exception as error:
+        notes = " ".join(getattr(error, "__notes__", []))
+        os._exit(3 if "previous checkpoint there (if any) is intact" in notes else 4)
+
+
+def save_repeatedly(models, directory, rounds, shard_sizes):
+    for i in range(rounds):
+        models[i % 2].save_pretrained(str(directory), max_shard_size=shard_sizes[i % 2])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tests.
+
+def count_operations(models, tmp_path, old_shards, new_shards):
+    """The file operations of one uninterrupted save of the new model over the old one (kill_at 0: none)."""
+    directory = prepared_folder(tmp_path / "count", models, old_shards)
+    log_path = tmp_path / "count.log"
+    assert run_child(save_killed_at, models["new"], directory, new_shards, 0, str(log_path), False) == 0
+    lines = log_path.read_text().splitlines()
+    assert lines[-1] == "finished"
+    return len(lines) - 1
+
+
+def kill_points(total: int) -> list:
+    if THOROUGH:
+        return list(range(1, total + 2))
+    rng = random.Random(total)
+    return sorted({1, 2, total // 2, total - 3, total - 2, total - 1, total, total + 1, *rng.sample(range(1, total), 3)})
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_killed_save_leaves_old_or_new(layout, models, tmp_path):
+    old_shards, new_shards = LAYOUTS[layout]
+    (tmp_path / "count").mkdir()
+    total = count_operations(models, tmp_path, old_shards, new_shards)
+    assert total >= 10, total  # each weight file written, fsynced and renamed, stale files removed
+    seen = set()
+    for kill_at in kill_points(total):
+        for torn in ((False, True) if THOROUGH else (kill_at % 2 == 0,)):
+            case = tmp_path / f"kill-{kill_at}-{torn}"
+            case.mkdir()
+            directory = prepared_folder(case, models, old_shards)
+            log_path = case / "ops.log"
+            code = run_child(save_killed_at, models["new"], directory, new_shards, kill_at, str(log_path), torn)
+            done = log_path.read_text().splitlines() if log_path.exists() else []
+            committed = f"replace {JOURNAL_NAME}" in done
+            assert code == (0 if kill_at > total else -signal.SIGKILL), (kill_at, code)
+            holds = which_checkpoint(directory, models["expected"])
+            assert holds == ("new" if committed else "old"), (kill_at, torn, done[-3:])
+            seen.add(holds)
+            assert not (directory / JOURNAL_NAME).exists()  # The load completed an interrupted commit.
+            assert_foreign_files_intact(directory)
+            models["new"].save_pretrained(str(directory), max_shard_size=new_shards)  # Cleans up after the dead save.
+            assert not [p for p in os.listdir(directory) if p.startswith(TEMP_PREFIX)]
+            assert which_checkpoint(directory, models["expected"]) == "new"
+            assert_foreign_files_intact(directory)
+    assert seen == {"old", "new"}
+
+
+def test_killed_after_random_delays(models, tmp_path):
+    old_shards, new_shards = LAYOUTS["sharded-to-sharded"]
+    start = time.perf_counter()
+    models["new"].save_pretrained(str(tmp_path / "timing"), max_shard_size=new_shards)
+    duration = time.perf_counter() - start
+    rng = random.Random(0)
+    for i in range(12 if THOROUGH else 4):
+        case = tmp_path / f"delay-{i}"
+        case.mkdir()
+        directory = prepared_folder(case, models, old_shards)
+        child = FORK.Process(target=save_killed_at, args=(models["new"], directory, new_shards, 0,
+                                                           str(case / "ops.log"), False))
+        child.start()
+        time.sleep(rng.uniform(0, 1.5 * duration))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(30)
+        which_checkpoint(directory, models["expected"])
+        assert_foreign_files_intact(directory)
+
+
+@pytest.mark.parametrize("limit", [0, 100, 5_000, 1_000_000, 3_000_000, 20_000_000])
+def test_write_error_keeps_old_checkpoint(limit, models, tmp_path):
+    old_shards, new_shards = LAYOUTS["single-to-sharded"]
+    directory = prepared_folder(tmp_path, models, old_shards)
+    assert run_child(save_with_file_size_limit, models["new"], directory, new_shards, limit) == 3
+    assert which_checkpoint(directory, models["expected"]) == "old"
+    assert not [p for p in os.listdir(directory) if p.startswith(TEMP_PREFIX)]  # The failed save removed its files.
+    assert_foreign_files_intact(directory)
+
+
+def test_foreign_files_survive_saves_of_every_layout(models, tmp_path):
+    directory = prepared_folder(tmp_path, models, SHARDED)
+    for shard_size in (SINGLE, SHARDED, "6MB", SINGLE):
+        models["new"].save_pretrained(str(directory), max_shard_size=shard_size)
+        assert which_checkpoint(directory, models["expected"]) == "new"
+        assert_foreign_files_intact(directory)
+    assert sorted(os.listdir(directory)) == sorted({*FOREIGN, "config.json", "model.safetensors"})
+
+
+def test_concurrent_saves_leave_one_checkpoint(models, tmp_path):
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    write_foreign_files(directory)
+    savers = [FORK.Process(target=save_repeatedly, args=((models["old"], models["new"]), directory, 4,
+                                                         (SHARDED, SINGLE) if i else (SINGLE, SHARDED)))
+              for i in range(2)]
+    for saver in savers:
+        saver.start()
+    for saver in savers:
+        saver.join(120)
+        assert saver.exitcode == 0
+    which_checkpoint(directory, models["expected"])
+    assert_foreign_files_intact(directory)
+    assert not [p for p in os.listdir(directory) if p.startswith(".archit-")]
+
+
+def test_loads_during_saves_see_old_or_new(models, tmp_path):
+    directory = prepared_folder(tmp_path, models, SHARDED)
+    saver = FORK.Process(target=save_repeatedly, args=((models["new"], models["old"]), directory,
+                                                       60 if THOROUGH else 16, ("6MB", SHARDED)))
+    saver.start()
+    seen = []
+    try:
+        while saver.is_alive():
+            seen.append(which_checkpoint(directory, models["expected"]))
+    finally:
+        saver.join(120)
+    assert saver.exitcode == 0
+    assert len(seen) >= 3, seen
+    assert json.loads((directory / "config.json").read_text())["head_config"]["num_labels"] == 5
