@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional, Tuple, Type
 from transformers import CONFIG_MAPPING, PretrainedConfig
 
 from .. import _compat as compat
+from .checkpointcode import config_class_of_code
 
 __all__ = ["split_checkpoint_config", "base_config_from_dict", "dataclass_from_dict", "stored_head_prefixes",
            "HEADS_PATH"]
@@ -61,16 +62,22 @@ def _only_head(config_dict: Dict[str, Any], checkpoint: str) -> Dict[str, Any]:
     return config_dict["heads"][_only_head_name(config_dict, checkpoint)]
 
 
-def base_config_from_dict(config_dict: Dict[str, Any],
-                          config_class: Optional[Type[PretrainedConfig]] = None) -> PretrainedConfig:
+def base_config_from_dict(config_dict: Dict[str, Any], config_class: Optional[Type[PretrainedConfig]] = None,
+                          checkpoint: Optional[str] = None, trust_remote_code: bool = False,
+                          **hub_kwargs: Any) -> PretrainedConfig:
     """
     A base model's transformers config from its dictionary: ``config_class.from_dict``. Without a ``config_class``, or
-    with the generic ``PretrainedConfig`` (``AutoBaseModel``'s), the dictionary's ``model_type`` picks the class, as
-    ``AutoConfig.from_pretrained`` does.
+    with the generic ``PretrainedConfig`` (``AutoBaseModel``'s), the class is picked as ``AutoConfig.from_pretrained``
+    picks it: the config class of the code that ships with ``checkpoint`` (its ``auto_map``) when the caller trusts it
+    (``trust_remote_code``, imported with ``hub_kwargs``), else transformers' class for the dictionary's ``model_type``;
+    a checkpoint that needs its own code and is not trusted is refused, before any of that code is imported.
     """
     config_dict = compat.stored_config_dict(config_dict)
     if config_class is not None and config_class.model_type:
         return config_class.from_dict(config_dict)
+    code_class = config_class_of_code(config_dict, checkpoint or "the checkpoint", trust_remote_code, **hub_kwargs)
+    if code_class is not None:
+        return code_class.from_dict(config_dict)
     model_type = config_dict.get("model_type")
     if not model_type:
         raise ValueError("The base model config names no model_type, so its transformers config class is unknown: "
@@ -79,7 +86,8 @@ def base_config_from_dict(config_dict: Dict[str, Any],
         config_class = CONFIG_MAPPING[model_type]
     except KeyError:
         raise ValueError(f"The base model config's model_type '{model_type}' is not a family of the installed "
-                         f"transformers (a newer release, or a model with remote code, may have it).") from None
+                         f"transformers {compat.TRANSFORMERS_VERSION}, and the checkpoint ships no code for it "
+                         f"(no AutoConfig in an auto_map): a newer transformers release may have it.") from None
     return config_class.from_dict(config_dict)
 
 

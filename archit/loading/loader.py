@@ -40,9 +40,12 @@ class LoadOptions:
     variant: Optional[str] = None
     key_mapping: Optional[Dict[str, str]] = None
     loss: Optional[nn.Module] = None
+    trust_remote_code: bool = False
+    """Build a base model from the code that ships with the checkpoint (its ``auto_map``); never ``None``."""
+    code_revision: Optional[str] = None
     config_overrides: Dict[str, Any] = field(default_factory=dict)
 
-    _IGNORED = ("low_cpu_mem_usage", "trust_remote_code", "_fast_init", "resume_download", "offload_state_dict")
+    _IGNORED = ("low_cpu_mem_usage", "_fast_init", "resume_download", "offload_state_dict")
 
     @classmethod
     def from_kwargs(cls, kwargs: Dict[str, Any]) -> "LoadOptions":
@@ -62,6 +65,8 @@ class LoadOptions:
             variant=kwargs.pop("variant", None),
             key_mapping=kwargs.pop("key_mapping", None),
             loss=kwargs.pop("loss", None),
+            trust_remote_code=bool(kwargs.pop("trust_remote_code", False)),
+            code_revision=kwargs.pop("code_revision", None),
         )
         kwargs.pop("torch_dtype", None)
         if "use_auth_token" in kwargs:
@@ -453,7 +458,8 @@ def _base_config(base_model_class: type, base_dict: Dict[str, Any], checkpoint: 
                        "loaded into a different architecture.", checkpoint, stored_type, base_model_class.__name__,
                        config_class.model_type)
     try:
-        config = base_config_from_dict(base_dict, config_class)
+        config = base_config_from_dict(base_dict, config_class, checkpoint, options.trust_remote_code,
+                                       code_revision=options.code_revision, **options.hub)
     except ValueError as error:
         raise ValueError(f"Checkpoint '{checkpoint}': {error}") from error
     for name, value in options.config_overrides.items():

@@ -1,4 +1,5 @@
-"""``ModelWithHead.save_pretrained``: ``config.json`` plus weights, safetensors by default, sharded, tied tensors once."""
+"""``ModelWithHead.save_pretrained``: ``config.json`` plus weights, safetensors by default, sharded, tied tensors once;
+the code files of a base model built from checkpoint code (``trust_remote_code=True``) next to them."""
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from .. import _compat as compat
+from .checkpointcode import save_code_of
 from .files import (
     CONFIG_NAME,
     SAFE_WEIGHTS_INDEX_NAME,
@@ -47,6 +49,7 @@ def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_sha
     if not is_main_process:
         return
     os.makedirs(save_directory, exist_ok=True)
+    save_code_of(model.config.base_model_config, model.base_model, str(save_directory))
     model.config.to_json_file(os.path.join(save_directory, CONFIG_NAME))
 
     tensors = _without_shared_duplicates(model.state_dict() if state_dict is None else state_dict)
