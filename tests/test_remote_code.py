@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -29,7 +30,7 @@ from archit.instantiation.standardisation import read_standard_fields
 from archit.instantiation.tasks import ForExtractiveQA, ForSingleLabelTokenClassification
 from archit.loading import plan_loading
 
-from conftest import assert_same_outputs, read_checkpoint_tensors, read_json
+from conftest import assert_same_outputs, read_checkpoint_tensors, read_json, roberta_config, save_transformers_model
 
 VOCAB, WIDTH, LAYERS, POSITIONS = 50, 16, 2, 32
 
@@ -69,14 +70,15 @@ class {prefix}PreTrainedModel(PreTrainedModel):
     config_class = {prefix}Config
     base_model_prefix = "body"
 
-    def _init_weights(self, module):
+    def _init_weights(self, module):  # torch.nn.init, which transformers 5.0 keeps off weights it loaded
+        {data_init}
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
+            nn.init.zeros_(module.bias)
         if isinstance(module, nn.LayerNorm):
-            module.weight.data.fill_(1.0)
-            module.bias.data.zero_()
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 class {prefix}Model({prefix}PreTrainedModel):
@@ -88,7 +90,7 @@ class {prefix}Model({prefix}PreTrainedModel):
         self.embed = nn.Embedding(config.vocab_size, width)
         self.position = nn.Embedding(config.max_position_embeddings, width)
         self.layers = nn.ModuleList([nn.Linear(width, width) for _ in range(config.num_hidden_layers)])
-        self.norm = nn.LayerNorm(width)
+        self.LayerNorm = nn.LayerNorm(width)
         self.post_init()
 
     def get_input_embeddings(self):
@@ -108,7 +110,7 @@ class {prefix}Model({prefix}PreTrainedModel):
             context = (hidden * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)
             hidden = hidden + torch.tanh(layer(hidden + context))
             states += (hidden,)
-        hidden = self.norm(hidden)
+        hidden = self.LayerNorm(hidden)
         return BaseModelOutput(last_hidden_state=hidden, hidden_states=states if output_hidden_states else None)
 
 
@@ -128,17 +130,21 @@ class {prefix}ForTokenClassification({prefix}PreTrainedModel):
 
 
 def write_code_checkpoint(tmp_path: Path, name: str, width: str = "hidden_size", attribute_map: bool = False,
-                          seed: int = 0) -> Path:
+                          seed: int = 0, folder: Optional[Path] = None, legacy_norm: bool = False,
+                          data_init: bool = False) -> Path:
     """``tmp_path / f"{name}_ckpt"``: a checkpoint of ``model_type`` ``name``, which transformers does not have, with
     its code (``configuration_{name}.py``, ``modeling_{name}.py``) and an ``auto_map`` for ``AutoConfig``, ``AutoModel``
     and ``AutoModelForTokenClassification``. ``width`` names the config's hidden size field (``attribute_map``:
-    aliased to ``hidden_size``). None of its code runs here."""
-    folder, trace = tmp_path / f"{name}_ckpt", tmp_path / "trace"
-    folder.mkdir()
+    aliased to ``hidden_size``; ``legacy_norm``: the layer norm stored as ``gamma``/``beta``, as old checkpoints have it;
+    ``data_init``: ``_init_weights`` writes ``.data`` directly, as much code on the hub does). None of its code runs here."""
+    folder, trace = folder or tmp_path / f"{name}_ckpt", tmp_path / "trace"
+    folder.mkdir(parents=True)
     trace.mkdir(exist_ok=True)
     prefix = name.title().replace("_", "")
     fields = dict(name=name, prefix=prefix, trace=trace, width=width,
-                  attribute_map=f'attribute_map = {{"hidden_size": "{width}"}}\n' if attribute_map else "")
+                  attribute_map=f'attribute_map = {{"hidden_size": "{width}"}}\n' if attribute_map else "",
+                  data_init="for p in module.parameters(recurse=False): p.data.normal_(std=0.02)\n        return"
+                  if data_init else "")
     (folder / f"configuration_{name}.py").write_text(CONFIGURATION.format(**fields))
     (folder / f"modeling_{name}.py").write_text(MODELING.format(**fields))
     config = {"model_type": name, "architectures": [f"{prefix}Model"], "vocab_size": VOCAB, width: WIDTH,
@@ -152,8 +158,9 @@ def write_code_checkpoint(tmp_path: Path, name: str, width: str = "hidden_size",
     def random(*shape):
         return torch.randn(*shape, generator=generator) * 0.3
 
+    norm = ("gamma", "beta") if legacy_norm else ("weight", "bias")
     tensors = {"embed.weight": random(VOCAB, WIDTH), "position.weight": random(POSITIONS, WIDTH),
-               "norm.weight": 1 + random(WIDTH), "norm.bias": random(WIDTH)}
+               f"LayerNorm.{norm[0]}": 1 + random(WIDTH), f"LayerNorm.{norm[1]}": random(WIDTH)}
     for i in range(LAYERS):
         tensors[f"layers.{i}.weight"] = random(WIDTH, WIDTH)
         tensors[f"layers.{i}.bias"] = random(WIDTH)
@@ -261,6 +268,74 @@ def test_base_model_equals_transformers_automodel(tmp_path):
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
     for key, tensor in half.base_model.state_dict().items():
         assert torch.equal(tensor, stored[key].to(torch.bfloat16)), key
+
+
+def test_legacy_key_names_are_converted_as_transformers_converts_them(tmp_path):
+    """The installed transformers' key conversion (5.x's registry, 4.x's renaming) applies to checkpoint code too."""
+    folder = write_code_checkpoint(tmp_path, "rc_legacy", legacy_norm=True)
+    model, info = AutoBaseModel.from_pretrained(str(folder), trust_remote_code=True, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    reference = transformers.AutoModel.from_pretrained(str(folder), trust_remote_code=True).eval()
+    stored = read_checkpoint_tensors(folder)
+    assert torch.equal(model.base_model.LayerNorm.weight, stored["LayerNorm.gamma"])
+    assert torch.equal(reference.LayerNorm.weight, stored["LayerNorm.gamma"])
+    input_ids, attention_mask = inputs()
+    with torch.no_grad():
+        assert_same_outputs(model(input_ids, attention_mask).last_hidden_state,
+                            reference(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
+
+
+def test_loaded_weights_stay_whatever_the_code_initialises(tmp_path):
+    """Code whose ``_init_weights`` writes ``.data`` (transformers 5.0's own loader lets it overwrite loaded weights):
+    archit initialises only what the checkpoint lacks, with the code's own initialisation."""
+    folder = write_code_checkpoint(tmp_path, "rc_datainit", data_init=True)
+    model = ForSingleLabelTokenClassification.from_pretrained(
+        str(folder), AutoBaseModel, TokenClassificationHeadConfig(num_labels=3), trust_remote_code=True)
+    stored = read_checkpoint_tensors(folder)
+    assert set(model.base_model.state_dict()) == set(stored)
+    for key, tensor in model.base_model.state_dict().items():
+        assert torch.equal(tensor, stored[key]), key
+    assert model.head.dense.weight.device.type == "cpu"  # The head is initialised, not left on the meta device.
+
+
+def test_hub_id_with_revision_and_cache_dir(tmp_path):
+    """A hub id served from a hub cache (offline): the code and the weights of the revision asked for, from cache_dir."""
+    cache = tmp_path / "hub"
+    repository = cache / "models--archit-tests--rc_hub"
+    for revision, commit, seed in (("main", "a" * 40, 0), ("v2", "b" * 40, 5)):
+        folder = write_code_checkpoint(tmp_path, "rc_hub", seed=seed, folder=repository / "snapshots" / commit)
+        with open(folder / "modeling_rc_hub.py", "a") as handle:
+            handle.write(f"\nREVISION = {revision!r}\n")
+        (repository / "refs").mkdir(exist_ok=True)
+        (repository / "refs" / revision).write_text(commit)
+    for revision, commit in (("main", "a" * 40), ("v2", "b" * 40)):
+        model = AutoBaseModel.from_pretrained("archit-tests/rc_hub", trust_remote_code=True, cache_dir=str(cache),
+                                              revision=revision, local_files_only=True)
+        assert sys.modules[type(model.base_model).__module__].REVISION == revision
+        stored = read_checkpoint_tensors(repository / "snapshots" / commit)
+        assert torch.equal(model.base_model.embed.weight, stored["embed.weight"])
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        AutoBaseModel.from_pretrained("archit-tests/rc_hub", cache_dir=str(cache), local_files_only=True)
+
+
+def test_known_model_type_uses_transformers_classes_without_trust(tmp_path):
+    """A checkpoint of a family transformers has, shipping code too: as AutoModel, transformers' own classes serve
+    unless trust_remote_code=True, and the code is not imported. A checkpoint without code is unaffected by the flag."""
+    folder = tmp_path / "rc_known_ckpt"
+    save_transformers_model(transformers.RobertaModel, roberta_config(), folder)
+    write_code_checkpoint(tmp_path, "rc_known", folder=tmp_path / "rc_known_code")
+    for name in ("configuration_rc_known.py", "modeling_rc_known.py"):
+        shutil.copy(tmp_path / "rc_known_code" / name, folder / name)
+    config = read_json(folder / "config.json")
+    config["auto_map"] = read_json(tmp_path / "rc_known_code" / "config.json")["auto_map"]
+    (folder / "config.json").write_text(json.dumps(config))
+    model = AutoBaseModel.from_pretrained(str(folder))
+    assert type(model.base_model) is transformers.RobertaModel
+    assert traces(tmp_path) == []
+    plain = tmp_path / "rc_known_plain"
+    save_transformers_model(transformers.RobertaModel, roberta_config(), plain)
+    assert type(AutoBaseModel.from_pretrained(str(plain), trust_remote_code=True).base_model) is transformers.RobertaModel
+    assert traces(tmp_path) == []
 
 
 def test_task_checkpoint_of_the_custom_code_is_imported_with_its_head(tmp_path):
