@@ -263,8 +263,8 @@ def test_base_model_equals_transformers_automodel(tmp_path):
     assert_same_outputs(ours.last_hidden_state, theirs.last_hidden_state)
     assert_same_outputs(ours.hidden_states, theirs.hidden_states)
 
-    # dtype as for the built-in families.
-    half = AutoBaseModel.from_pretrained(str(folder), trust_remote_code=True, dtype=torch.bfloat16)
+    # dtype and placement as for the built-in families.
+    half = AutoBaseModel.from_pretrained(str(folder), trust_remote_code=True, dtype=torch.bfloat16, device_map="cpu")
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
     for key, tensor in half.base_model.state_dict().items():
         assert torch.equal(tensor, stored[key].to(torch.bfloat16)), key
