@@ -85,8 +85,8 @@ def trusts_checkpoint_code(trust_remote_code: bool, checkpoint: str, has_local_c
 
 def checkpoint_code_class(class_reference: str, checkpoint: str, auto_class: str, **hub_kwargs: Any) -> type:
     """
-    The class ``class_reference`` (an ``auto_map`` entry: ``"modeling_x.XModel"``, or ``"other/repo--modeling_x.XModel"``
-    for code in another repository) of the code that ships with ``checkpoint`` (a local folder or hub id), imported by
+    The class ``class_reference`` (an ``auto_map`` entry: ``"modeling_x.XModel"``, or
+    ``"other/repo--modeling_x.XModel"`` for code in another repository) of the code that ships with ``checkpoint`` (a local folder or hub id), imported by
     transformers' dynamic-module machinery: this runs that code. The class is registered for ``auto_class``
     (``"AutoModel"``, ...) as transformers' Auto classes do, so that transformers' ``save_pretrained`` of a model
     built from it copies its code.

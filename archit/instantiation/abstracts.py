@@ -442,9 +442,9 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
         (``{regex: replacement}`` for checkpoint keys), ``cache_dir``, ``revision``, ``local_files_only``, ``token``,
         ``subfolder``, ``trust_remote_code`` (build a base model from the code that ships with the checkpoint, its
         ``auto_map``; without it such a checkpoint is refused unless transformers has its ``model_type``, and none of
-        its code is imported), ``code_revision``; and archit's own: ``loss`` (replaces the task's loss), ``ignore_unplaced_weights`` (initialise
-        base weights anew even though checkpoint tensors were left unused, which is otherwise an error). Other keyword
-        arguments set fields of the base model's config.
+        its code is imported), ``code_revision``; and archit's own: ``loss`` (replaces the task's loss),
+        ``ignore_unplaced_weights`` (initialise base weights anew even though checkpoint tensors were left unused, which
+        is otherwise an error). Other keyword arguments set fields of the base model's config.
         """
         return load_model_with_head(cls, checkpoint, base_model_class, head_config, **kwargs)
 

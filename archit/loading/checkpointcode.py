@@ -78,8 +78,8 @@ def config_class_of_code(config_dict: Dict[str, Any], checkpoint: str, trust_rem
         raise ValueError(_refusal(config_dict)) from error
     if not trusted:
         logger.info("Checkpoint '%s' ships its own code (%s), which is not used without trust_remote_code=True: "
-                    "transformers' own classes for model_type '%s' are.", checkpoint, ", ".join(code_files(config_dict)),
-                    model_type)
+                    "transformers' own classes for model_type '%s' are.", checkpoint,
+                    ", ".join(code_files(config_dict)), model_type)
         return None
     config_class = compat.checkpoint_code_class(auto_map[CONFIG_ENTRY], checkpoint, CONFIG_ENTRY, **hub_kwargs)
     core_class = None
@@ -124,8 +124,8 @@ def missing_code_hint(config: PretrainedConfig, auto_class: str) -> str:
     if auto_class not in auto_map:
         return f" The checkpoint's own code names no {auto_class} class (its auto_map lists {listing})."
     if code_origin(config) is None:
-        return (f" Its class ships with the checkpoint ({auto_class}: {auto_map[auto_class]}): load the checkpoint with "
-                f"from_pretrained(..., trust_remote_code=True), or register the class with transformers' "
+        return (f" Its class ships with the checkpoint ({auto_class}: {auto_map[auto_class]}): load the checkpoint "
+                f"with from_pretrained(..., trust_remote_code=True), or register the class with transformers' "
                 f"{auto_class}.register({type(config).__name__}, <class>).")
     return ""
 
