@@ -508,3 +508,18 @@ def test_config_with_other_field_names_aliased_by_attribute_map(tmp_path):
     input_ids, attention_mask = inputs()
     with torch.no_grad():
         assert_same_outputs(reloaded(input_ids, attention_mask).logits, model(input_ids, attention_mask).logits)
+
+
+def test_config_of_checkpoint_code_made_elsewhere(tmp_path):
+    """A config the caller got from transformers' AutoConfig (trusting the code there): AutoBaseModel does not import
+    the model code on its own, says how to get it, and builds once the class is registered with transformers."""
+    folder = write_code_checkpoint(tmp_path, "rc_elsewhere")
+    config = transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=True)
+    assert traces(tmp_path) == ["configuration_rc_elsewhere.imported"]
+    with pytest.raises(ValueError) as error:
+        AutoBaseModel(config)
+    assert "trust_remote_code=True" in str(error.value) and "AutoModel.register(RcElsewhereConfig" in str(error.value)
+    assert traces(tmp_path) == ["configuration_rc_elsewhere.imported"]
+    model_class = type(transformers.AutoModel.from_pretrained(str(folder), trust_remote_code=True))
+    transformers.AutoModel.register(type(config), model_class, exist_ok=True)
+    assert type(AutoBaseModel(config).base_model) is model_class
