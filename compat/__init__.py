@@ -6,12 +6,16 @@ satisfies the ``Backend`` protocol, which lists only what differs per era. What 
 ``all_eras``; the version flags from ``version``.
 """
 from .all_eras import ConversionUnit as ConversionUnit
+from .all_eras import checkpoint_code_class as checkpoint_code_class
 from .all_eras import get_config_dtype as get_config_dtype
 from .all_eras import init_core_module as init_core_module
+from .all_eras import is_checkpoint_code as is_checkpoint_code
 from .all_eras import no_split_modules as no_split_modules
 from .all_eras import progress as progress
 from .all_eras import resolve_file as resolve_file
+from .all_eras import save_checkpoint_code as save_checkpoint_code
 from .all_eras import stored_config_dict as stored_config_dict
+from .all_eras import trusts_checkpoint_code as trusts_checkpoint_code
 from .main import backend as backend
 from .protocol import Backend as Backend
 from .version import TRANSFORMERS_VERSION as TRANSFORMERS_VERSION
@@ -23,9 +27,12 @@ set_config_dtype = backend.set_config_dtype
 no_init_weights = backend.no_init_weights
 convert_checkpoint = backend.convert_checkpoint
 checkpoint_layout = backend.checkpoint_layout
+as_auto_model_class = backend.as_auto_model_class
 
 __all__ = [
     "Backend", "backend", "ERA", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
     "set_config_dtype", "get_config_dtype", "init_core_module", "no_init_weights", "no_split_modules", "resolve_file",
     "stored_config_dict", "ConversionUnit", "convert_checkpoint", "checkpoint_layout", "progress",
+    "trusts_checkpoint_code", "checkpoint_code_class", "is_checkpoint_code", "save_checkpoint_code",
+    "as_auto_model_class",
 ]

@@ -3,6 +3,9 @@ per era. Most use public names; these private ones have kept their meaning in ev
 ``PreTrainedModel._init_weights`` (a model's own initialisation of one module), ``PreTrainedModel._no_split_modules``
 (modules a device map must keep whole) and ``cached_file``'s ``_raise_exceptions_for_missing_entries`` /
 ``_raise_exceptions_for_connection_errors`` arguments (answer ``None`` for a missing file instead of raising).
+Code that ships with a checkpoint (``auto_map``) goes through ``transformers.dynamic_module_utils``, whose functions
+(``resolve_trust_remote_code``, ``get_class_from_dynamic_module``, ``custom_object_save``) have kept their arguments
+since 4.36.
 When one of them changes in a release, its helper moves into the era modules and into the ``Backend`` protocol.
 """
 import re
@@ -12,7 +15,12 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
-from transformers.utils import cached_file
+from transformers.dynamic_module_utils import (
+    custom_object_save,
+    get_class_from_dynamic_module,
+    resolve_trust_remote_code,
+)
+from transformers.utils import TRANSFORMERS_DYNAMIC_MODULE_NAME, cached_file
 from transformers.utils import logging as transformers_logging
 
 T = TypeVar("T")
@@ -59,6 +67,45 @@ def resolve_file(path_or_repo_id: str, filename: str, **hub_kwargs: Any) -> Opti
         _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False,
         **hub_kwargs,
     )
+
+
+# The hub arguments get_class_from_dynamic_module takes in every era (4.36-4.57's resume_download is gone in 5.x).
+_CODE_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "code_revision")
+
+
+def trusts_checkpoint_code(trust_remote_code: bool, checkpoint: str, has_local_code: bool) -> bool:
+    """
+    transformers' own decision (``resolve_trust_remote_code``) whether the code a checkpoint ships is used: when the
+    caller trusts it; otherwise transformers' own classes serve when they know the ``model_type``
+    (``has_local_code``), and the checkpoint is refused (``ValueError``) when they do not. ``trust_remote_code`` goes
+    in as a ``bool``, never ``None``, on which transformers would ask on the terminal and wait for an answer.
+    """
+    return bool(resolve_trust_remote_code(bool(trust_remote_code), checkpoint, has_local_code, True))
+
+
+def checkpoint_code_class(class_reference: str, checkpoint: str, auto_class: str, **hub_kwargs: Any) -> type:
+    """
+    The class ``class_reference`` (an ``auto_map`` entry: ``"modeling_x.XModel"``, or
+    ``"other/repo--modeling_x.XModel"`` for code in another repository) of the code that ships with ``checkpoint`` (a local folder or hub id), imported by
+    transformers' dynamic-module machinery: this runs that code. The class is registered for ``auto_class``
+    (``"AutoModel"``, ...) as transformers' Auto classes do, so that transformers' ``save_pretrained`` of a model
+    built from it copies its code.
+    """
+    kwargs = {name: hub_kwargs[name] for name in _CODE_HUB_KWARGS if hub_kwargs.get(name) is not None}
+    cls = get_class_from_dynamic_module(class_reference, checkpoint, **kwargs)
+    cls.register_for_auto_class(auto_class)
+    return cls
+
+
+def is_checkpoint_code(cls: type) -> bool:
+    """Whether ``cls`` comes from code that shipped with a checkpoint (transformers' dynamic modules)."""
+    return cls.__module__.split(".")[0] == TRANSFORMERS_DYNAMIC_MODULE_NAME
+
+
+def save_checkpoint_code(cls: type, directory: str) -> List[str]:
+    """Copy the file defining ``cls`` (a class of checkpoint code), and the files it imports relatively, into
+    ``directory``, as transformers' ``save_pretrained`` does (``custom_object_save``); the copied paths."""
+    return [str(path) for path in custom_object_save(cls, directory) or []]
 
 
 @dataclass

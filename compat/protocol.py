@@ -45,6 +45,11 @@ class Backend(Protocol):
         own renaming. ``get_tensor`` is called only when a unit converts.
         """
 
+    def as_auto_model_class(self, model_class: type) -> type:
+        """A model class of code that ships with a checkpoint (``auto_map``) as transformers' Auto classes hand it out:
+        from 4.50, where ``PreTrainedModel`` no longer inherits ``GenerationMixin``, with ``GenerationMixin`` added to a
+        class that can generate but does not inherit it; unchanged before."""
+
     def checkpoint_layout(self, model: PreTrainedModel, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """``model``'s state dict as this era's ``save_pretrained`` writes it: on 5.x with the load-time conversions
         reversed (the original, 4.x layout, so that the checkpoint loads on every era); unchanged before."""

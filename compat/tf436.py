@@ -39,3 +39,8 @@ def convert_checkpoint(model: PreTrainedModel, keys: Sequence[str], get_tensor: 
 def checkpoint_layout(model: PreTrainedModel, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """4.36-4.49 save the model's own layout."""
     return state_dict
+
+
+def as_auto_model_class(model_class: type) -> type:
+    """4.36-4.49: ``PreTrainedModel`` inherits ``GenerationMixin``, so a class of checkpoint code generates as it is."""
+    return model_class

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_utils import no_init_weights as no_init_weights
+from transformers.models.auto.auto_factory import add_generation_mixin_to_remote_model
 
 from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, first_match_renaming, renaming_units
 
@@ -52,3 +53,9 @@ def checkpoint_layout(model: PreTrainedModel, state_dict: Dict[str, Tensor]) -> 
     """4.50-4.57 save the model's own layout (4.52+ reverse ``_checkpoint_conversion_mapping`` of vision-language
     task models only, which archit does not wrap)."""
     return state_dict
+
+
+def as_auto_model_class(model_class: type) -> type:
+    """``PreTrainedModel`` no longer inherits ``GenerationMixin``: transformers' Auto classes add it to a class of
+    checkpoint code that can generate without inheriting it (``add_generation_mixin_to_remote_model``), as here."""
+    return add_generation_mixin_to_remote_model(model_class)

@@ -15,6 +15,7 @@ from transformers.core_model_loading import (
     revert_weight_conversion,
 )
 from transformers.initialization import no_init_weights as no_init_weights
+from transformers.models.auto.auto_factory import add_generation_mixin_to_remote_model
 
 from .all_eras import ConversionUnit, WrapperWithoutOwnWeights
 
@@ -96,3 +97,9 @@ def checkpoint_layout(model: PreTrainedModel, state_dict: Dict[str, Tensor]) -> 
     """5.x ``save_pretrained`` reverses its load-time conversions (``revert_weight_conversion``): fused experts are
     written per expert again, renamed heads under their 4.x names."""
     return revert_weight_conversion(model, dict(state_dict))
+
+
+def as_auto_model_class(model_class: type) -> type:
+    """``PreTrainedModel`` no longer inherits ``GenerationMixin``: transformers' Auto classes add it to a class of
+    checkpoint code that can generate without inheriting it (``add_generation_mixin_to_remote_model``), as here."""
+    return add_generation_mixin_to_remote_model(model_class)

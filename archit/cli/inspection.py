@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..instantiation.multihead import ModelWithHeads, task_of
 from ..loading import plan_base_loading, plan_heads_loading, plan_loading
+from ..loading.checkpointcode import code_auto_map, code_files
 from ..loading.configs import base_config_from_dict
 from ..loading.files import (
     SAFE_WEIGHTS_INDEX_NAME,
@@ -52,7 +53,7 @@ def inspect_checkpoint(checkpoint: str) -> Dict[str, Any]:
     architectures = config_dict.get("architectures") or base_dict.get("architectures")
     description: Dict[str, Any] = {
         "checkpoint": str(checkpoint), "kind": None, "archit_version": config_dict.get("archit_version"),
-        "model_type": model_type, "architectures": architectures,
+        "model_type": model_type, "architectures": architectures, "custom_code": _custom_code(base_dict),
         "task": None, "head": None, "head_config": None, "tied": None, "heads": None,
         "key_prefix": None if is_archit else _key_prefix(base_class, base_dict, headers),
         "files": _files(checkpoint, weight_files), "parameters": sum(h.numel for h in headers.values()),
@@ -145,6 +146,13 @@ def _plan(description: Dict[str, Any], class_name: str, base_class: Optional[typ
                        plan_error=answer["error"])
 
 
+def _custom_code(base_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The code the checkpoint ships (its ``auto_map`` and the files it names), read from ``config.json`` alone: none of
+    it is imported, so planning a load that needs it fails with the reason (``trust_remote_code=True``)."""
+    auto_map = code_auto_map(base_dict)
+    return {"files": code_files(base_dict), "auto_map": auto_map} if auto_map else None
+
+
 def _stored_head(spec: Any) -> Dict[str, Any]:
     spec = spec if isinstance(spec, dict) else {}
     head_config = spec.get("head_config") or {}
@@ -198,6 +206,10 @@ def render(description: Dict[str, Any]) -> str:
     rows: List[Tuple[str, str]] = [("checkpoint", d["checkpoint"]), ("kind", _kind_line(d))]
     architectures = f" ({', '.join(d['architectures'])})" if d["architectures"] else ""
     rows.append(("model", f"{d['model_type']}{architectures}"))
+    if d["custom_code"]:
+        rows.append(("custom code", f"{', '.join(d['custom_code']['files'])} (auto_map: "
+                                    f"{', '.join(d['custom_code']['auto_map'])}); not imported (loading with "
+                                    f"trust_remote_code=True runs it)"))
     if d["task"]:
         rows.append(("task", d["task"]))
     if d["head_config"] is not None and d["kind"] != "archit-multihead":

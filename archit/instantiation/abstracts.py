@@ -21,6 +21,7 @@ declared by the most derived class wins: a subclass that sets only ``config_clas
 where its parent overrode ``configClass()``.
 """
 import inspect
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Generic, Optional, Tuple, Type, Union
@@ -36,6 +37,7 @@ from typing_extensions import Self
 
 from .. import _compat as compat
 from ..loading import load_base_model, load_model_with_head, save_model_with_head, to_hugging_face
+from ..loading.checkpointcode import save_code_of
 from ..loading.equivalents import family_head_keys
 from ..loading.keys import CORE_PATH
 from .configs import HC, PC, BaseModelConfig, CombinedConfig, HeadConfig
@@ -118,13 +120,22 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
         """The loss terms accumulated by the core since the last call (0 if none); resets the accumulator."""
         return self._accumulated_loss.compute()
 
+    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs) -> None:
+        """transformers' ``save_pretrained`` (the core's ``config.json``, the weights as ``_core.*``), plus the code
+        files of a core built from checkpoint code (``trust_remote_code=True``), so that the folder loads again
+        wherever it is copied."""
+        if is_main_process:
+            os.makedirs(save_directory, exist_ok=True)
+            save_code_of(self.config, self._core, str(save_directory))
+        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+
     # Class methods
 
     @classmethod
     def from_pretrained(cls, checkpoint: str, **kwargs) -> Self:
         """
         Load the base model alone from a bare base model checkpoint, a transformers task checkpoint or an archit
-        checkpoint. Keyword arguments as in ``ModelWithHead.from_pretrained``.
+        checkpoint. Keyword arguments as in ``ModelWithHead.from_pretrained`` (``trust_remote_code=True`` included).
         """
         return load_base_model(cls, checkpoint, **kwargs)
 
@@ -429,9 +440,11 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
         Keyword arguments as in transformers: ``dtype``/``torch_dtype``, ``device_map``, ``attn_implementation``,
         ``ignore_mismatched_sizes``, ``output_loading_info`` (adds ``converted_keys``), ``variant``, ``key_mapping``
         (``{regex: replacement}`` for checkpoint keys), ``cache_dir``, ``revision``, ``local_files_only``, ``token``,
-        ``subfolder``; and archit's own: ``loss`` (replaces the task's loss), ``ignore_unplaced_weights`` (initialise
-        base weights anew even though checkpoint tensors were left unused, which is otherwise an error). Other keyword
-        arguments set fields of the base model's config.
+        ``subfolder``, ``trust_remote_code`` (build a base model from the code that ships with the checkpoint, its
+        ``auto_map``; without it such a checkpoint is refused unless transformers has its ``model_type``, and none of
+        its code is imported), ``code_revision``; and archit's own: ``loss`` (replaces the task's loss),
+        ``ignore_unplaced_weights`` (initialise base weights anew even though checkpoint tensors were left unused, which
+        is otherwise an error). Other keyword arguments set fields of the base model's config.
         """
         return load_model_with_head(cls, checkpoint, base_model_class, head_config, **kwargs)
 

@@ -11,6 +11,7 @@ from transformers.models.gpt2 import GPT2Config, GPT2Model
 from transformers.models.roberta import RobertaConfig, RobertaModel
 
 from .. import _compat as compat
+from ..loading.checkpointcode import core_class_of_code, missing_code_hint
 from .abstracts import AllHiddenStatesAndPooling, BaseModel, BaseModelConfig, build_without_pooler
 from .standardisation import read_standard_fields
 
@@ -116,6 +117,10 @@ class AutoBaseModel(BaseModel[PretrainedConfig]):
     Its config class is the generic ``PretrainedConfig``: a config dictionary is read as the class its ``model_type``
     names (``archit.instantiation.configs.base_config_from_dict``), when loading and in ``CombinedConfig``. Its core
     class depends on the config (``coreClassFor``).
+
+    A checkpoint that ships its own code (an ``auto_map`` in its ``config.json``, ``configuration_x.py`` and
+    ``modeling_x.py``, for a model transformers does not have) is built from that code when, and only when,
+    ``from_pretrained`` gets ``trust_remote_code=True``; otherwise it is refused without importing any of it.
     """
     config_class = PretrainedConfig
 
@@ -126,12 +131,18 @@ class AutoBaseModel(BaseModel[PretrainedConfig]):
     @classmethod
     def coreClassFor(cls, raw_config: PretrainedConfig) -> Type[PreTrainedModel]:
         """The transformers base model class ``AutoModel`` builds for ``raw_config``. Where a family has several
-        (Funnel), the one the config's ``architectures`` names, else the first, as ``AutoModel`` chooses."""
+        (Funnel), the one the config's ``architectures`` names, else the first, as ``AutoModel`` chooses. For a config
+        of code that shipped with a checkpoint and was loaded with ``trust_remote_code=True``, the class that code's
+        ``auto_map`` names for ``AutoModel`` (or one registered with transformers' ``AutoModel.register``)."""
+        core_class = core_class_of_code(raw_config)
+        if core_class is not None:
+            return core_class
         try:
             core_class = MODEL_MAPPING[type(raw_config)]
         except KeyError:
             raise ValueError(f"AutoBaseModel cannot wrap {type(raw_config).__name__} (model_type "
-                             f"'{raw_config.model_type}'): transformers' AutoModel has no base model for it.") from None
+                             f"'{raw_config.model_type}'): transformers' AutoModel has no base model for it."
+                             + missing_code_hint(raw_config, "AutoModel")) from None
         if isinstance(core_class, (tuple, list)):
             named = set(getattr(raw_config, "architectures", None) or [])
             core_class = next((c for c in core_class if c.__name__ in named), core_class[0])

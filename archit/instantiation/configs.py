@@ -13,7 +13,7 @@ from transformers import PretrainedConfig
 
 from .. import __version__ as archit_version
 from .. import _compat as compat
-from ..loading.configs import base_config_from_dict, dataclass_from_dict, split_checkpoint_config
+from ..loading.configs import base_config_from_dict, config_path, dataclass_from_dict, split_checkpoint_config
 from ..loading.files import HUB_KWARGS, read_config_dict
 
 __all__ = ["BaseModelConfig", "HeadConfig", "CombinedConfig", "PC", "HC"]
@@ -146,25 +146,30 @@ class CombinedConfig(PretrainedConfig, Generic[PC, HC]):
         """
         Read a checkpoint's ``config.json``: an archit checkpoint (nested base model and head configs) or a plain
         transformers checkpoint plus ``head_config``. A ``head_config`` given here wins over the checkpoint's. The base
-        config is read as ``base_model_config_class``, or, when that is omitted, as the class of its ``model_type``.
+        config is read as ``base_model_config_class``, or, when that is omitted, as the class of its ``model_type``
+        (the config class of the checkpoint's own code with ``trust_remote_code=True``, as in ``from_pretrained``).
         """
+        trust_remote_code = bool(kwargs.pop("trust_remote_code", False))
         unknown = set(kwargs) - set(HUB_KWARGS)
         if unknown:
             raise TypeError(f"CombinedConfig.from_pretrained() got unexpected keyword arguments {sorted(unknown)}.")
         config_dict = read_config_dict(str(pretrained_model_name_or_path), **kwargs)
         return cls.from_checkpoint_dict(config_dict, str(pretrained_model_name_or_path), head_config,
-                                        base_model_config_class, head_config_class)
+                                        base_model_config_class, head_config_class, trust_remote_code, **kwargs)
 
     @classmethod
     def from_checkpoint_dict(cls, config_dict: Dict[str, Any], checkpoint: str, head_config: Optional[HC],
                              base_model_config_class: Optional[Type[PC]],
-                             head_config_class: Optional[Type[HC]]) -> "CombinedConfig":
+                             head_config_class: Optional[Type[HC]], trust_remote_code: bool = False,
+                             **hub_kwargs: Any) -> "CombinedConfig":
         """The config of a checkpoint's ``config.json`` dictionary. Without ``base_model_config_class`` (or with the
-        generic ``PretrainedConfig``), the base config's ``model_type`` picks its class, as ``AutoConfig`` does."""
+        generic ``PretrainedConfig``), the base config's ``model_type`` picks its class, as ``AutoConfig`` does (the
+        checkpoint's own code with ``trust_remote_code``, imported with ``hub_kwargs``)."""
         if head_config is None and head_config_class is None:
             raise ValueError("CombinedConfig.from_pretrained needs head_config= or head_config_class=.")
         base_dict, head_config = split_checkpoint_config(config_dict, checkpoint, head_config, head_config_class)
-        base_config = base_config_from_dict(base_dict, base_model_config_class)
+        base_config = base_config_from_dict(base_dict, base_model_config_class, source=config_path(checkpoint),
+                                            checkpoint=checkpoint, trust_remote_code=trust_remote_code, **hub_kwargs)
         base_config.name_or_path = checkpoint
         combined = cls(base_model_config=base_config, head_config=head_config)
         combined.name_or_path = checkpoint

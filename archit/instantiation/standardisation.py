@@ -39,9 +39,23 @@ def read_field(raw_config: PretrainedConfig, field: str) -> Optional[Any]:
         if value is not None:
             return value
     if field in _REQUIRED:
-        raise ValueError(f"{type(raw_config).__name__} has none of the fields {list(FIELD_NAMES[field])} that "
-                         f"give a base model's {field}: override standardiseConfig() for this family.")
+        raise ValueError(_missing_field_message(raw_config, field))
     return _DEFAULTS.get(field)
+
+
+def _missing_field_message(raw_config: PretrainedConfig, field: str) -> str:
+    """What archit looked for, what the config has instead, and the two ways to tell archit which field it is."""
+    name = type(raw_config).__name__
+    common = PretrainedConfig().to_dict()  # The fields every config has: not candidates.
+    numbers = sorted(f"{key}={value}" for key, value in raw_config.to_dict().items()
+                     if key not in common and isinstance(value, int) and not isinstance(value, bool))
+    candidates = f" Its own integer fields: {', '.join(numbers)}." if numbers else ""
+    return (f"{name} (model_type '{getattr(raw_config, 'model_type', None)}') has none of the fields "
+            f"{', '.join(FIELD_NAMES[field])}, which archit reads as a base model's {field} (every head needs it)."
+            f"{candidates} Tell archit which field it is: give {name} the alias transformers' configs use, "
+            f"attribute_map = {{\"{field}\": \"<its field>\"}} (in its configuration file), or subclass the base "
+            f"model class and override standardiseConfig(), e.g. return read_standard_fields(raw_config, "
+            f"{field}=raw_config.<its field>) (archit.instantiation.standardisation.read_standard_fields).")
 
 
 def read_standard_fields(raw_config: PretrainedConfig, **overrides: Any) -> BaseModelConfig:

@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Tuple, Type
 from transformers import CONFIG_MAPPING, PretrainedConfig
 
 from .. import _compat as compat
+from .checkpointcode import config_class_of_code
 from .errors import CheckpointError
 from .files import CONFIG_NAME
 
@@ -120,15 +121,21 @@ def _only_head(config_dict: Dict[str, Any], checkpoint: str) -> Dict[str, Any]:
 
 
 def base_config_from_dict(config_dict: Dict[str, Any], config_class: Optional[Type[PretrainedConfig]] = None,
-                          source: str = CONFIG_NAME) -> PretrainedConfig:
+                          *, source: str = CONFIG_NAME, checkpoint: Optional[str] = None,
+                          trust_remote_code: bool = False, **hub_kwargs: Any) -> PretrainedConfig:
     """
     A base model's transformers config from its dictionary: ``config_class.from_dict``. Without a ``config_class``, or
-    with the generic ``PretrainedConfig`` (``AutoBaseModel``'s), the dictionary's ``model_type`` picks the class, as
-    ``AutoConfig.from_pretrained`` does. A value of another type than the class's default for that field (a string
-    where the default is a number, ...), or a dictionary the class refuses, is a ``CheckpointError`` naming ``source``
-    (the file the dictionary came from) and the field.
+    with the generic ``PretrainedConfig`` (``AutoBaseModel``'s), the class is picked as ``AutoConfig.from_pretrained``
+    picks it: the config class of the code that ships with ``checkpoint`` (its ``auto_map``) when the caller trusts it
+    (``trust_remote_code``, imported with ``hub_kwargs``), else transformers' class for the dictionary's ``model_type``;
+    a checkpoint that needs its own code and is not trusted is refused (``ValueError``) before any of that code is
+    imported. A value of another type than the class's default for that field (a string where the default is a number,
+    ...), or a dictionary the class refuses, is a ``CheckpointError`` naming ``source`` (the file the dictionary came
+    from) and the field.
     """
     config_dict = compat.stored_config_dict(config_dict)
+    if config_class is None or not config_class.model_type:
+        config_class = config_class_of_code(config_dict, checkpoint or source, trust_remote_code, **hub_kwargs)
     if config_class is None or not config_class.model_type:
         model_type = config_dict.get("model_type")
         if not model_type:
@@ -147,8 +154,10 @@ def base_config_from_dict(config_dict: Dict[str, Any], config_class: Optional[Ty
 def check_model_type(model_type: Any, source: str) -> None:
     """A stored ``model_type`` must be a family of the installed transformers: else a ``CheckpointError``."""
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
-        raise CheckpointError(source, f"{model_type!r} is not a family of the installed transformers (a damaged file, "
-                                      f"a newer transformers release, or a model with remote code)", key="model_type")
+        raise CheckpointError(source, f"{model_type!r} is not a family of the installed transformers "
+                                      f"{compat.TRANSFORMERS_VERSION}, and the checkpoint ships no code for it (no "
+                                      f"AutoConfig in an auto_map): a damaged file, or a newer transformers release may "
+                                      f"have it", key="model_type")
 
 
 def _check_field_types(config_class: Type[PretrainedConfig], config_dict: Dict[str, Any], source: str) -> None:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from .. import _compat as compat
+from .checkpointcode import code_origin, missing_code_hint, task_class_of_code
 from .equivalents import HF_AUTO_CLASSES, OUTPUT_EMBEDDINGS
 from .keys import CORE_PATH, HEAD_PATH, candidate_names
 
@@ -55,11 +56,20 @@ def imported_head(cls: type, base_model_class: type, base_config: Any, config_di
 
 def empty_task_model(suffix: str, config: Any) -> Optional[PreTrainedModel]:
     """transformers' ``XForY`` model of ``config``'s family for the head ``suffix``, on the meta device; ``None`` when
-    the installed transformers has no such class for the family."""
-    auto_class = getattr(transformers, HF_AUTO_CLASSES[suffix])
+    the installed transformers has no such class for the family. For a config of checkpoint code loaded with
+    ``trust_remote_code=True``, the class that code names for the Auto class (``None`` when it names none); checkpoint
+    code that was not trusted is never imported here (transformers is told ``trust_remote_code=False``, so it neither
+    runs the code nor asks on the terminal)."""
+    auto_name = HF_AUTO_CLASSES[suffix]
+    if code_origin(config) is not None:
+        task_class = task_class_of_code(config, auto_name)
+        if task_class is None:
+            return None
+        with init_empty_weights(), compat.no_init_weights():
+            return task_class(copy.deepcopy(config))
     try:
         with init_empty_weights(), compat.no_init_weights():
-            return auto_class.from_config(copy.deepcopy(config))
+            return getattr(transformers, auto_name).from_config(copy.deepcopy(config), trust_remote_code=False)
     except ValueError:
         return None
 
@@ -123,7 +133,7 @@ def to_hugging_face(model: nn.Module, share_weights: bool = False, verify: bool 
     hf_model = empty_task_model(suffix, config)
     if hf_model is None:
         raise NotImplementedError(f"{name} has no transformers equivalent: transformers has no {suffix} class for "
-                                  f"model_type '{family}'.")
+                                  f"model_type '{family}'." + missing_code_hint(config, HF_AUTO_CLASSES[suffix]))
     head_keys = resolve_head_keys(head_keys, hf_model)
 
     archit_state = model.state_dict(keep_vars=True)

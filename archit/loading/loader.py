@@ -17,6 +17,7 @@ from accelerate.utils import set_module_tensor_to_device
 from torch import nn
 
 from .. import _compat as compat
+from .checkpointcode import CONFIG_ENTRY, code_auto_map
 from .commits import open_settled, read_consistently
 from .configs import (
     HEADS_PATH,
@@ -50,9 +51,12 @@ class LoadOptions:
     variant: Optional[str] = None
     key_mapping: Optional[Dict[str, str]] = None
     loss: Optional[nn.Module] = None
+    trust_remote_code: bool = False
+    """Build a base model from the code that ships with the checkpoint (its ``auto_map``); never ``None``."""
+    code_revision: Optional[str] = None
     config_overrides: Dict[str, Any] = field(default_factory=dict)
 
-    _IGNORED = ("low_cpu_mem_usage", "trust_remote_code", "_fast_init", "resume_download", "offload_state_dict")
+    _IGNORED = ("low_cpu_mem_usage", "_fast_init", "resume_download", "offload_state_dict")
 
     @classmethod
     def from_kwargs(cls, kwargs: Dict[str, Any]) -> "LoadOptions":
@@ -72,6 +76,8 @@ class LoadOptions:
             variant=kwargs.pop("variant", None),
             key_mapping=kwargs.pop("key_mapping", None),
             loss=kwargs.pop("loss", None),
+            trust_remote_code=bool(kwargs.pop("trust_remote_code", False)),
+            code_revision=kwargs.pop("code_revision", None),
         )
         kwargs.pop("torch_dtype", None)
         if "use_auth_token" in kwargs:
@@ -481,13 +487,20 @@ def _base_config(base_model_class: type, base_dict: Dict[str, Any], checkpoint: 
     ``PretrainedConfig``) takes the family from the checkpoint's ``model_type``."""
     config_class = base_model_class.configClass()
     stored_type = base_dict.get("model_type")
-    if stored_type is not None:
+    if stored_type is not None and CONFIG_ENTRY not in code_auto_map(base_dict):  # Code: base_config_from_dict decides.
         check_model_type(stored_type, config_path(checkpoint))
     if stored_type and config_class.model_type and stored_type != config_class.model_type:
         logger.warning("Checkpoint '%s' is a '%s' model, but %s builds '%s': weights with matching names will be "
                        "loaded into a different architecture.", checkpoint, stored_type, base_model_class.__name__,
                        config_class.model_type)
-    config = base_config_from_dict(base_dict, config_class, source=config_path(checkpoint))
+    try:
+        config = base_config_from_dict(base_dict, config_class, source=config_path(checkpoint), checkpoint=checkpoint,
+                                       trust_remote_code=options.trust_remote_code,
+                                       code_revision=options.code_revision, **options.hub)
+    except CheckpointError:
+        raise
+    except ValueError as error:  # The refusal of checkpoint code without trust_remote_code=True.
+        raise ValueError(f"Checkpoint '{checkpoint}': {error}") from error
     for name, value in options.config_overrides.items():
         if not hasattr(config, name):
             raise TypeError(f"from_pretrained() got an unexpected keyword argument '{name}': it is neither a "

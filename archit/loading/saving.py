@@ -1,9 +1,12 @@
 """``ModelWithHead.save_pretrained``: ``config.json`` plus weights, safetensors by default, sharded, tied tensors once;
-crash-consistent (``commits.py``: the folder holds the old or the new checkpoint whenever the save dies)."""
+crash-consistent (``commits.py``: the folder holds the old or the new checkpoint whenever the save dies); the
+code files of a base model built from checkpoint code (``trust_remote_code=True``) saved with it."""
 import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 from typing import Any, Dict, List, Optional, Union
 
 import torch
@@ -11,6 +14,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from .. import _compat as compat
+from .checkpointcode import save_code_of
 from .commits import DirectoryCommit
 from .files import (
     CONFIG_NAME,
@@ -71,11 +75,23 @@ def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_sha
             index = {"metadata": {"total_size": nbytes},
                      "weight_map": {key: name for name, shard in zip(names, shards) for key in shard}}
             commit.write_text(index_name, json.dumps(index, indent=2, sort_keys=True))
+        save_code_files(commit, model.config.base_model_config, model.base_model)
         model.config.to_json_file(commit.temp_path(CONFIG_NAME))
         commit.written(CONFIG_NAME)
         commit.remove_after_commit(_stale_weights(save_directory, variant))
     logger.info("Saved %s to '%s' (%d tensors, %d file(s)).", type(model).__name__, save_directory,
                 len(tensors), len(shards))
+
+
+def save_code_files(commit: DirectoryCommit, config, core) -> None:
+    """The code files of a core built from checkpoint code (``trust_remote_code=True``), published with the rest of
+    the save (``commit``); the config's ``auto_map`` names them afterwards. transformers' ``custom_object_save`` copies
+    them into a staging folder first, since it writes under the final names."""
+    with tempfile.TemporaryDirectory(prefix="archit-code-") as staging:
+        for path in save_code_of(config, core, staging):
+            name = os.path.basename(path)
+            shutil.copyfile(path, commit.temp_path(name))
+            commit.written(name)
 
 
 def checkpoint_layout(model, tensors: Dict[str, Tensor]) -> Dict[str, Tensor]:
