@@ -22,6 +22,7 @@ import transformers
 from safetensors.torch import save_file
 
 from archit.cli.inspection import inspect_checkpoint, render
+from archit.cli.main import main as archit_command
 from archit.instantiation.basemodels import AutoBaseModel
 from archit.instantiation.configs import CombinedConfig
 from archit.instantiation.heads import ExtractiveQAHeadConfig, TokenClassificationHeadConfig
@@ -467,6 +468,32 @@ def test_to_hugging_face_builds_the_custom_task_class(tmp_path):
     with pytest.raises(NotImplementedError, match="names no AutoModelForQuestionAnswering class"):
         qa.toHuggingFace()
 
+
+
+def test_archit_export_with_trust_remote_code(tmp_path, capsys):
+    """`archit export` refuses a checkpoint of checkpoint code without --trust-remote-code (exit 2, naming the flag's
+    keyword; no code imported) and with it writes the code's own task class, which plain transformers loads."""
+    folder = write_code_checkpoint(tmp_path, "rc_cli_export")
+    model = ForSingleLabelTokenClassification.from_pretrained(
+        str(folder), AutoBaseModel, TokenClassificationHeadConfig(num_labels=3), trust_remote_code=True).eval()
+    saved = tmp_path / "archit_ckpt"
+    model.save_pretrained(str(saved))
+    _forget_imported_code()
+    shutil.rmtree(tmp_path / "trace")
+    (tmp_path / "trace").mkdir()
+
+    assert archit_command(["export", str(saved), str(tmp_path / "refused")]) == 2
+    assert "trust_remote_code=True" in capsys.readouterr().err
+    assert traces(tmp_path) == [] and not (tmp_path / "refused").exists()
+
+    assert archit_command(["export", str(saved), str(tmp_path / "hf"), "--trust-remote-code"]) == 0
+    assert "RcCliExportForTokenClassification" in capsys.readouterr().out
+    reference = transformers.AutoModelForTokenClassification.from_pretrained(str(tmp_path / "hf"),
+                                                                             trust_remote_code=True).eval()
+    input_ids, attention_mask = inputs()
+    with torch.no_grad():
+        assert_same_outputs(reference(input_ids=input_ids, attention_mask=attention_mask).logits,
+                            model(input_ids, attention_mask).logits)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # A config that names its hidden size otherwise.

@@ -14,10 +14,13 @@ logger = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
-def export_checkpoint(checkpoint: str, out: str, base: Optional[str] = None, task: Optional[str] = None) -> str:
+def export_checkpoint(checkpoint: str, out: str, base: Optional[str] = None, task: Optional[str] = None,
+                      trust_remote_code: bool = False) -> str:
     """Load ``checkpoint`` as its task (``task``, else the checkpoint's ``"task"`` field) on its base model class
     (``base``, else the one fitting its ``model_type``), export it and save it to ``out``; answers the transformers
-    class's name. ``CommandError`` with exit code 1 when transformers has no equivalent (why, in the message)."""
+    class's name. ``trust_remote_code`` lets a base model that ships its own code (``auto_map``) be built from it, and
+    the export be the code's own task class. ``CommandError`` with exit code 1 when transformers has no equivalent (why,
+    in the message)."""
     if Path(out).is_file():
         raise CommandError(f"'{out}' is a file; export writes a folder.")
     if not Path(checkpoint).exists() and not _HUB_ID.match(checkpoint):
@@ -31,7 +34,7 @@ def export_checkpoint(checkpoint: str, out: str, base: Optional[str] = None, tas
     base_class = named_class(base, "base") if base else fitting_base_class(base_dict.get("model_type"))
     logger.info("Loading '%s' as %s on %s.", checkpoint, task_class.__name__, base_class.__name__)
     try:
-        model = task_class.from_pretrained(checkpoint, base_class, dtype="auto")
+        model = task_class.from_pretrained(checkpoint, base_class, dtype="auto", trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise CommandError(str(error)) from error
     try:

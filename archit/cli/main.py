@@ -47,7 +47,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    name = export_checkpoint(args.checkpoint, args.out, base=args.base, task=args.task)
+    name = export_checkpoint(args.checkpoint, args.out, base=args.base, task=args.task,
+                             trust_remote_code=args.trust_remote_code)
     sys.stdout.write(f"Saved {name} to {args.out}\n")
     return 0
 
@@ -83,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
                                                         "package.module:Class); default: the one fitting model_type")
     export.add_argument("--task", metavar="CLASS", help="the task (ForMaskedLM, or package.module:Class); default: "
                                                         "the checkpoint's own")
+    export.add_argument("--trust-remote-code", action="store_true",
+                        help="build a base model that ships its own code (auto_map) from that code: it runs it")
     export.set_defaults(run=_export)
 
     matrix = commands.add_parser(
