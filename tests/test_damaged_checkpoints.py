@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
+from archit import CheckpointError
 from archit.instantiation.basemodels import AutoBaseModel, RobertaBaseModel
 from archit.instantiation.heads import TokenClassificationHeadConfig
 from archit.instantiation.tasks import ForSingleLabelTokenClassification
-from archit.loading.errors import CheckpointError
 
 from conftest import perturb_, roberta_config
 
