@@ -43,12 +43,15 @@ unsafe). Without ``fcntl`` (Windows) there is no lock: saves are still crash-con
 serialised.
 """
 import contextvars
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
 import secrets
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 try:
     import fcntl
@@ -64,6 +67,9 @@ JOURNAL_NAME = ".archit-commit.json"
 TEMP_PREFIX = ".archit-tmp-"
 TEMP_SUFFIX = ".part"
 _OPTIMISTIC_READS = 3
+# ``write_chunks`` writes at most this many bytes per call and then starts their writeback (``_start_writeback``).
+WRITEBACK_CHUNK = 64 * 2**20
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>
 
 T = TypeVar("T")
 _Identity = Optional[Tuple[int, int, int, int]]
@@ -103,11 +109,40 @@ class DirectoryCommit:
         """Where to write the new file ``name``; it is renamed to ``name`` after the commit."""
         self._files.pop(name, None)  # Renamed in the order the files were announced.
         self._files[name] = f"{TEMP_PREFIX}{self.save_id}-{name}{TEMP_SUFFIX}"
+        # The file this one replaces is on disk (fsynced by the save that wrote it): free its cached pages now, in the
+        # background, for the new file's, instead of when the rename drops it.
+        self._background(_drop_cached, os.path.join(self.directory, name))
         return os.path.join(self.directory, self._files[name])
 
     def written(self, name: str) -> None:
         """``name``'s temporary file is complete: fsync it in the background while the next one is written."""
-        self._syncs.append(self._syncer.submit(_fsync_file, os.path.join(self.directory, self._files[name])))
+        self._background(_fsync_file, os.path.join(self.directory, self._files[name]))
+
+    def _background(self, function: Callable[..., None], *args: Any) -> None:
+        """``function(*args)`` in the background thread, after what was queued before; the commit waits for it."""
+        self._syncs.append(self._syncer.submit(function, *args))
+
+    def write_chunks(self, name: str, chunks: Iterable[Any]) -> None:
+        """Write the new file ``name`` from ``chunks`` (bytes-like objects, each written as it comes: a tensor's memory
+        is not copied), and start the writeback of every ``WRITEBACK_CHUNK`` bytes as soon as they are written, so that
+        the disk writes while the rest is written and the fsync (``written``) has little left to wait for."""
+        fd = os.open(self.temp_path(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            offset = started = 0
+            for chunk in chunks:
+                view = memoryview(chunk).cast("B")
+                for start in range(0, len(view), WRITEBACK_CHUNK):
+                    piece = view[start:start + WRITEBACK_CHUNK]
+                    while piece:
+                        written = os.write(fd, piece)
+                        piece, offset = piece[written:], offset + written
+                    if offset - started >= WRITEBACK_CHUNK:  # Started in the background: it may wait for the disk.
+                        self._background(_start_writeback, fd, started, offset - started)
+                        started = offset
+        except BaseException:
+            self._background(os.close, fd)  # After the writebacks queued before, which use it.
+            raise
+        self._background(_fsync_and_close, fd)
 
     def write_text(self, name: str, text: str) -> None:
         with open(self.temp_path(name), "w", encoding="utf-8") as handle:
@@ -380,8 +415,51 @@ def _unlock(fd: Optional[int]) -> None:
         os.close(fd)  # Closing the descriptor releases the flock.
 
 
+def _libc_sync_file_range() -> Optional[Callable[..., int]]:
+    """Linux's ``sync_file_range`` through ctypes; ``None`` elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _libc_sync_file_range()
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing ``length`` bytes of ``fd`` from ``offset`` back to the disk, without waiting (Linux); elsewhere,
+    or where the file system refuses, nothing: the fsync after the file is complete writes everything anyway."""
+    global _sync_file_range
+    if _sync_file_range is not None and _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) != 0:
+        logger.debug("sync_file_range failed (%s): no early writeback.", os.strerror(ctypes.get_errno()))
+        _sync_file_range = None
+
+
+def _drop_cached(path: str) -> None:
+    """Drop the cached pages of ``path`` (if it exists) that are written back and not mapped (``POSIX_FADV_DONTNEED``;
+    dirty pages are only queued for writeback); a no-op where unsupported."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except (OSError, AttributeError):
+        pass
+    finally:
+        os.close(fd)
+
+
 def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    _fsync_and_close(os.open(path, os.O_RDONLY))
+
+
+def _fsync_and_close(fd: int) -> None:
     try:
         os.fsync(fd)
     finally:
