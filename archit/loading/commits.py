@@ -10,13 +10,19 @@ that finished last):
 
 1. Roll a journal left by an earlier save forward and remove temporary files of saves that died before their commit.
 2. Write every new file under a temporary name in the same folder, ``.archit-tmp-<save id>-<final name>.part``; fsync
-   each (in a background thread, while the next file is written).
+   each (in a background thread, while the next file is written). Large files (``write_chunks``) have the writeback of
+   every 64 MB started as soon as they are written (Linux ``sync_file_range``, queued on the same thread), so that the
+   disk writes while the rest is written and the fsync has little left. The cached pages of the file a new one will
+   replace are dropped first (``POSIX_FADV_DONTNEED``: only pages already on disk and not mapped), so that the new file
+   reuses them instead of taking as many more (writing next to a cached copy was up to 1 s slower for 500 MB).
 3. **Commit point**: write the journal ``.archit-commit.json`` (final name -> temporary name, in rename order, and the
    stale files of the old checkpoint to remove) under a temporary name, fsync it, rename it into place, fsync the
    folder.
 4. Rename each temporary file to its final name (the weights first, ``config.json`` last), fsync the folder, delete
    the stale files (old shards the new index does not name; the single file when the new save is sharded, or the
-   index and shards when it is not), delete the journal, fsync the folder.
+   index and shards when it is not), delete the journal, fsync the folder. The files replaced or deleted are held
+   open meanwhile and closed in a background thread (``_hold_replaced``), so that freeing their blocks (~0.1 s per
+   500 MB on ext4) happens after the save returns, when they no longer have a name.
 
 A save that fails before step 3 (an exception, a write error such as ENOSPC/EFBIG) removes its temporary files and
 re-raises the original error with a note that the previous checkpoint is intact; killed before step 3, it leaves only
@@ -171,12 +177,15 @@ class DirectoryCommit:
         except BaseException as error:
             self._abandon(error)
             raise
+        replaced = _hold_replaced(self.directory, [*self._files, *self._stale])
         try:
             _roll_forward(self.directory, journal)
         except BaseException as error:
             _note(error, f"archit: the new checkpoint in '{self.directory}' is committed ({JOURNAL_NAME}); the next "
                          f"archit load or save there completes its renames.")
             raise
+        finally:
+            _release_later(replaced)
 
     def _abandon(self, error: BaseException) -> None:
         for temp in [*self._files.values(), _journal_temp(self.save_id)]:
@@ -438,6 +447,55 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
     if _sync_file_range is not None and _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) != 0:
         logger.debug("sync_file_range failed (%s): no early writeback.", os.strerror(ctypes.get_errno()))
         _sync_file_range = None
+
+
+def _hold_replaced(folder: str, names: List[str]) -> List[int]:
+    """Open descriptors of the existing files ``names`` (POSIX, local file systems), so that renaming over them or
+    removing them does not free their blocks (~0.1 s per 500 MB, inside the rename): that happens when
+    ``_release_later`` closes the descriptors in the background, after the save has returned. The files have no name in
+    the folder by then; if the process dies first, the kernel (or, after a crash, the file system's orphan list) frees
+    them. Not on Windows (a rename over an open file fails) nor on NFS (it keeps an open file's name as ``.nfsXXXX``)."""
+    if os.name != "posix" or not _local_file_system(folder):
+        return []
+    held = []
+    for name in names:
+        try:
+            held.append(os.open(os.path.join(folder, name), os.O_RDONLY))
+        except OSError:
+            pass
+    return held
+
+
+def _release_later(fds: List[int]) -> None:
+    global _releaser
+    if not fds:
+        return
+    if _releaser is None:
+        _releaser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archit-release")
+    for fd in fds:
+        _releaser.submit(os.close, fd)
+
+
+_releaser: Optional[ThreadPoolExecutor] = None
+# File systems where an open file renamed over or removed loses its name at once (``_hold_replaced``).
+_LOCAL_FILE_SYSTEMS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs", "zfs", "bcachefs", "jfs", "reiserfs"}
+
+
+def _local_file_system(folder: str) -> bool:
+    """Whether ``folder`` is on a file system in ``_LOCAL_FILE_SYSTEMS`` (its mount point the longest in
+    ``/proc/self/mounts`` that contains it); ``False`` where that cannot be told."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as handle:
+            mounts = [line.split()[1:3] for line in handle]
+    except OSError:
+        return False
+    path = os.path.realpath(folder)
+    best, kind = "", None
+    for point, fs_type in mounts:
+        point = point.replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fs_type
+    return kind in _LOCAL_FILE_SYSTEMS
 
 
 def _drop_cached(path: str) -> None:

@@ -1,6 +1,11 @@
-"""archit writes safetensors files itself (``saving._safetensors_chunks`` through ``DirectoryCommit.write_chunks``, which
-starts the writeback of each written range early): its files must be byte for byte those of
-``safetensors.torch.save_file`` for the same tensors and metadata, whatever the dtypes, shapes, names and chunk size."""
+"""What makes saves fast, checked for what it must not change:
+
+* archit writes safetensors files itself (``saving._safetensors_chunks`` through ``DirectoryCommit.write_chunks``,
+  which starts the writeback of each written range early): its files must be byte for byte those of
+  ``safetensors.torch.save_file`` for the same tensors and metadata, whatever the dtypes, shapes, names and chunk size;
+* the files a save replaces or removes are held open across the renames and closed in the background
+  (``commits._hold_replaced``), so that the renames do not free their blocks: afterwards no descriptor stays open and
+  the folder holds the new checkpoint's files only."""
 import os
 
 import pytest
@@ -91,3 +96,42 @@ def test_unsupported_tensors_go_through_save_file():
     assert _safetensors_chunks({"a": torch.ones(2, 3).t()}, None) is None  # Not contiguous.
     assert _safetensors_chunks({"a": torch.ones(2, device="meta")}, None) is None
     assert _safetensors_chunks({"a": torch.ones(2)}, {"format": "pt", "b": "c"}) is None
+
+
+def open_deleted_files(folder) -> list:
+    """This process's descriptors of files in ``folder`` that no longer have a name."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(folder)) and target.endswith(" (deleted)"):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists open descriptors through /proc")
+@pytest.mark.parametrize("local", [True, False])
+def test_replaced_files_released_after_save(local, tmp_path, monkeypatch):
+    if not local:  # As on NFS: the renames and removals free the files themselves.
+        monkeypatch.setattr(commits, "_local_file_system", lambda folder: False)
+    torch.manual_seed(0)
+    model = ForSingleLabelTokenClassification.fromModelAndHeadConfig(RobertaBaseModel(roberta_config()),
+                                                                     TokenClassificationHeadConfig(num_labels=3))
+    folder = tmp_path / "saved"
+    model.save_pretrained(str(folder), max_shard_size="4KB")
+    before = {name: os.stat(folder / name).st_ino for name in os.listdir(folder)}
+    assert len(before) > 4
+    held = []
+    monkeypatch.setattr(commits, "_release_later", held.extend)  # Keep them open, to see which were held.
+    perturb_(model, seed=1).save_pretrained(str(folder), max_shard_size="5GB")  # Replaces config, removes the shards.
+    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors"]
+    held_inodes = {os.fstat(fd).st_ino for fd in held}
+    assert held_inodes == (set(before.values()) if local else set())
+    assert len(open_deleted_files(folder)) == len(held)
+    monkeypatch.undo()
+    commits._release_later(held)
+    commits._release_later([os.open(folder / "config.json", os.O_RDONLY)])  # Queued last: released once it is.
+    commits._releaser.submit(lambda: None).result()
+    assert open_deleted_files(folder) == []
