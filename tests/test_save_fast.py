@@ -6,6 +6,7 @@
 * the files a save replaces or removes are held open across the renames and closed in the background
   (``commits._hold_replaced``), so that the renames do not free their blocks: afterwards no descriptor stays open and
   the folder holds the new checkpoint's files only."""
+import multiprocessing
 import os
 
 import pytest
@@ -135,3 +136,29 @@ def test_replaced_files_released_after_save(local, tmp_path, monkeypatch):
     commits._release_later([os.open(folder / "config.json", os.O_RDONLY)])  # Queued last: released once it is.
     commits._releaser.submit(lambda: None).result()
     assert open_deleted_files(folder) == []
+
+
+def save_twice_and_count_held(folder, result):
+    model = ForSingleLabelTokenClassification.fromModelAndHeadConfig(RobertaBaseModel(roberta_config()),
+                                                                     TokenClassificationHeadConfig(num_labels=3))
+    model.save_pretrained(str(folder))
+    model.save_pretrained(str(folder))
+    commits._releaser.submit(lambda: None).result(timeout=30)
+    result.put(len(open_deleted_files(folder)))
+
+
+@pytest.mark.skipif(not (hasattr(os, "fork") and os.path.isdir("/proc/self/fd")), reason="forks; reads /proc")
+def test_forked_child_releases_replaced_files(tmp_path):
+    """A child forked after a save (its release thread exists only in the parent) releases what its own saves held."""
+    model = ForSingleLabelTokenClassification.fromModelAndHeadConfig(RobertaBaseModel(roberta_config()),
+                                                                     TokenClassificationHeadConfig(num_labels=3))
+    model.save_pretrained(str(tmp_path / "parent"))
+    model.save_pretrained(str(tmp_path / "parent"))  # The parent's release thread now exists.
+    assert commits._releaser is not None
+    context = multiprocessing.get_context("fork")
+    result = context.Queue()
+    child = context.Process(target=save_twice_and_count_held, args=(tmp_path / "child", result))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert result.get(timeout=5) == 0

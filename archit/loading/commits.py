@@ -477,6 +477,16 @@ def _release_later(fds: List[int]) -> None:
 
 
 _releaser: Optional[ThreadPoolExecutor] = None
+
+
+def _forget_releaser() -> None:
+    """In a forked child: the parent's release thread does not exist there, so a new one is needed."""
+    global _releaser
+    _releaser = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_releaser)
 # File systems where an open file renamed over or removed loses its name at once (``_hold_replaced``).
 _LOCAL_FILE_SYSTEMS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs", "zfs", "bcachefs", "jfs", "reiserfs"}
 
@@ -485,7 +495,7 @@ def _local_file_system(folder: str) -> bool:
     """Whether ``folder`` is on a file system in ``_LOCAL_FILE_SYSTEMS`` (its mount point the longest in
     ``/proc/self/mounts`` that contains it); ``False`` where that cannot be told."""
     try:
-        with open("/proc/self/mounts", encoding="utf-8") as handle:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as handle:
             mounts = [line.split()[1:3] for line in handle]
     except OSError:
         return False

@@ -152,7 +152,7 @@ def _safetensors_chunks(tensors: Dict[str, Tensor], metadata: Optional[Dict[str,
         yield struct.pack("<Q", len(text)) + text
         for key in order:
             if tensors[key].numel():
-                yield tensors[key].reshape(-1).view(torch.uint8).numpy()
+                yield tensors[key].detach().reshape(-1).view(torch.uint8).numpy()
 
     return chunks()
 
