@@ -8,6 +8,7 @@ import struct
 import sys
 from typing import Any, Dict, Iterator, List, Optional, Union
 
+import safetensors.torch
 import torch
 from safetensors.torch import save_file
 from torch import Tensor
@@ -32,13 +33,15 @@ _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 _ACCEPTED_AND_UNUSED = ("push_to_hub", "token", "save_peft_format", "save_function")
 # safetensors' names of the dtypes ``_safetensors_chunks`` writes, in safetensors' order of them (its ``Dtype`` enum,
-# increasing alignment): it stores tensors by dtype, the last of this list first, then by name.
+# increasing alignment): it stores tensors by dtype, the last of this list first, then by name. Only those the installed
+# safetensors writes too (its ``_TYPES``; older releases lack float8 and unsigned 16-64 bit): the others go through
+# save_file, which raises for them or writes them as it does.
 _SAFETENSORS_DTYPES = {dtype: name for dtype, name in (
     (torch.bool, "BOOL"), (torch.uint8, "U8"), (torch.int8, "I8"), (getattr(torch, "float8_e5m2", None), "F8_E5M2"),
     (getattr(torch, "float8_e4m3fn", None), "F8_E4M3"), (torch.int16, "I16"), (getattr(torch, "uint16", None), "U16"),
     (torch.float16, "F16"), (torch.bfloat16, "BF16"), (torch.int32, "I32"), (getattr(torch, "uint32", None), "U32"),
     (torch.float32, "F32"), (torch.float64, "F64"), (torch.int64, "I64"), (getattr(torch, "uint64", None), "U64"),
-) if dtype is not None}
+) if dtype is not None and getattr(safetensors.torch, "_TYPES", {}).get(name) == dtype}
 _SAFETENSORS_RANK = {dtype: rank for rank, dtype in enumerate(_SAFETENSORS_DTYPES)}
 
 
@@ -132,8 +135,9 @@ def _safetensors_chunks(tensors: Dict[str, Tensor], metadata: Optional[Dict[str,
     each tensor's own memory, not copied), so that the file can be written in pieces whose writeback starts early
     (``DirectoryCommit.write_chunks``); ``None`` where save_file is needed: a dtype not in ``_SAFETENSORS_DTYPES``, a
     tensor that is not a dense CPU tensor, a big-endian machine (save_file byte-swaps), more than one metadata entry
-    (safetensors writes them in the order of a Rust hash map)."""
-    if sys.byteorder != "little" or len(metadata or {}) > 1 or not all(
+    (safetensors writes them in the order of a Rust hash map), no tensor but metadata (safetensors 0.4-0.8 write a
+    header that is not JSON then)."""
+    if sys.byteorder != "little" or len(metadata or {}) > 1 or (not tensors and metadata is not None) or not all(
             tensor.dtype in _SAFETENSORS_DTYPES and tensor.device.type == "cpu" and tensor.layout == torch.strided
             and tensor.is_contiguous() for tensor in tensors.values()):
         return None
