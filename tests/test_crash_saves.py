@@ -22,7 +22,7 @@ import archit.loading.saving as saving
 from archit.instantiation.basemodels import RobertaBaseModel
 from archit.instantiation.heads import TokenClassificationHeadConfig
 from archit.instantiation.tasks import ForSingleLabelTokenClassification
-from archit.loading.commits import JOURNAL_NAME, TEMP_PREFIX
+from archit.loading.commits import JOURNAL_NAME, TEMP_PREFIX, DirectoryCommit
 
 from conftest import assert_same_outputs, make_inputs, perturb_, roberta_config
 
@@ -112,9 +112,9 @@ def run_child(target, *args, timeout: float = 60) -> int:
 # Children.
 
 def save_killed_at(model, directory, shard_size, kill_at, log_path, torn):
-    """Save, counting file operations (save_file, fsync, replace, remove) and SIGKILLing this process when the
-    ``kill_at``-th starts (``torn``: a save_file writes its file, which is then cut in half, before the kill). Each
-    completed operation is logged to ``log_path``."""
+    """Save, counting file operations (weight files written by save_file or ``DirectoryCommit.write_chunks``, fsync,
+    replace, remove) and SIGKILLing this process when the ``kill_at``-th starts (``torn``: a weight file is written,
+    then cut in half, before the kill). Each completed operation is logged to ``log_path``."""
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     count = [0]
 
@@ -122,9 +122,9 @@ def save_killed_at(model, directory, shard_size, kill_at, log_path, torn):
         def operation(*args, **kwargs):
             count[0] += 1
             if count[0] == kill_at:
-                if torn and name == "save_file":
+                if torn and name in ("save_file", "write_chunks"):
                     original(*args, **kwargs)
-                    path = args[1]
+                    path = args[1] if name == "save_file" else os.path.join(args[0].directory, args[0]._files[args[1]])
                     os.truncate(path, os.path.getsize(path) // 2)
                 os.kill(os.getpid(), signal.SIGKILL)
             result = original(*args, **kwargs)
@@ -137,6 +137,7 @@ def save_killed_at(model, directory, shard_size, kill_at, log_path, torn):
     os.remove = instrumented("remove", os.remove)
     os.fsync = instrumented("fsync", os.fsync)
     saving.save_file = instrumented("save_file", saving.save_file)
+    DirectoryCommit.write_chunks = instrumented("write_chunks", DirectoryCommit.write_chunks)
     model.save_pretrained(str(directory), max_shard_size=shard_size)
     os.write(log, b"finished\n")
 

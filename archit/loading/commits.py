@@ -10,13 +10,19 @@ that finished last):
 
 1. Roll a journal left by an earlier save forward and remove temporary files of saves that died before their commit.
 2. Write every new file under a temporary name in the same folder, ``.archit-tmp-<save id>-<final name>.part``; fsync
-   each (in a background thread, while the next file is written).
+   each (in a background thread, while the next file is written). Large files (``write_chunks``) have the writeback of
+   every 64 MB started as soon as they are written (Linux ``sync_file_range``, queued on the same thread), so that the
+   disk writes while the rest is written and the fsync has little left. The cached pages of the file a new one will
+   replace are dropped first (``POSIX_FADV_DONTNEED``: only pages already on disk and not mapped), so that the new file
+   reuses them instead of taking as many more (writing next to a cached copy was up to 1 s slower for 500 MB).
 3. **Commit point**: write the journal ``.archit-commit.json`` (final name -> temporary name, in rename order, and the
    stale files of the old checkpoint to remove) under a temporary name, fsync it, rename it into place, fsync the
    folder.
 4. Rename each temporary file to its final name (the weights first, ``config.json`` last), fsync the folder, delete
    the stale files (old shards the new index does not name; the single file when the new save is sharded, or the
-   index and shards when it is not), delete the journal, fsync the folder.
+   index and shards when it is not), delete the journal, fsync the folder. The files replaced or deleted are held
+   open meanwhile and closed in a background thread (``_hold_replaced``), so that freeing their blocks (~0.1 s per
+   500 MB on ext4) happens after the save returns, when they no longer have a name.
 
 A save that fails before step 3 (an exception, a write error such as ENOSPC/EFBIG) removes its temporary files and
 re-raises the original error with a note that the previous checkpoint is intact; killed before step 3, it leaves only
@@ -43,12 +49,15 @@ unsafe). Without ``fcntl`` (Windows) there is no lock: saves are still crash-con
 serialised.
 """
 import contextvars
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
 import secrets
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 try:
     import fcntl
@@ -64,6 +73,9 @@ JOURNAL_NAME = ".archit-commit.json"
 TEMP_PREFIX = ".archit-tmp-"
 TEMP_SUFFIX = ".part"
 _OPTIMISTIC_READS = 3
+# ``write_chunks`` writes at most this many bytes per call and then starts their writeback (``_start_writeback``).
+WRITEBACK_CHUNK = 64 * 2**20
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>
 
 T = TypeVar("T")
 _Identity = Optional[Tuple[int, int, int, int]]
@@ -103,11 +115,40 @@ class DirectoryCommit:
         """Where to write the new file ``name``; it is renamed to ``name`` after the commit."""
         self._files.pop(name, None)  # Renamed in the order the files were announced.
         self._files[name] = f"{TEMP_PREFIX}{self.save_id}-{name}{TEMP_SUFFIX}"
+        # The file this one replaces is on disk (fsynced by the save that wrote it): free its cached pages now, in the
+        # background, for the new file's, instead of when the rename drops it.
+        self._background(_drop_cached, os.path.join(self.directory, name))
         return os.path.join(self.directory, self._files[name])
 
     def written(self, name: str) -> None:
         """``name``'s temporary file is complete: fsync it in the background while the next one is written."""
-        self._syncs.append(self._syncer.submit(_fsync_file, os.path.join(self.directory, self._files[name])))
+        self._background(_fsync_file, os.path.join(self.directory, self._files[name]))
+
+    def _background(self, function: Callable[..., None], *args: Any) -> None:
+        """``function(*args)`` in the background thread, after what was queued before; the commit waits for it."""
+        self._syncs.append(self._syncer.submit(function, *args))
+
+    def write_chunks(self, name: str, chunks: Iterable[Any]) -> None:
+        """Write the new file ``name`` from ``chunks`` (bytes-like objects, each written as it comes: a tensor's memory
+        is not copied), and start the writeback of every ``WRITEBACK_CHUNK`` bytes as soon as they are written, so that
+        the disk writes while the rest is written and the fsync (``written``) has little left to wait for."""
+        fd = os.open(self.temp_path(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            offset = started = 0
+            for chunk in chunks:
+                view = memoryview(chunk).cast("B")
+                for start in range(0, len(view), WRITEBACK_CHUNK):
+                    piece = view[start:start + WRITEBACK_CHUNK]
+                    while piece:
+                        written = os.write(fd, piece)
+                        piece, offset = piece[written:], offset + written
+                    if offset - started >= WRITEBACK_CHUNK:  # Started in the background: it may wait for the disk.
+                        self._background(_start_writeback, fd, started, offset - started)
+                        started = offset
+        except BaseException:
+            self._background(os.close, fd)  # After the writebacks queued before, which use it.
+            raise
+        self._background(_fsync_and_close, fd)
 
     def write_text(self, name: str, text: str) -> None:
         with open(self.temp_path(name), "w", encoding="utf-8") as handle:
@@ -136,12 +177,15 @@ class DirectoryCommit:
         except BaseException as error:
             self._abandon(error)
             raise
+        replaced = _hold_replaced(self.directory, [*self._files, *self._stale])
         try:
             _roll_forward(self.directory, journal)
         except BaseException as error:
             _note(error, f"archit: the new checkpoint in '{self.directory}' is committed ({JOURNAL_NAME}); the next "
                          f"archit load or save there completes its renames.")
             raise
+        finally:
+            _release_later(replaced)
 
     def _abandon(self, error: BaseException) -> None:
         for temp in [*self._files.values(), _journal_temp(self.save_id)]:
@@ -380,8 +424,110 @@ def _unlock(fd: Optional[int]) -> None:
         os.close(fd)  # Closing the descriptor releases the flock.
 
 
+def _libc_sync_file_range() -> Optional[Callable[..., int]]:
+    """Linux's ``sync_file_range`` through ctypes; ``None`` elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _libc_sync_file_range()
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing ``length`` bytes of ``fd`` from ``offset`` back to the disk, without waiting (Linux); elsewhere,
+    or where the file system refuses, nothing: the fsync after the file is complete writes everything anyway."""
+    global _sync_file_range
+    if _sync_file_range is not None and _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) != 0:
+        logger.debug("sync_file_range failed (%s): no early writeback.", os.strerror(ctypes.get_errno()))
+        _sync_file_range = None
+
+
+def _hold_replaced(folder: str, names: List[str]) -> List[int]:
+    """Open descriptors of the existing files ``names`` (POSIX, local file systems), so that renaming over them or
+    removing them does not free their blocks (~0.1 s per 500 MB, inside the rename): that happens when
+    ``_release_later`` closes the descriptors in the background, after the save has returned. The files have no name in
+    the folder by then; if the process dies first, the kernel (or, after a crash, the file system's orphan list) frees
+    them. Not on Windows (a rename over an open file fails) nor on NFS (it keeps an open file's name as ``.nfsXXXX``)."""
+    if os.name != "posix" or not _local_file_system(folder):
+        return []
+    held = []
+    for name in names:
+        try:
+            held.append(os.open(os.path.join(folder, name), os.O_RDONLY))
+        except OSError:
+            pass
+    return held
+
+
+def _release_later(fds: List[int]) -> None:
+    global _releaser
+    if not fds:
+        return
+    if _releaser is None:
+        _releaser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archit-release")
+    for fd in fds:
+        _releaser.submit(os.close, fd)
+
+
+_releaser: Optional[ThreadPoolExecutor] = None
+
+
+def _forget_releaser() -> None:
+    """In a forked child: the parent's release thread does not exist there, so a new one is needed."""
+    global _releaser
+    _releaser = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_releaser)
+# File systems where an open file renamed over or removed loses its name at once (``_hold_replaced``).
+_LOCAL_FILE_SYSTEMS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs", "zfs", "bcachefs", "jfs", "reiserfs"}
+
+
+def _local_file_system(folder: str) -> bool:
+    """Whether ``folder`` is on a file system in ``_LOCAL_FILE_SYSTEMS`` (its mount point the longest in
+    ``/proc/self/mounts`` that contains it); ``False`` where that cannot be told."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as handle:
+            mounts = [line.split()[1:3] for line in handle]
+    except OSError:
+        return False
+    path = os.path.realpath(folder)
+    best, kind = "", None
+    for point, fs_type in mounts:
+        point = point.replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fs_type
+    return kind in _LOCAL_FILE_SYSTEMS
+
+
+def _drop_cached(path: str) -> None:
+    """Drop the cached pages of ``path`` (if it exists) that are written back and not mapped (``POSIX_FADV_DONTNEED``;
+    dirty pages are only queued for writeback); a no-op where unsupported."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except (OSError, AttributeError):
+        pass
+    finally:
+        os.close(fd)
+
+
 def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    _fsync_and_close(os.open(path, os.O_RDONLY))
+
+
+def _fsync_and_close(fd: int) -> None:
     try:
         os.fsync(fd)
     finally:
