@@ -5,6 +5,8 @@ matters, in-process (``archit.cli.main.main``).
 against the folder, its parameter count and dtypes against the tensors read with safetensors/torch, and what it says
 loading would do (load, initialise anew, leave unused, convert) against what ``from_pretrained(...,
 output_loading_info=True)`` does. ``export`` is checked by loading its output in plain transformers."""
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -56,9 +58,12 @@ def run_archit(*args, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 def inspect_json(folder) -> dict:
-    done = run_archit("inspect", folder, "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    """``archit inspect FOLDER --json``, in this process: a subprocess costs seconds of importing torch and
+    transformers, and the tests that run the command as users do (text output, errors, export) cover the entry point."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["inspect", str(folder), "--json"]) == 0
+    return json.loads(out.getvalue())
 
 
 def inspect_in_process(folder, capsys) -> dict:
@@ -320,7 +325,7 @@ def test_inspect_refuses_a_bad_checkpoint_in_one_line(case, tmp_path, roberta_ba
     assert_one_line_error(captured.err, expected)
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt-safetensors"])
+@pytest.mark.parametrize("case", ["corrupt-safetensors"])  # Every case runs in-process above.
 def test_inspect_refuses_a_bad_checkpoint_in_one_line_as_a_command(case, tmp_path, roberta_bare):
     make, path, expected = BAD_CHECKPOINTS[case]
     make(tmp_path, roberta_bare)
@@ -365,7 +370,7 @@ def test_export_with_named_classes(roberta_bare, tmp_path, capsys):
     assert_one_line_error(capsys.readouterr().err, "not a ModelWithHead subclass")
 
 
-def test_export_refuses_a_head_without_transformers_equivalent(roberta_bare, tmp_path):
+def test_export_refuses_a_head_without_transformers_equivalent(roberta_bare, tmp_path, capsys):
     """The mean-pooling sequence classifier has no transformers class: exit 1, the reason in one line, nothing
     written."""
     model = load_archit(ForSingleLabelSequenceClassification, roberta_bare, base_class=RobertaBaseModel,
@@ -373,9 +378,11 @@ def test_export_refuses_a_head_without_transformers_equivalent(roberta_bare, tmp
     model.save_pretrained(str(tmp_path / "archit"))
     with pytest.raises(NotImplementedError) as raised:
         model.toHuggingFace()
-    done = run_archit("export", tmp_path / "archit", tmp_path / "hf")
-    assert done.returncode == 1 and done.stdout == ""
-    assert_one_line_error(done.stderr, " ".join(str(raised.value).split()))
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "archit"), str(tmp_path / "hf")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert_one_line_error(captured.err, " ".join(str(raised.value).split()))
     assert not (tmp_path / "hf").exists()
 
 
