@@ -19,10 +19,11 @@ from typing import Optional
 import pytest
 import torch
 import transformers
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from archit.cli.inspection import inspect_checkpoint, render
 from archit.cli.main import main as archit_command
+from archit.cli.matrix_worker import fixed_inputs, run_probe
 from archit.instantiation.basemodels import AutoBaseModel
 from archit.instantiation.configs import CombinedConfig
 from archit.instantiation.heads import ExtractiveQAHeadConfig, TokenClassificationHeadConfig
@@ -494,6 +495,34 @@ def test_archit_export_with_trust_remote_code(tmp_path, capsys):
     with torch.no_grad():
         assert_same_outputs(reference(input_ids=input_ids, attention_mask=attention_mask).logits,
                             model(input_ids, attention_mask).logits)
+
+
+def test_matrix_worker_builds_checkpoint_code_only_when_the_probe_trusts_it(tmp_path):
+    """`archit matrix --trust-remote-code` (a probe's "trust_remote_code"): the worker refuses without it, no code
+    imported, and with it records the logits of the saved model, built from its code."""
+    folder = write_code_checkpoint(tmp_path, "rc_matrix")
+    model = ForSingleLabelTokenClassification.from_pretrained(
+        str(folder), AutoBaseModel, TokenClassificationHeadConfig(num_labels=3), trust_remote_code=True).eval()
+    model.save_pretrained(str(tmp_path / "archit_ckpt"))
+    _forget_imported_code()
+    shutil.rmtree(tmp_path / "trace")
+    (tmp_path / "trace").mkdir()
+    probe = {"name": "rc", "checkpoint": str(tmp_path / "archit_ckpt"), "base": "AutoBaseModel",
+             "task": "ForSingleLabelTokenClassification"}
+
+    (tmp_path / "refused").mkdir()
+    (tmp_path / "trusted").mkdir()
+    refused = run_probe(probe, tmp_path / "refused", atol=1e-5)
+    assert not refused["ok"] and "trust_remote_code=True" in refused["error"]
+    assert traces(tmp_path) == []
+
+    trusted = run_probe({**probe, "trust_remote_code": True}, tmp_path / "trusted", atol=1e-5)
+    assert trusted["ok"], trusted["error"]
+    stored = load_file(str(tmp_path / "trusted" / trusted["logits_file"]))
+    with torch.no_grad():
+        expected = model(**fixed_inputs(ForSingleLabelTokenClassification, VOCAB)).logits
+    assert_same_outputs(stored["logits"], expected)
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # A config that names its hidden size otherwise.

@@ -55,7 +55,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _matrix(args: argparse.Namespace) -> int:
     return matrix_command(args.checkpoint, args.base, args.task, args.head_config, args.transformers, args.all, args.pre,
-                          args.reference, args.atol, args.out, args.cache_dir, args.probes, sys.stdout)
+                          args.reference, args.atol, args.out, args.cache_dir, args.probes, sys.stdout,
+                          trust_remote_code=args.trust_remote_code)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     matrix.add_argument("--probes", metavar="FILE", help="instead of CHECKPOINT/--base/--task: a JSON list of "
                                                          "{name, checkpoint, base, task[, head_config]}, one column "
                                                          "each")
+    matrix.add_argument("--trust-remote-code", action="store_true",
+                        help="build a base model that ships its own code (auto_map) from that code: it runs it")
     matrix.set_defaults(run=_matrix)
 
     for command in (inspect, export, matrix):

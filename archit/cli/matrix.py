@@ -239,8 +239,8 @@ def check_probes(probes: List[Dict[str, Any]]) -> None:
 
 
 def read_probes(path: str) -> List[Dict[str, Any]]:
-    """The probes of a ``--probes`` file: a JSON list of ``{"name", "checkpoint", "base", "task"[, "head_config"]}``
-    (relative checkpoints are relative to the file)."""
+    """The probes of a ``--probes`` file: a JSON list of ``{"name", "checkpoint", "base", "task"[, "head_config"][,
+    "trust_remote_code"]}`` (relative checkpoints are relative to the file)."""
     try:
         probes = json.loads(Path(path).read_text())
         for probe in probes:
@@ -266,11 +266,13 @@ def write_outputs(rows: List[Dict[str, Any]], out: Path, atol: float, title: str
 def matrix_command(checkpoint: Optional[str], base: Optional[str], task: Optional[str], head_config: Optional[str],
                    transformers: Optional[Sequence[str]], everything: bool, pre: bool, reference: Optional[str],
                    atol: float, out: str, cache_dir: Optional[str], probes_file: Optional[str],
-                   stream: TextIO) -> int:
-    """The ``archit matrix`` command: exit code 0 when every release gives the reference's outputs, 1 otherwise."""
+                   stream: TextIO, trust_remote_code: bool = False) -> int:
+    """The ``archit matrix`` command: exit code 0 when every release gives the reference's outputs, 1 otherwise.
+    ``trust_remote_code``: a base model that ships its own code is built from it (in a probes file: per probe)."""
     if probes_file:
-        if checkpoint or base or task or head_config:
-            raise CommandError("--probes replaces CHECKPOINT, --base, --task and --head-config; give one or the other.")
+        if checkpoint or base or task or head_config or trust_remote_code:
+            raise CommandError("--probes replaces CHECKPOINT, --base, --task, --head-config and --trust-remote-code "
+                               "(a probe's \"trust_remote_code\"); give one or the other.")
         probes = read_probes(probes_file)
     else:
         if not (checkpoint and base and task):
@@ -280,7 +282,7 @@ def matrix_command(checkpoint: Optional[str], base: Optional[str], task: Optiona
         except ValueError as error:
             raise CommandError(f"--head-config is not JSON: {error}.") from None
         probes = [{"name": Path(checkpoint).name or checkpoint, "checkpoint": checkpoint, "base": base, "task": task,
-                   "head_config": config}]
+                   "head_config": config, "trust_remote_code": trust_remote_code}]
     if not transformers and not everything:
         raise CommandError("give the releases to run (--transformers 4.57 5.23) or --all.")
     if atol < 0:

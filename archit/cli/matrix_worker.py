@@ -67,9 +67,9 @@ def _vocab_size(model) -> int:
     return getattr(config, "vocab_size", None) or CHARACTERS
 
 
-def _load(task: type, base: type, checkpoint: str, head_config):
+def _load(task: type, base: type, checkpoint: str, head_config, trust_remote_code: bool):
     return task.from_pretrained(checkpoint, base, head_config, dtype=torch.float32, attn_implementation="eager",
-                                output_loading_info=True)
+                                output_loading_info=True, trust_remote_code=trust_remote_code)
 
 
 def _logits(model, inputs) -> Dict[str, torch.Tensor]:
@@ -89,7 +89,8 @@ def run_probe(probe: Dict[str, Any], out: Path, atol: float) -> Dict[str, Any]:
         head_config = probe.get("head_config")
         head_config = task.headClass().configClass()(**head_config) if head_config is not None else None
         start = time.perf_counter()
-        model, info = _load(task, base, probe["checkpoint"], head_config)
+        trust_remote_code = bool(probe.get("trust_remote_code"))
+        model, info = _load(task, base, probe["checkpoint"], head_config, trust_remote_code)
         row["load_seconds"] = round(time.perf_counter() - start, 4)
         row["initialised"] = sorted(_key(entry) for entry in info.get("missing_keys", []))
         row["unused"] = sorted(_key(entry) for entry in info.get("unexpected_keys", []))
@@ -98,7 +99,7 @@ def run_probe(probe: Dict[str, Any], out: Path, atol: float) -> Dict[str, Any]:
         logits = _logits(model, inputs)
         with tempfile.TemporaryDirectory(prefix="archit-matrix-") as folder:
             model.save_pretrained(folder)
-            reloaded, _ = _load(task, base, folder, None)
+            reloaded, _ = _load(task, base, folder, None, trust_remote_code)
             row["reload_max_abs_diff"] = max_abs_diff(logits, _logits(reloaded, inputs))
         path = out / f"{probe['name']}.safetensors"
         save_file(logits, str(path))
