@@ -177,6 +177,16 @@ def write_code_checkpoint(tmp_path: Path, name: str, width: str = "hidden_size",
     return folder
 
 
+def assert_transformers_gives_the_same_logits(exported: Path, model) -> None:
+    """The exported folder, loaded by plain transformers (with its code), gives ``model``'s logits."""
+    reference = transformers.AutoModelForTokenClassification.from_pretrained(str(exported),
+                                                                             trust_remote_code=True).eval()
+    input_ids, attention_mask = inputs()
+    with torch.no_grad():
+        assert_same_outputs(reference(input_ids=input_ids, attention_mask=attention_mask).logits,
+                            model(input_ids, attention_mask).logits)
+
+
 def traces(tmp_path: Path) -> list:
     """The code files of the test's checkpoints that were imported."""
     return sorted(path.name for path in (tmp_path / "trace").iterdir())
@@ -458,12 +468,7 @@ def test_to_hugging_face_builds_the_custom_task_class(tmp_path):
     exported = model.toHuggingFace()
     assert type(exported).__name__ == "RcExportForTokenClassification"
     exported.save_pretrained(str(tmp_path / "rc_export_hf"))
-    reference = transformers.AutoModelForTokenClassification.from_pretrained(str(tmp_path / "rc_export_hf"),
-                                                                             trust_remote_code=True).eval()
-    input_ids, attention_mask = inputs()
-    with torch.no_grad():
-        assert_same_outputs(reference(input_ids=input_ids, attention_mask=attention_mask).logits,
-                            model(input_ids, attention_mask).logits)
+    assert_transformers_gives_the_same_logits(tmp_path / "rc_export_hf", model)
 
     qa = ForExtractiveQA.from_pretrained(str(folder), AutoBaseModel, ExtractiveQAHeadConfig(), trust_remote_code=True)
     with pytest.raises(NotImplementedError, match="names no AutoModelForQuestionAnswering class"):
@@ -489,12 +494,7 @@ def test_archit_export_with_trust_remote_code(tmp_path, capsys):
 
     assert archit_command(["export", str(saved), str(tmp_path / "hf"), "--trust-remote-code"]) == 0
     assert "RcCliExportForTokenClassification" in capsys.readouterr().out
-    reference = transformers.AutoModelForTokenClassification.from_pretrained(str(tmp_path / "hf"),
-                                                                             trust_remote_code=True).eval()
-    input_ids, attention_mask = inputs()
-    with torch.no_grad():
-        assert_same_outputs(reference(input_ids=input_ids, attention_mask=attention_mask).logits,
-                            model(input_ids, attention_mask).logits)
+    assert_transformers_gives_the_same_logits(tmp_path / "hf", model)
 
 
 def test_matrix_worker_builds_checkpoint_code_only_when_the_probe_trusts_it(tmp_path):

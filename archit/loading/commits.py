@@ -396,18 +396,15 @@ def _lock(folder: str, exclusive: bool, blocking: bool) -> Optional[int]:
     operation = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if blocking else fcntl.LOCK_NB)
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, operation)
-        return fd
-    except BlockingIOError:
-        os.close(fd)
-        return None
+        return _flocked(fd, operation)
     except OSError as error:
-        os.close(fd)
         logger.debug("Cannot lock the folder '%s' (%s): locking %s in it.", folder, error, LOCK_NAME)
-    except BaseException:
-        os.close(fd)
-        raise
-    fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+    return _flocked(os.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666), operation)
+
+
+def _flocked(fd: int, operation: int) -> Optional[int]:
+    """``fd`` once ``flock``ed with ``operation``; ``None`` (``fd`` closed) when a non-blocking lock is held elsewhere.
+    Closed before any other error propagates."""
     try:
         fcntl.flock(fd, operation)
         return fd
