@@ -111,22 +111,22 @@ def run_child(target, *args, timeout: float = 60) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 # Children.
 
-def save_killed_at(model, directory, shard_size, kill_at, log_path, torn):
-    """Save, counting file operations (weight files written by save_file or ``DirectoryCommit.write_chunks``, fsync,
-    replace, remove) and SIGKILLing this process when the ``kill_at``-th starts (``torn``: a weight file is written,
-    then cut in half, before the kill). Each completed operation is logged to ``log_path``."""
+def instrument_file_operations(stop_at, log_path, on_stop, torn=False):
+    """Count this process's file operations (weight files written by save_file or ``DirectoryCommit.write_chunks``,
+    fsync, replace, remove; in every thread) and call ``on_stop()`` when the ``stop_at``-th starts (``torn``: a weight
+    file is written, then cut in half, first). Each completed operation is logged to ``log_path``."""
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     count = [0]
 
     def instrumented(name, original):
         def operation(*args, **kwargs):
             count[0] += 1
-            if count[0] == kill_at:
+            if count[0] == stop_at:
                 if torn and name in ("save_file", "write_chunks"):
                     original(*args, **kwargs)
                     path = args[1] if name == "save_file" else os.path.join(args[0].directory, args[0]._files[args[1]])
                     os.truncate(path, os.path.getsize(path) // 2)
-                os.kill(os.getpid(), signal.SIGKILL)
+                on_stop()
             result = original(*args, **kwargs)
             target = args[1] if name == "replace" else args[0] if name == "remove" else ""
             os.write(log, f"{name} {os.path.basename(str(target))}\n".encode())
@@ -138,8 +138,26 @@ def save_killed_at(model, directory, shard_size, kill_at, log_path, torn):
     os.fsync = instrumented("fsync", os.fsync)
     saving.save_file = instrumented("save_file", saving.save_file)
     DirectoryCommit.write_chunks = instrumented("write_chunks", DirectoryCommit.write_chunks)
+    return log
+
+
+def save_killed_at(model, directory, shard_size, kill_at, log_path, torn):
+    """Save, SIGKILLing this process when the ``kill_at``-th file operation starts (``instrument_file_operations``)."""
+    log = instrument_file_operations(kill_at, log_path, lambda: os.kill(os.getpid(), signal.SIGKILL), torn)
     model.save_pretrained(str(directory), max_shard_size=shard_size)
     os.write(log, b"finished\n")
+
+
+def save_paused_at(model, directory, shard_size, pause_at, log_path, paused, resume):
+    """Save, pausing when the ``pause_at``-th file operation starts: ``paused`` is set, and the operation waits until
+    the parent sets ``resume`` (a reader runs meanwhile, against exactly this state of the folder)."""
+    def pause():
+        paused.set()
+        assert resume.wait(120), "the parent never resumed the save"
+    log = instrument_file_operations(pause_at, log_path, pause)
+    model.save_pretrained(str(directory), max_shard_size=shard_size)
+    os.write(log, b"finished\n")
+    paused.set()
 
 
 def save_with_file_size_limit(model, directory, shard_size, limit):
@@ -278,3 +296,46 @@ def test_loads_during_saves_see_old_or_new(models, tmp_path):
     assert saver.exitcode == 0
     assert len(seen) >= 3, seen
     assert json.loads((directory / "config.json").read_text())["head_config"]["num_labels"] == 5
+
+
+def pause_points(total: int) -> list:
+    """Every file operation of a save (and one past the end) in turn, as many rounds as it takes to make 200 paused
+    loads with ``ARCHIT_THOROUGH=1``; else one round over a spread of points."""
+    if THOROUGH:
+        rounds = -(-200 // (total + 1))
+        return [point for _ in range(rounds) for point in range(1, total + 2)]
+    return kill_points(total)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_load_while_save_is_paused_sees_old_or_new(layout, models, tmp_path):
+    """A deterministic version of the race above: the saver pauses at one file operation after another (before its
+    commit point, between the commit and the renames, between two renames, ...) and a load runs against the folder in
+    exactly that state. It must give the old model before the commit point and the new one from there on; before the
+    fix a load between the commit and the first rename read a temporary safetensors shard with torch.load."""
+    old_shards, new_shards = LAYOUTS[layout]
+    (tmp_path / "count").mkdir()
+    total = count_operations(models, tmp_path, old_shards, new_shards)
+    seen = set()
+    for i, pause_at in enumerate(pause_points(total)):
+        case = tmp_path / f"pause-{i}"
+        case.mkdir()
+        directory = prepared_folder(case, models, old_shards)
+        log_path = case / "ops.log"
+        paused, resume = FORK.Event(), FORK.Event()
+        child = FORK.Process(target=save_paused_at, args=(models["new"], directory, new_shards, pause_at,
+                                                           str(log_path), paused, resume))
+        child.start()
+        try:
+            assert paused.wait(60), "the saving child never reached its pause point"
+            committed = f"replace {JOURNAL_NAME}" in log_path.read_text().splitlines()
+            holds = which_checkpoint(directory, models["expected"])
+            assert holds == ("new" if committed else "old"), (pause_at, log_path.read_text().splitlines()[-3:])
+            seen.add(holds)
+        finally:
+            resume.set()
+            child.join(60)
+        assert child.exitcode == 0
+        assert which_checkpoint(directory, models["expected"]) == "new"
+        assert_foreign_files_intact(directory)
+    assert seen == {"old", "new"}

@@ -2,18 +2,22 @@
 ``config.json`` and the weight files' headers; no tensor is read, so it takes as long on a large checkpoint as on a small
 one (the model is built on the meta device)."""
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..instantiation.multihead import ModelWithHeads, task_of
 from ..loading import plan_base_loading, plan_heads_loading, plan_loading
 from ..loading.checkpointcode import code_auto_map, code_files
+from ..loading.commits import open_settled, read_consistently, resolve_local
 from ..loading.configs import base_config_from_dict
 from ..loading.files import (
     SAFE_WEIGHTS_INDEX_NAME,
     WEIGHTS_INDEX_NAME,
     TensorHeader,
+    checkpoint_name,
     find_weight_files,
+    is_safetensors,
     read_config_dict,
     read_tensor_headers,
 )
@@ -42,7 +46,13 @@ _PLANNING_ERRORS = (OSError, ValueError, TypeError, KeyError, ImportError, NotIm
 
 def inspect_checkpoint(checkpoint: str) -> Dict[str, Any]:
     """The description ``archit inspect --json`` prints (keys in the README). Raises ``CommandError`` when the
-    folder, its ``config.json`` or a weight file's header cannot be read."""
+    folder, its ``config.json`` or a weight file's header cannot be read. A save into the folder meanwhile is waited
+    out as by ``from_pretrained`` (``read_consistently``): the description is of one checkpoint."""
+    _check_folder(checkpoint)
+    return read_consistently(str(checkpoint), lambda: _describe(checkpoint))
+
+
+def _describe(checkpoint: str) -> Dict[str, Any]:
     config_dict, weight_files, headers = _read(checkpoint)
     is_archit = "base_model_config" in config_dict
     base_dict = config_dict["base_model_config"] if is_archit else config_dict
@@ -71,13 +81,17 @@ def inspect_checkpoint(checkpoint: str) -> Dict[str, Any]:
     return description
 
 
-def _read(checkpoint: str) -> Tuple[Dict[str, Any], List[str], Dict[str, TensorHeader]]:
+def _check_folder(checkpoint: str) -> None:
     folder = Path(checkpoint)
     if not folder.exists():
         raise CommandError(f"'{checkpoint}' does not exist.")
     if not folder.is_dir():
         raise CommandError(f"'{checkpoint}' is a file; inspect reads a checkpoint folder (config.json and the weight "
                            f"files).")
+
+
+def _read(checkpoint: str) -> Tuple[Dict[str, Any], List[str], Dict[str, TensorHeader]]:
+    folder = Path(checkpoint)
     try:
         config_dict = read_config_dict(checkpoint)
         if not isinstance(config_dict, dict):
@@ -177,10 +191,10 @@ def _key_prefix(base_class: type, base_dict: Dict[str, Any], headers: Dict[str, 
 
 def _files(checkpoint: str, weight_files: List[str]) -> Dict[str, Any]:
     folder = Path(checkpoint)
-    safetensors = weight_files[0].endswith(".safetensors")
+    safetensors = is_safetensors(weight_files[0])
     index = SAFE_WEIGHTS_INDEX_NAME if safetensors else WEIGHTS_INDEX_NAME
-    index = index if (folder / index).is_file() else None
-    weights = [{"name": Path(path).name, "bytes": Path(path).stat().st_size} for path in weight_files]
+    index = index if resolve_local(str(folder), index) is not None else None
+    weights = [{"name": checkpoint_name(path), "bytes": open_settled(path, os.path.getsize)} for path in weight_files]
     return {"format": "safetensors" if safetensors else "bin", "sharded": index is not None, "index": index,
             "weights": weights, "bytes": sum(w["bytes"] for w in weights)}
 

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from torch import Tensor
 
 from .. import _compat as compat
-from .commits import open_settled, resolve_local
+from .commits import open_settled, resolve_local, settled_path
 from .errors import CheckpointError
 
 CONFIG_NAME = "config.json"
@@ -163,6 +163,18 @@ def _other_variants(checkpoint: str, variant: Optional[str], subfolder: str) -> 
     return f" It holds {', '.join(name for names in found.values() for name in names)}: pass {options}."
 
 
+def is_safetensors(path: str) -> bool:
+    """Whether the weight file at ``path`` is in the safetensors format (else it is a ``.bin``), by the name it has in
+    the checkpoint: a name resolved through a save's journal gives its temporary ``.part`` file, whose own name says
+    nothing of the format."""
+    return settled_path(path).endswith(".safetensors")
+
+
+def checkpoint_name(path: str) -> str:
+    """The file name ``path`` has in its checkpoint folder (a temporary file's final name)."""
+    return os.path.basename(settled_path(path))
+
+
 def load_bin(path: str) -> Dict[str, Tensor]:
     """A ``.bin`` state dict, read with ``torch.load(weights_only=True)``: tensors only, never arbitrary code."""
     try:
@@ -183,7 +195,7 @@ class CheckpointReader:
         files: Dict[str, str] = {}  # key -> the file holding it
         try:
             for path in paths:
-                source: Any = self._stack.enter_context(open_safetensors(path)) if path.endswith(".safetensors") \
+                source: Any = self._stack.enter_context(open_safetensors(path)) if is_safetensors(path) \
                     else load_bin(path)
                 for key in source.keys():
                     _check_once(key, path, files)
@@ -236,7 +248,7 @@ def read_tensor_headers(paths: List[str]) -> Dict[str, TensorHeader]:
     headers: Dict[str, TensorHeader] = {}
     files: Dict[str, str] = {}
     for path in paths:
-        if path.endswith(".safetensors"):
+        if is_safetensors(path):
             with open_safetensors(path) as handle:
                 found = {}
                 for key in handle.keys():
