@@ -9,6 +9,9 @@ a tiny one). Each round times, in alternating order:
 * **new**: ``save_pretrained`` (temporary files written with their writeback started every 64 MB and fsynced in a
   background thread, the journal, renames, fsync of the folder; the replaced files are closed, which frees their
   blocks, in a background thread after it returns);
+* **new, no checksum**: the same save without the SHA-256 checksums (archit 91b5c9c, before them): each weight file
+  written as ``new`` writes it, but not hashed (reproduced below by ``unhashed``); the goal for the checksums is
+  new / (new, no checksum) <= 1.10;
 * **new, release waited** (info): the same, timed until that background thread has also freed the replaced files'
   blocks: what the save costs if that work is counted too;
 * **old + fsync** (info): the old save followed by an fsync of every file it wrote and of the folder: what durability
@@ -40,7 +43,9 @@ from archit.instantiation.basemodels import RobertaBaseModel
 from archit.instantiation.heads import TokenClassificationHeadConfig
 from archit.instantiation.tasks import ForSingleLabelTokenClassification
 from archit.loading.files import CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, weight_file_variant
-from archit.loading.saving import _nbytes, _shard, _without_shared_duplicates, checkpoint_layout, parse_size
+from archit.loading.saving import _shard, _without_shared_duplicates, checkpoint_layout, parse_size
+from archit.loading.writing import SafetensorsLayout, WeightWriter
+from archit.loading.writing import tensor_nbytes as _nbytes
 
 log = logging.getLogger("bench_save")
 GOAL = 1.10
@@ -50,7 +55,23 @@ QUICK = dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention
              max_position_embeddings=64, type_vocab_size=1)
 
 
-FOLDERS = {"old": "old", "new": "new", "old + fsync": "old-fsync", "new, release waited": "new-released"}
+FOLDERS = {"old": "old", "new": "new", "old + fsync": "old-fsync", "new, release waited": "new-released",
+           "new, no checksum": "new-unhashed"}
+
+
+def _write_unhashed(writer: WeightWriter, name: str, tensors: dict, metadata=None) -> None:
+    """``WeightWriter.safetensors`` as it was before checksums: the file written, nothing hashed."""
+    writer.commit.write_chunks(name, SafetensorsLayout.of(tensors, metadata).chunks())
+
+
+def unhashed(save) -> None:
+    """Run ``save()`` with weight files written without their checksums."""
+    hashed = WeightWriter.safetensors
+    WeightWriter.safetensors = _write_unhashed
+    try:
+        save()
+    finally:
+        WeightWriter.safetensors = hashed
 
 
 def save_in_place(model, save_directory: str, max_shard_size: str) -> list:
@@ -129,7 +150,11 @@ def main() -> None:
         if getattr(commits, "_releaser", None) is not None:  # Absent before archit held replaced files open.
             commits._releaser.submit(lambda: None).result()
 
-    cases = {"old": old, "new": new, "old + fsync": old_fsync, "new, release waited": new_released}
+    def new_unhashed(round_: int) -> None:
+        unhashed(lambda: model.save_pretrained(target("new-unhashed", round_), max_shard_size=args.shard_size))
+
+    cases = {"old": old, "new": new, "old + fsync": old_fsync, "new, release waited": new_released,
+             "new, no checksum": new_unhashed}
     times = {name: [] for name in cases}
     try:
         for name, run in cases.items():  # Warm-up: allocations, imports, the folders' first files.
@@ -155,6 +180,9 @@ def main() -> None:
         log.info("  %-20s median %.3f s  (min %.3f, max %.3f)", name, medians[name], min(values), max(values))
     ratio = medians["new"] / medians["old"]
     log.info("ratio new/old: %.2f (goal <= %.2f: %s)", ratio, GOAL, "met" if ratio <= GOAL else "NOT met")
+    ratio = medians["new"] / medians["new, no checksum"]
+    log.info("ratio new/(new, no checksum): %.2f (goal <= %.2f: %s): the checksums cost %.3f s", ratio, GOAL,
+             "met" if ratio <= GOAL else "NOT met", medians["new"] - medians["new, no checksum"])
     log.info("info: ratio (old + fsync)/old: %.2f, i.e. fsync alone costs %.3f s; new/(old + fsync): %.2f; "
              "(new, release waited)/old: %.2f", medians["old + fsync"] / medians["old"],
              medians["old + fsync"] - medians["old"], medians["new"] / medians["old + fsync"],

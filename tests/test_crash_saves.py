@@ -1,7 +1,8 @@
 """Saves that die part-way (SIGKILL at instrumented file operations and after random delays, write errors from a file
 size limit), saves racing each other and loads racing saves: the folder always loads as exactly the old or the new
 model (every tensor bitwise, logits equal to those computed before), and files that are not the checkpoint's stay as
-they were, byte for byte.
+they were, byte for byte. Every save path: ``ModelWithHead.save_pretrained`` (archit's writer), ``BaseModel.
+save_pretrained`` (transformers' writer, staged) and ``ModelWithHeads.saveHead``.
 
 The models are a RoBERTa of ~44 MB (vocabulary 30000, hidden 256, 4 layers), saved in 4 MB shards (8 files) or as one
 file. Children are forked from the test process (no second import of torch). The default run kills at a spread of
@@ -18,11 +19,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import archit.loading.saving as saving
+import archit.loading.writing as writing
 from archit.instantiation.basemodels import RobertaBaseModel
 from archit.instantiation.heads import TokenClassificationHeadConfig
+from archit.instantiation.multihead import ModelWithHeads
 from archit.instantiation.tasks import ForSingleLabelTokenClassification
-from archit.loading.commits import JOURNAL_NAME, TEMP_PREFIX, DirectoryCommit
+from archit.loading.commits import JOURNAL_NAME, TEMP_PREFIX
+from archit.loading.headfiles import read_head_files
+from archit.loading.writing import WeightWriter
 
 from conftest import assert_same_outputs, make_inputs, perturb_, roberta_config
 
@@ -48,38 +52,79 @@ def build_model(seed: int) -> ForSingleLabelTokenClassification:
 
 
 class Expected:
-    """A model's tensors and logits, computed before any save."""
+    """A model's tensors and outputs (``outputs_of``), computed before any save."""
 
     def __init__(self, model):
-        self.tensors = {k: v.clone() for k, v in model.state_dict().items()}
-        self.logits = logits_of(model)
+        state = model if isinstance(model, dict) else model.state_dict()
+        self.tensors = {k: v.clone() for k, v in state.items()}
+        self.outputs = outputs_of(model)
 
 
-def logits_of(model):
+def outputs_of(model):
+    """Logits of a model with a head; the last hidden state of a base model; nothing of a head alone (a dict)."""
+    if isinstance(model, dict):
+        return None
     input_ids, attention_mask = make_inputs()
     with torch.no_grad():
+        if isinstance(model, RobertaBaseModel):
+            return model(input_ids, attention_mask).last_hidden_state
         return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def head_tensors(model) -> dict:
+    return {k: v.clone() for k, v in model.head.state_dict().items()}
+
+
+class Kind:
+    """One save path: what it saves of the old and the new model, and how the folder is read back."""
+
+    def __init__(self, name, part, save, load):
+        self.name, self.part, self._save, self._load = name, part, save, load
+
+    def save(self, model, directory, shard_size) -> None:
+        self._save(model, str(directory), shard_size)
+
+    def which(self, directory: Path, expected) -> str:
+        """Read the folder and say which model it holds, checking every tensor bitwise and the outputs; fail on a
+        mix."""
+        loaded = self._load(str(directory))
+        state = loaded if isinstance(loaded, dict) else loaded.state_dict()
+        for name, candidate in expected.items():
+            if all(torch.equal(state[k], v) for k, v in candidate.tensors.items()):
+                assert set(state) == set(candidate.tensors)
+                if candidate.outputs is not None:
+                    assert_same_outputs(outputs_of(loaded.eval()), candidate.outputs)
+                return name
+        differing = {name: sorted(k for k, v in c.tensors.items() if not torch.equal(state[k], v))[:5]
+                     for name, c in expected.items()}
+        raise AssertionError(f"{directory} reads as neither model; tensors differing from each: {differing}")
+
+
+def save_head(model, directory, shard_size) -> None:
+    ModelWithHeads.fromTaskModels({"tagger": model}).saveHead("tagger", directory)
+
+
+KINDS = {
+    "model": Kind("model", lambda model: model,
+                  lambda model, directory, shards: model.save_pretrained(directory, max_shard_size=shards),
+                  lambda directory: ForSingleLabelTokenClassification.from_pretrained(
+                      directory, RobertaBaseModel, attn_implementation="eager")),
+    "base": Kind("base", lambda model: model.model,
+                 lambda model, directory, shards: model.model.save_pretrained(directory, max_shard_size=shards),
+                 lambda directory: RobertaBaseModel.from_pretrained(directory, attn_implementation="eager")),
+    "head": Kind("head", head_tensors, save_head, lambda directory: read_head_files(directory)[1]),
+}
 
 
 @pytest.fixture(scope="module")
 def models():
     old, new = build_model(1), build_model(2)
-    return {"old": old, "new": new, "expected": {"old": Expected(old), "new": Expected(new)}}
+    return {"old": old, "new": new,
+            "expected": {kind: {"old": Expected(k.part(old)), "new": Expected(k.part(new))} for kind, k in KINDS.items()}}
 
 
-def which_checkpoint(directory: Path, expected) -> str:
-    """Load the folder and say which model it holds, checking every tensor bitwise and the logits; fail on a mix."""
-    model = ForSingleLabelTokenClassification.from_pretrained(str(directory), RobertaBaseModel,
-                                                              attn_implementation="eager").eval()
-    state = model.state_dict()
-    for name, candidate in expected.items():
-        if all(torch.equal(state[k], v) for k, v in candidate.tensors.items()):
-            assert set(state) == set(candidate.tensors)
-            assert_same_outputs(logits_of(model), candidate.logits)
-            return name
-    differing = {name: sorted(k for k, v in c.tensors.items() if not torch.equal(state[k], v))[:5]
-                 for name, c in expected.items()}
-    raise AssertionError(f"{directory} loads as neither model; tensors differing from each: {differing}")
+def which_checkpoint(directory: Path, models, kind: str = "model") -> str:
+    return KINDS[kind].which(directory, models["expected"][kind])
 
 
 def write_foreign_files(directory: Path) -> None:
@@ -92,11 +137,11 @@ def assert_foreign_files_intact(directory: Path) -> None:
         assert (directory / name).read_bytes() == content, name
 
 
-def prepared_folder(tmp_path: Path, models, old_shards: str) -> Path:
+def prepared_folder(tmp_path: Path, models, old_shards: str, kind: str = "model") -> Path:
     directory = tmp_path / "ckpt"
     directory.mkdir()
     write_foreign_files(directory)
-    models["old"].save_pretrained(str(directory), max_shard_size=old_shards)
+    KINDS[kind].save(models["old"], directory, old_shards)
     return directory
 
 
@@ -112,9 +157,10 @@ def run_child(target, *args, timeout: float = 60) -> int:
 # Children.
 
 def instrument_file_operations(stop_at, log_path, on_stop, torn=False):
-    """Count this process's file operations (weight files written by save_file or ``DirectoryCommit.write_chunks``,
-    fsync, replace, remove; in every thread) and call ``on_stop()`` when the ``stop_at``-th starts (``torn``: a weight
-    file is written, then cut in half, first). Each completed operation is logged to ``log_path``."""
+    """Count this process's file operations (weight files written by archit's ``WeightWriter`` or safetensors'
+    ``save_file``, fsync, replace, remove; in every thread) and call ``on_stop()`` when the ``stop_at``-th starts
+    (``torn``: a weight file is written, then cut in half, first). Each completed operation is logged to
+    ``log_path``."""
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     count = [0]
 
@@ -122,9 +168,9 @@ def instrument_file_operations(stop_at, log_path, on_stop, torn=False):
         def operation(*args, **kwargs):
             count[0] += 1
             if count[0] == stop_at:
-                if torn and name in ("save_file", "write_chunks"):
+                if torn and name in ("save_file", "write"):
                     original(*args, **kwargs)
-                    path = args[1] if name == "save_file" else os.path.join(args[0].directory, args[0]._files[args[1]])
+                    path = args[1] if name == "save_file" else args[0].commit.temp_path_of(args[1])
                     os.truncate(path, os.path.getsize(path) // 2)
                 on_stop()
             result = original(*args, **kwargs)
@@ -136,26 +182,26 @@ def instrument_file_operations(stop_at, log_path, on_stop, torn=False):
     os.replace = instrumented("replace", os.replace)
     os.remove = instrumented("remove", os.remove)
     os.fsync = instrumented("fsync", os.fsync)
-    saving.save_file = instrumented("save_file", saving.save_file)
-    DirectoryCommit.write_chunks = instrumented("write_chunks", DirectoryCommit.write_chunks)
+    writing.save_file = instrumented("save_file", writing.save_file)
+    WeightWriter._write_with_digest = instrumented("write", WeightWriter._write_with_digest)
     return log
 
 
-def save_killed_at(model, directory, shard_size, kill_at, log_path, torn):
+def save_killed_at(model, directory, shard_size, kill_at, log_path, torn, kind="model"):
     """Save, SIGKILLing this process when the ``kill_at``-th file operation starts (``instrument_file_operations``)."""
     log = instrument_file_operations(kill_at, log_path, lambda: os.kill(os.getpid(), signal.SIGKILL), torn)
-    model.save_pretrained(str(directory), max_shard_size=shard_size)
+    KINDS[kind].save(model, directory, shard_size)
     os.write(log, b"finished\n")
 
 
-def save_paused_at(model, directory, shard_size, pause_at, log_path, paused, resume):
+def save_paused_at(model, directory, shard_size, pause_at, log_path, paused, resume, kind="model"):
     """Save, pausing when the ``pause_at``-th file operation starts: ``paused`` is set, and the operation waits until
     the parent sets ``resume`` (a reader runs meanwhile, against exactly this state of the folder)."""
     def pause():
         paused.set()
         assert resume.wait(120), "the parent never resumed the save"
     log = instrument_file_operations(pause_at, log_path, pause)
-    model.save_pretrained(str(directory), max_shard_size=shard_size)
+    KINDS[kind].save(model, directory, shard_size)
     os.write(log, b"finished\n")
     paused.set()
 
@@ -180,11 +226,11 @@ def save_repeatedly(models, directory, rounds, shard_sizes):
 # ---------------------------------------------------------------------------------------------------------------------
 # Tests.
 
-def count_operations(models, tmp_path, old_shards, new_shards):
+def count_operations(models, tmp_path, old_shards, new_shards, kind="model"):
     """The file operations of one uninterrupted save of the new model over the old one (kill_at 0: none)."""
-    directory = prepared_folder(tmp_path / "count", models, old_shards)
+    directory = prepared_folder(tmp_path / "count", models, old_shards, kind)
     log_path = tmp_path / "count.log"
-    assert run_child(save_killed_at, models["new"], directory, new_shards, 0, str(log_path), False) == 0
+    assert run_child(save_killed_at, models["new"], directory, new_shards, 0, str(log_path), False, kind) == 0
     lines = log_path.read_text().splitlines()
     assert lines[-1] == "finished"
     return len(lines) - 1
@@ -197,31 +243,43 @@ def kill_points(total: int) -> list:
     return sorted({1, 2, total // 2, total - 3, total - 2, total - 1, total, total + 1, *rng.sample(range(1, total), 3)})
 
 
-@pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_killed_save_leaves_old_or_new(layout, models, tmp_path):
+# Every layout for the model-with-head save; the base model's (transformers writes it) in one layout by default, every
+# layout with ARCHIT_THOROUGH=1; the head alone has one file.
+KILL_CASES = [*(("model", layout) for layout in sorted(LAYOUTS)),
+              *(("base", layout) for layout in (sorted(LAYOUTS) if THOROUGH else ["sharded-to-single"])),
+              ("head", "single-to-sharded")]
+
+
+def temporary_files(directory: Path) -> list:
+    return [name for name in os.listdir(directory) if name.startswith(TEMP_PREFIX)]
+
+
+@pytest.mark.parametrize("kind, layout", KILL_CASES)
+def test_killed_save_leaves_old_or_new(kind, layout, models, tmp_path):
     old_shards, new_shards = LAYOUTS[layout]
     (tmp_path / "count").mkdir()
-    total = count_operations(models, tmp_path, old_shards, new_shards)
-    assert total >= 10, total  # each weight file written, fsynced and renamed, stale files removed
+    total = count_operations(models, tmp_path, old_shards, new_shards, kind)
+    assert total >= 6, total  # each file written, fsynced and renamed, the journal written and renamed, ...
     seen = set()
     for kill_at in kill_points(total):
         for torn in ((False, True) if THOROUGH else (kill_at % 2 == 0,)):
             case = tmp_path / f"kill-{kill_at}-{torn}"
             case.mkdir()
-            directory = prepared_folder(case, models, old_shards)
+            directory = prepared_folder(case, models, old_shards, kind)
             log_path = case / "ops.log"
-            code = run_child(save_killed_at, models["new"], directory, new_shards, kill_at, str(log_path), torn)
+            code = run_child(save_killed_at, models["new"], directory, new_shards, kill_at, str(log_path), torn, kind)
             done = log_path.read_text().splitlines() if log_path.exists() else []
             committed = f"replace {JOURNAL_NAME}" in done
             assert code == (0 if kill_at > total else -signal.SIGKILL), (kill_at, code)
-            holds = which_checkpoint(directory, models["expected"])
+            holds = which_checkpoint(directory, models, kind)
             assert holds == ("new" if committed else "old"), (kill_at, torn, done[-3:])
             seen.add(holds)
-            assert not (directory / JOURNAL_NAME).exists()  # The load completed an interrupted commit.
+            assert not (directory / JOURNAL_NAME).exists()  # The load completed an interrupted commit ...
+            assert not temporary_files(directory)  # ... and removed what a save killed before its commit left.
             assert_foreign_files_intact(directory)
-            models["new"].save_pretrained(str(directory), max_shard_size=new_shards)  # Cleans up after the dead save.
-            assert not [p for p in os.listdir(directory) if p.startswith(TEMP_PREFIX)]
-            assert which_checkpoint(directory, models["expected"]) == "new"
+            KINDS[kind].save(models["new"], directory, new_shards)
+            assert not temporary_files(directory)
+            assert which_checkpoint(directory, models, kind) == "new"
             assert_foreign_files_intact(directory)
     assert seen == {"old", "new"}
 
@@ -242,7 +300,7 @@ def test_killed_after_random_delays(models, tmp_path):
         time.sleep(rng.uniform(0, 1.5 * duration))
         os.kill(child.pid, signal.SIGKILL)
         child.join(30)
-        which_checkpoint(directory, models["expected"])
+        which_checkpoint(directory, models)
         assert_foreign_files_intact(directory)
 
 
@@ -251,7 +309,7 @@ def test_write_error_keeps_old_checkpoint(limit, models, tmp_path):
     old_shards, new_shards = LAYOUTS["single-to-sharded"]
     directory = prepared_folder(tmp_path, models, old_shards)
     assert run_child(save_with_file_size_limit, models["new"], directory, new_shards, limit) == 3
-    assert which_checkpoint(directory, models["expected"]) == "old"
+    assert which_checkpoint(directory, models) == "old"
     assert not [p for p in os.listdir(directory) if p.startswith(TEMP_PREFIX)]  # The failed save removed its files.
     assert_foreign_files_intact(directory)
 
@@ -260,7 +318,7 @@ def test_foreign_files_survive_saves_of_every_layout(models, tmp_path):
     directory = prepared_folder(tmp_path, models, SHARDED)
     for shard_size in (SINGLE, SHARDED, "6MB", SINGLE):
         models["new"].save_pretrained(str(directory), max_shard_size=shard_size)
-        assert which_checkpoint(directory, models["expected"]) == "new"
+        assert which_checkpoint(directory, models) == "new"
         assert_foreign_files_intact(directory)
     assert sorted(os.listdir(directory)) == sorted({*FOREIGN, "config.json", "model.safetensors"})
 
@@ -277,7 +335,7 @@ def test_concurrent_saves_leave_one_checkpoint(models, tmp_path):
     for saver in savers:
         saver.join(120)
         assert saver.exitcode == 0
-    which_checkpoint(directory, models["expected"])
+    which_checkpoint(directory, models)
     assert_foreign_files_intact(directory)
     assert not [p for p in os.listdir(directory) if p.startswith(".archit-")]
 
@@ -290,7 +348,7 @@ def test_loads_during_saves_see_old_or_new(models, tmp_path):
     seen = []
     try:
         while saver.is_alive():
-            seen.append(which_checkpoint(directory, models["expected"]))
+            seen.append(which_checkpoint(directory, models))
     finally:
         saver.join(120)
     assert saver.exitcode == 0
@@ -298,44 +356,45 @@ def test_loads_during_saves_see_old_or_new(models, tmp_path):
     assert json.loads((directory / "config.json").read_text())["head_config"]["num_labels"] == 5
 
 
-def pause_points(total: int) -> list:
+def pause_points(total: int, layouts: int) -> list:
     """Every file operation of a save (and one past the end) in turn, as many rounds as it takes to make 200 paused
-    loads with ``ARCHIT_THOROUGH=1``; else one round over a spread of points."""
+    loads in all (over ``layouts`` layouts) with ``ARCHIT_THOROUGH=1``; else one round over a spread of points."""
     if THOROUGH:
-        rounds = -(-200 // (total + 1))
+        rounds = -(-200 // (layouts * (total + 1)))
         return [point for _ in range(rounds) for point in range(1, total + 2)]
     return kill_points(total)
 
 
-@pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_load_while_save_is_paused_sees_old_or_new(layout, models, tmp_path):
+@pytest.mark.parametrize("kind, layout", [*(("model", layout) for layout in sorted(LAYOUTS)),
+                                          ("base", "sharded-to-single"), ("head", "single-to-sharded")])
+def test_load_while_save_is_paused_sees_old_or_new(kind, layout, models, tmp_path):
     """A deterministic version of the race above: the saver pauses at one file operation after another (before its
     commit point, between the commit and the renames, between two renames, ...) and a load runs against the folder in
     exactly that state. It must give the old model before the commit point and the new one from there on; before the
     fix a load between the commit and the first rename read a temporary safetensors shard with torch.load."""
     old_shards, new_shards = LAYOUTS[layout]
     (tmp_path / "count").mkdir()
-    total = count_operations(models, tmp_path, old_shards, new_shards)
+    total = count_operations(models, tmp_path, old_shards, new_shards, kind)
     seen = set()
-    for i, pause_at in enumerate(pause_points(total)):
+    for i, pause_at in enumerate(pause_points(total, len(LAYOUTS) if kind == "model" else 1)):
         case = tmp_path / f"pause-{i}"
         case.mkdir()
-        directory = prepared_folder(case, models, old_shards)
+        directory = prepared_folder(case, models, old_shards, kind)
         log_path = case / "ops.log"
         paused, resume = FORK.Event(), FORK.Event()
         child = FORK.Process(target=save_paused_at, args=(models["new"], directory, new_shards, pause_at,
-                                                           str(log_path), paused, resume))
+                                                           str(log_path), paused, resume, kind))
         child.start()
         try:
             assert paused.wait(60), "the saving child never reached its pause point"
             committed = f"replace {JOURNAL_NAME}" in log_path.read_text().splitlines()
-            holds = which_checkpoint(directory, models["expected"])
+            holds = which_checkpoint(directory, models, kind)
             assert holds == ("new" if committed else "old"), (pause_at, log_path.read_text().splitlines()[-3:])
             seen.add(holds)
         finally:
             resume.set()
             child.join(60)
         assert child.exitcode == 0
-        assert which_checkpoint(directory, models["expected"]) == "new"
+        assert which_checkpoint(directory, models, kind) == "new"
         assert_foreign_files_intact(directory)
     assert seen == {"old", "new"}

@@ -5,6 +5,8 @@ transformers checkpoint, and its logits are compared with transformers' own mode
 releases is tests/test_matrix_slow.py."""
 import ast
 import json
+import multiprocessing
+import os
 import sys
 import urllib.error
 from pathlib import Path
@@ -311,3 +313,58 @@ def test_releases_to_run(monkeypatch):
     assert matrix.resolve_releases(None, True, False) == ["4.36.2", "4.57.5", "5.0.0", "5.24.0", "5.25.0"]
     assert matrix.resolve_releases(None, True, True)[-1] == "5.26.0rc0"
     assert matrix.resolve_releases(["4.57", "4.99", "4.36.0"], False, False) == ["4.57.5", "4.99", "4.36.0"]
+
+
+FAKE_UV = '''#!{python}
+"""uv for test_two_runs_make_one_environment: 'venv' logs its start, then waits until the other run either waits for
+the environment's lock or is making the environment too (pause points, no timing), then makes a bin/python."""
+import os, pathlib, sys, time
+args = sys.argv[1:]
+log = pathlib.Path(os.environ["FAKE_UV_LOG"])
+if args[0] == "venv":
+    folder = pathlib.Path(args[-1])
+    with open(log, "a") as handle:
+        handle.write(f"start {{os.getpid()}}\\n")
+    lock = pathlib.Path(str(folder) + ".lock")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.read_text().count("start") > 1:
+            break
+        if lock.exists() and any("->" in line and f":{{lock.stat().st_ino}} " in line for line in open("/proc/locks")):
+            break
+        time.sleep(0.01)
+    (folder / "bin").mkdir(parents=True)
+    os.symlink(sys.executable, folder / "bin" / "python")
+'''
+
+
+def build_in_child(cache, results):
+    try:
+        results.put(matrix.build_environment("4.57", cache))
+    except Exception as error:  # Two runs making one environment at once collide (without the lock).
+        results.put({"error": repr(error), "created": None, "python": None})
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists() or not hasattr(os, "fork"),
+                    reason="forks, and reads who waits for a lock from /proc/locks")
+def test_two_runs_make_one_environment(tmp_path, monkeypatch):
+    """Two archit matrix runs needing the same environment at once: one makes it, the other waits and reuses it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "uv").write_text(FAKE_UV.format(python=sys.executable))
+    (bin_dir / "uv").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_UV_LOG", str(tmp_path / "uv.log"))
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    runs = [context.Process(target=build_in_child, args=(tmp_path / "cache", results)) for _ in range(2)]
+    for run in runs:
+        run.start()
+    outcomes = [results.get(timeout=120) for _ in runs]
+    for run in runs:
+        run.join(30)
+        assert run.exitcode == 0
+    assert (tmp_path / "uv.log").read_text().count("start") == 1
+    assert sorted(outcome["created"] for outcome in outcomes) == [False, True]
+    assert outcomes[0]["python"] == outcomes[1]["python"]
+    assert Path(outcomes[0]["python"]).parent.parent.joinpath(".complete").exists()

@@ -1,11 +1,14 @@
 """What makes saves fast, checked for what it must not change:
 
-* archit writes safetensors files itself (``saving._safetensors_chunks`` through ``DirectoryCommit.write_chunks``,
+* archit writes safetensors files itself (``writing.SafetensorsLayout`` through ``DirectoryCommit.write_chunks``,
   which starts the writeback of each written range early): its files must be byte for byte those of
   ``safetensors.torch.save_file`` for the same tensors and metadata, whatever the dtypes, shapes, names and chunk size;
+  the files of a save differ from save_file's only by the checksum in their metadata;
 * the files a save replaces or removes are held open across the renames and closed in the background
   (``commits._hold_replaced``), so that the renames do not free their blocks: afterwards no descriptor stays open and
   the folder holds the new checkpoint's files only."""
+import hashlib
+import json
 import multiprocessing
 import os
 
@@ -20,7 +23,8 @@ from archit.instantiation.basemodels import RobertaBaseModel
 from archit.instantiation.heads import TokenClassificationHeadConfig
 from archit.instantiation.tasks import ForSingleLabelTokenClassification
 from archit.loading.commits import DirectoryCommit
-from archit.loading.saving import _SAFETENSORS_DTYPES, _safetensors_chunks
+from archit.loading.integrity import DIGEST_KEY
+from archit.loading.writing import SAFETENSORS_DTYPES, SafetensorsLayout
 
 from conftest import perturb_, roberta_config
 
@@ -34,10 +38,10 @@ def random_tensor(dtype: torch.dtype, shape: tuple, seed: int) -> torch.Tensor:
 
 
 def written_by_archit(tmp_path, tensors, metadata) -> bytes:
-    chunks = _safetensors_chunks(tensors, metadata)
-    assert chunks is not None
+    layout = SafetensorsLayout.of(tensors, metadata)
+    assert layout is not None
     with DirectoryCommit(tmp_path) as commit:
-        commit.write_chunks("archit.safetensors", chunks)
+        commit.write_chunks("archit.safetensors", layout.chunks())
     return (tmp_path / "archit.safetensors").read_bytes()
 
 
@@ -48,7 +52,7 @@ def written_by_safetensors(tmp_path, tensors, metadata) -> bytes:
 
 names = st.text(max_size=6).filter(lambda name: name != "__metadata__")
 shapes = st.lists(st.integers(0, 5), max_size=3).map(tuple)
-tensor_specs = st.dictionaries(names, st.tuples(st.sampled_from(list(_SAFETENSORS_DTYPES)), shapes), max_size=8)
+tensor_specs = st.dictionaries(names, st.tuples(st.sampled_from(list(SAFETENSORS_DTYPES)), shapes), max_size=8)
 metadata = st.none() | st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=1)  # More: in hash order
 
 
@@ -66,7 +70,7 @@ def test_same_bytes_as_save_file(specs, metadata, chunk, tmp_path_factory, monke
 def test_every_dtype_and_edge_shape(tmp_path):
     """One file with every dtype archit writes itself, a bf16 scalar, empty tensors, and names sorting differently as
     bytes and as characters."""
-    tensors = {f"layer.{i}.{str(dtype)[6:]}": random_tensor(dtype, (3, 4), i) for i, dtype in enumerate(_SAFETENSORS_DTYPES)}
+    tensors = {f"layer.{i}.{str(dtype)[6:]}": random_tensor(dtype, (3, 4), i) for i, dtype in enumerate(SAFETENSORS_DTYPES)}
     tensors.update({"scalar": random_tensor(torch.bfloat16, (), 99), "empty": torch.zeros(0, 4),
                     "empty.bf16": torch.zeros(4, 0, dtype=torch.bfloat16), "é": torch.ones(2), "z": torch.ones(2),
                     "\u00ff\u0100": torch.ones(1, dtype=torch.int64)})
@@ -74,10 +78,16 @@ def test_every_dtype_and_edge_shape(tmp_path):
         written_by_safetensors(tmp_path, tensors, {"format": "pt"})
 
 
+def split_safetensors(data: bytes):
+    """A safetensors file's header (parsed) and data bytes, read here independently of archit."""
+    length = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + length]), data[8 + length:]
+
+
 @pytest.mark.parametrize("shard_size", ["5GB", "4KB"])
 def test_saved_weight_files_are_save_files(shard_size, tmp_path):
     """The weight files of a save (of a model with float32 and bfloat16 tensors) are what save_file writes for the
-    tensors they hold."""
+    tensors they hold, but for the checksum in the metadata: the same tensor entries, the same data bytes."""
     torch.manual_seed(0)
     model = ForSingleLabelTokenClassification.fromModelAndHeadConfig(RobertaBaseModel(roberta_config()),
                                                                      TokenClassificationHeadConfig(num_labels=3))
@@ -89,15 +99,34 @@ def test_saved_weight_files_are_save_files(shard_size, tmp_path):
     assert len(files) == 1 if shard_size == "5GB" else len(files) > 3, files
     for path in files:
         save_file(load_file(str(path)), str(tmp_path / "again.safetensors"), metadata={"format": "pt"})
-        assert path.read_bytes() == (tmp_path / "again.safetensors").read_bytes(), path.name
+        ours, our_data = split_safetensors(path.read_bytes())
+        theirs, their_data = split_safetensors((tmp_path / "again.safetensors").read_bytes())
+        assert ours.pop("__metadata__") == {"format": "pt", DIGEST_KEY: ours_digest(path)}
+        assert theirs.pop("__metadata__") == {"format": "pt"}
+        assert ours == theirs and our_data == their_data, path.name
+
+
+def ours_digest(path) -> str:
+    """The file's checksum, computed here as the README defines it: SHA-256 of the header without the checksum entry,
+    as sorted compact JSON, then of the data."""
+    header, data = split_safetensors(path.read_bytes())
+    del header["__metadata__"][DIGEST_KEY]
+    canonical = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(canonical + b"".join(hashlib.sha256(data[i:i + 2**23]).digest() for i in range(0, len(data), 2**23))).hexdigest()
 
 
 def test_unsupported_tensors_go_through_save_file():
-    assert _safetensors_chunks({"a": torch.ones(2, dtype=torch.complex64)}, None) is None
-    assert _safetensors_chunks({"a": torch.ones(2, 3).t()}, None) is None  # Not contiguous.
-    assert _safetensors_chunks({"a": torch.ones(2, device="meta")}, None) is None
-    assert _safetensors_chunks({"a": torch.ones(2)}, {"format": "pt", "b": "c"}) is None
-    assert _safetensors_chunks({}, {"format": "pt"}) is None
+    assert SafetensorsLayout.of({"a": torch.ones(2, dtype=torch.complex64)}, None) is None
+    assert SafetensorsLayout.of({"a": torch.ones(2, 3).t()}, None) is None  # Not contiguous.
+    assert SafetensorsLayout.of({"a": torch.ones(2, device="meta")}, None) is None
+    assert SafetensorsLayout.of({}, {"format": "pt"}) is None
+
+
+def test_several_metadata_entries_in_their_order(tmp_path):
+    metadata = {"format": "pt", "b": "c", "a": "d"}
+    header, _ = split_safetensors(written_by_archit(tmp_path, {"x": torch.arange(3.0)}, metadata))
+    assert list(header["__metadata__"].items()) == list(metadata.items())
+    assert torch.equal(load_file(str(tmp_path / "archit.safetensors"))["x"], torch.arange(3.0))
 
 
 def open_deleted_files(folder) -> list:

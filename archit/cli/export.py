@@ -1,5 +1,6 @@
 """``archit export CHECKPOINT OUT``: an archit checkpoint as the transformers task model computing the same function
-(``ModelWithHead.toHuggingFace``), saved with transformers' own ``save_pretrained`` so that plain transformers loads it."""
+(``ModelWithHead.toHuggingFace``), saved with transformers' own ``save_pretrained`` so that plain transformers loads it
+(published crash-consistently, as archit's own saves are: ``save_through_transformers``)."""
 import logging
 import re
 from pathlib import Path
@@ -7,6 +8,7 @@ from typing import Optional
 
 from ..instantiation.multihead import task_of
 from ..loading.files import read_config_dict
+from ..loading.saving import save_through_transformers
 from .classes import CommandError, fitting_base_class, named_class
 
 logger = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ def export_checkpoint(checkpoint: str, out: str, base: Optional[str] = None, tas
         hf_model = model.toHuggingFace()
     except NotImplementedError as error:
         raise CommandError(str(error), exit_code=1) from error
-    hf_model.save_pretrained(out)
+    save_through_transformers(out, hf_model.save_pretrained)  # Crash-consistent, with checksums.
     return type(hf_model).__name__
 
 

@@ -1,7 +1,8 @@
-"""The ``archit`` console script: ``archit inspect CHECKPOINT [--json]``, ``archit export CHECKPOINT OUT [--base CLASS]
-[--task CLASS]`` and ``archit matrix CHECKPOINT --base CLASS --task CLASS (--transformers V [V ...] | --all)``. Exit
-codes: 0 done; 1 the command cannot do it for this checkpoint (no transformers equivalent to export to; a release where
-the checkpoint fails or computes something else), or failed unforeseen; 2 a bad argument or an unreadable checkpoint. Errors are one line on stderr, logged
+"""The ``archit`` console script: ``archit inspect CHECKPOINT [--json]``, ``archit verify CHECKPOINT [--variant V]``,
+``archit export CHECKPOINT OUT [--base CLASS] [--task CLASS]`` and ``archit matrix CHECKPOINT --base CLASS --task CLASS
+(--transformers V [V ...] | --all)``. Exit codes: 0 done; 1 the command cannot do it for this checkpoint (a damaged
+file; no transformers equivalent to export to; a release where the checkpoint fails or computes something else), or
+failed unforeseen; 2 a bad argument or an unreadable checkpoint. Errors are one line on stderr, logged
 as ``archit: error: ...``; ``-v`` shows archit's progress messages too, and the traceback of an unforeseen failure."""
 import argparse
 import json
@@ -14,6 +15,7 @@ from .classes import CommandError
 from .export import export_checkpoint
 from .inspection import inspect_checkpoint, render
 from .matrix import matrix_command
+from .verification import verify_command
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,14 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    report = verify_command(args.checkpoint, args.variant)
+    for check in report.files:
+        sys.stdout.write(f"{check.status:<10}  {check.message}\n")
+    sys.stdout.write(report.summary() + "\n")
+    return 0 if report.ok else 1
+
+
 def _export(args: argparse.Namespace) -> int:
     name = export_checkpoint(args.checkpoint, args.out, base=args.base, task=args.task,
                              trust_remote_code=args.trust_remote_code)
@@ -60,8 +70,8 @@ def _matrix(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="archit", description="Inspect and export archit and transformers "
-                                                                "checkpoints, and compare a checkpoint's outputs "
+    parser = argparse.ArgumentParser(prog="archit", description="Inspect, verify and export archit and "
+                                                                "transformers checkpoints, and compare a checkpoint's outputs "
                                                                 "across transformers releases.")
     parser.add_argument("--version", action="version", version=f"archit {archit_version}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -74,6 +84,16 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("checkpoint", metavar="CHECKPOINT", help="a local checkpoint folder")
     inspect.add_argument("--json", action="store_true", help="print a JSON object instead of the text lines")
     inspect.set_defaults(run=_inspect)
+
+    verify = commands.add_parser(
+        "verify", help="check a checkpoint's files against the checksums archit wrote into them",
+        description="Recompute the SHA-256 checksum of every weight file that carries one (archit writes them), and "
+                    "check the structure of config.json, the weight files' headers and the index. Files without a "
+                    "checksum (written by transformers or the published ArchIt) get their structure checked only, and "
+                    "the output says so. Exits 1 naming the damaged file.")
+    verify.add_argument("checkpoint", metavar="CHECKPOINT", help="a local checkpoint folder, or a head saved by saveHead")
+    verify.add_argument("--variant", metavar="V", help="the weights of this variant (model.V.safetensors)")
+    verify.set_defaults(run=_verify)
 
     export = commands.add_parser(
         "export", help="save an archit checkpoint as its transformers task model",
@@ -122,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="build a base model that ships its own code (auto_map) from that code: it runs it")
     matrix.set_defaults(run=_matrix)
 
-    for command in (inspect, export, matrix):
+    for command in (inspect, verify, export, matrix):
         command.add_argument("-v", "--verbose", action="store_true", help="log what archit does")
     return parser
 

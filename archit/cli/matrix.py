@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 from safetensors.torch import load_file
 
 from .. import __version__ as archit_version
+from ..loading.commits import exclusive_lock
 from . import releases
 from .classes import CommandError, named_class
 from .matrix_report import classify, diff_text, release_key, render_html, render_markdown, summary_line
@@ -98,11 +99,21 @@ def tool_error(stderr: str) -> str:
 
 def build_environment(release: str, cache: Path) -> Dict[str, Any]:
     """The Python of ``release``'s cached environment, making the environment first when there is none:
-    ``{"python": path, "seconds": s, "created": bool}``; ``{"error": line}`` when it cannot be installed."""
+    ``{"python": path, "seconds": s, "created": bool}``; ``{"error": line}`` when it cannot be installed. Two
+    ``archit matrix`` runs that need the same environment at once make it once: the second waits for the first, under
+    the lock ``<folder>.lock`` next to it (no lock without ``fcntl``: Windows)."""
     folder = cache / environment_key(release)
     python = folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     if (folder / ".complete").exists():
         return {"python": str(python), "seconds": 0.0, "created": False}
+    cache.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(str(folder) + ".lock"):
+        if (folder / ".complete").exists():  # Made by another run while this one waited.
+            return {"python": str(python), "seconds": 0.0, "created": False}
+        return _make_environment(release, folder, python)
+
+
+def _make_environment(release: str, folder: Path, python: Path) -> Dict[str, Any]:
     shutil.rmtree(folder, ignore_errors=True)
     start = time.perf_counter()
     uv = _uv()

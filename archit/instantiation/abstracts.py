@@ -21,7 +21,6 @@ declared by the most derived class wins: a subclass that sets only ``config_clas
 where its parent overrode ``configClass()``.
 """
 import inspect
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Generic, Optional, Tuple, Type, Union
@@ -36,7 +35,13 @@ from transformers.utils import ModelOutput
 from typing_extensions import Self
 
 from .. import _compat as compat
-from ..loading import load_base_model, load_model_with_head, save_model_with_head, to_hugging_face
+from ..loading import (
+    load_base_model,
+    load_model_with_head,
+    save_model_with_head,
+    save_through_transformers,
+    to_hugging_face,
+)
 from ..loading.checkpointcode import save_code_of
 from ..loading.equivalents import family_head_keys
 from ..loading.keys import CORE_PATH
@@ -123,11 +128,19 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
     def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs) -> None:
         """transformers' ``save_pretrained`` (the core's ``config.json``, the weights as ``_core.*``), plus the code
         files of a core built from checkpoint code (``trust_remote_code=True``), so that the folder loads again
-        wherever it is copied."""
-        if is_main_process:
-            os.makedirs(save_directory, exist_ok=True)
-            save_code_of(self.config, self._core, str(save_directory))
-        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        wherever it is copied. Crash-consistent, as ``ModelWithHead.save_pretrained``: transformers writes into a
+        staging folder, and the files are published together, with their checksums (``save_through_transformers``).
+        Only the main process writes (``is_main_process``)."""
+        if not is_main_process:
+            return
+        if kwargs.get("push_to_hub"):
+            raise NotImplementedError("archit does not push to the hub: save, then use huggingface_hub's upload_folder.")
+
+        def write(staging: str) -> None:
+            save_code_of(self.config, self._core, staging)
+            super(BaseModel, self).save_pretrained(staging, *args, **kwargs)
+
+        save_through_transformers(save_directory, write, variant=kwargs.get("variant"))
 
     # Class methods
 

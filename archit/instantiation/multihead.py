@@ -13,6 +13,7 @@ other heads; they are refused as heads (use their single-task models).
 """
 import importlib
 import inspect
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type, Union
 
@@ -26,6 +27,7 @@ from typing_extensions import Self
 from .. import _compat as compat
 from ..loading import load_model_with_heads, read_head_files, save_head_files, save_model_with_head
 from ..loading.configs import HEADS_PATH, base_config_from_dict, dataclass_from_dict
+from ..loading.files import HEAD_WEIGHTS_NAME, wrong_dtype_kind
 from ..loading.keys import CORE_PATH
 from . import tasks as builtin_tasks
 from .abstracts import AllHiddenStatesAndPooling, BaseModel, ModelWithHead, _without_persistent_state
@@ -348,6 +350,14 @@ class ModelWithHeads(compat.PreTrainedWrapper):
         self._tasks[name].tie_weights()
         tied = {key for key, tensor in head.state_dict(keep_vars=True).items()
                 if any(tensor is p for p in self.model.parameters())}
+        expected = head.state_dict()
+        for key, tensor in tensors.items():
+            error = key in expected and wrong_dtype_kind(tensor.dtype, expected[key].dtype,
+                                                         os.path.join(directory, HEAD_WEIGHTS_NAME), key,
+                                                         f"heads.{name}.{key}")
+            if error:
+                self.removeHead(name)
+                raise error
         missing, unexpected = head.load_state_dict(tensors, strict=False)
         if set(missing) - tied or unexpected:
             self.removeHead(name)

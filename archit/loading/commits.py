@@ -26,7 +26,7 @@ that finished last):
 
 A save that fails before step 3 (an exception, a write error such as ENOSPC/EFBIG) removes its temporary files and
 re-raises the original error with a note that the previous checkpoint is intact; killed before step 3, it leaves only
-temporary files, which no reader looks at and the next save removes. From step 3 on the new checkpoint is the
+temporary files, which no reader looks at and the next save or load that can take the lock removes. From step 3 on the new checkpoint is the
 checkpoint: a save that dies during step 4 leaves the journal, and the next archit save or load rolls it forward
 (renaming what is not renamed yet, deleting what is not deleted yet: both are idempotent).
 
@@ -37,7 +37,8 @@ once done, checks that each name still resolves to the same file; if a save comm
 to three times, then under a shared lock on the folder, which waits for a running save). Since every save writes
 ``config.json`` and every weight file anew, a commit during a load always changes a name the load read, and the loaded
 model keeps its weight files mapped, so their inode numbers cannot be reused. A reader that finds a journal and can
-take the lock without waiting (no save running, the folder writable) rolls it forward itself.
+take the lock without waiting (no save running, the folder writable) rolls it forward itself, and removes what saves
+killed before their commit point left.
 
 **transformers' own loaders** know no journal. They read old files until the first rename of step 4 and new ones after
 the last; during step 4 (a few renames, milliseconds) they may see a mix, and after a save killed during step 4 they see
@@ -48,6 +49,7 @@ lock a folder (NFS) does an empty ``.archit-lock`` serve instead, and stay (remo
 unsafe). Without ``fcntl`` (Windows) there is no lock: saves are still crash-consistent, but concurrent saves are not
 serialised.
 """
+import contextlib
 import contextvars
 import ctypes
 import ctypes.util
@@ -55,9 +57,10 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 try:
     import fcntl
@@ -73,7 +76,7 @@ JOURNAL_NAME = ".archit-commit.json"
 TEMP_PREFIX = ".archit-tmp-"
 TEMP_SUFFIX = ".part"
 _OPTIMISTIC_READS = 3
-# ``write_chunks`` writes at most this many bytes per call and then starts their writeback (``_start_writeback``).
+# ``write_chunks`` writes at most this many bytes per call and then starts their writeback (``start_writeback``).
 WRITEBACK_CHUNK = 64 * 2**20
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>
 
@@ -99,6 +102,7 @@ class DirectoryCommit:
         self._syncs: List[Future] = []
         self._syncer: Optional[ThreadPoolExecutor] = None
         self._lock_fd: Optional[int] = None
+        self._staging: Optional[str] = None
 
     def __enter__(self) -> "DirectoryCommit":
         os.makedirs(self.directory, exist_ok=True)
@@ -120,6 +124,24 @@ class DirectoryCommit:
         self._background(_drop_cached, os.path.join(self.directory, name))
         return os.path.join(self.directory, self._files[name])
 
+    def temp_path_of(self, name: str) -> str:
+        """Where the new file ``name`` is being written (``temp_path`` gave it)."""
+        return os.path.join(self.directory, self._files[name])
+
+    def staging_folder(self) -> str:
+        """A folder of this save's own, in ``directory``, for writers that write under final names (transformers'
+        ``save_pretrained``, safetensors' ``save_file``): what they write there is published with ``adopt``, and the
+        folder is removed with the save's temporary files (or, after a kill, by the next save or load)."""
+        if self._staging is None:
+            self._staging = os.path.join(self.directory, f"{TEMP_PREFIX}{self.save_id}-staging{TEMP_SUFFIX}")
+            os.mkdir(self._staging)
+        return self._staging
+
+    def adopt(self, name: str, path: str) -> None:
+        """Publish the complete file ``path`` (in ``staging_folder()``) as the new file ``name``."""
+        os.replace(path, self.temp_path(name))
+        self.written(name)
+
     def written(self, name: str) -> None:
         """``name``'s temporary file is complete: fsync it in the background while the next one is written."""
         self._background(_fsync_file, os.path.join(self.directory, self._files[name]))
@@ -128,11 +150,21 @@ class DirectoryCommit:
         """``function(*args)`` in the background thread, after what was queued before; the commit waits for it."""
         self._syncs.append(self._syncer.submit(function, *args))
 
+    def create(self, name: str) -> int:
+        """A descriptor of the new file ``name``'s temporary file, opened for writing; ``complete`` takes it back."""
+        return os.open(self.temp_path(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+
+    def complete(self, fd: int, finish: Optional[Callable[[], None]] = None) -> None:
+        """The file ``create`` opened as ``fd`` is written: in the background, start the writeback of what is left,
+        run ``finish()`` (which may complete the file: a checksum ``os.pwrite`` into its header), fsync and close it.
+        Also after a failed write (with ``finish`` waiting for whatever still uses ``fd``)."""
+        self._background(_finish_fsync_and_close, fd, finish)
+
     def write_chunks(self, name: str, chunks: Iterable[Any]) -> None:
         """Write the new file ``name`` from ``chunks`` (bytes-like objects, each written as it comes: a tensor's memory
         is not copied), and start the writeback of every ``WRITEBACK_CHUNK`` bytes as soon as they are written, so that
         the disk writes while the rest is written and the fsync (``written``) has little left to wait for."""
-        fd = os.open(self.temp_path(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+        fd = self.create(name)
         try:
             offset = started = 0
             for chunk in chunks:
@@ -143,12 +175,12 @@ class DirectoryCommit:
                         written = os.write(fd, piece)
                         piece, offset = piece[written:], offset + written
                     if offset - started >= WRITEBACK_CHUNK:  # Started in the background: it may wait for the disk.
-                        self._background(_start_writeback, fd, started, offset - started)
+                        self._background(start_writeback, fd, started, offset - started)
                         started = offset
         except BaseException:
             self._background(os.close, fd)  # After the writebacks queued before, which use it.
             raise
-        self._background(_fsync_and_close, fd)
+        self.complete(fd)
 
     def write_text(self, name: str, text: str) -> None:
         with open(self.temp_path(name), "w", encoding="utf-8") as handle:
@@ -177,6 +209,7 @@ class DirectoryCommit:
         except BaseException as error:
             self._abandon(error)
             raise
+        self._remove_staging()
         replaced = _hold_replaced(self.directory, [*self._files, *self._stale])
         try:
             _roll_forward(self.directory, journal)
@@ -193,8 +226,14 @@ class DirectoryCommit:
                 os.remove(os.path.join(self.directory, temp))
             except OSError:
                 pass
+        self._remove_staging()
         _note(error, f"archit: the save into '{self.directory}' failed before its commit point; the previous "
                      f"checkpoint there (if any) is intact.")
+
+
+    def _remove_staging(self) -> None:
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
 
 
 def resolve_local(folder: str, name: str) -> Optional[str]:
@@ -240,6 +279,7 @@ def read_consistently(folder: Optional[str], read: Callable[[], T]) -> T:
     """
     if folder is None or not os.path.isdir(folder):
         return read()
+    _recover_if_idle(folder)
     for attempt in range(_OPTIMISTIC_READS):
         observed: Dict[Tuple[str, str], _Identity] = {}
         token = _observed.set(observed)
@@ -365,7 +405,22 @@ def _recover_locked(folder: str) -> None:
     for name in os.listdir(folder):
         if name.startswith(TEMP_PREFIX):
             logger.info("Removing '%s' in '%s', left by a save that did not commit.", name, folder)
-            os.remove(os.path.join(folder, name))
+            path = os.path.join(folder, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+
+
+def _recover_if_idle(folder: str) -> None:
+    """Before a load: complete an interrupted save and remove the temporary files of saves killed before their commit
+    point, if the folder holds any and no save is running (``_try_recover``)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    if any(name == JOURNAL_NAME or name.startswith(TEMP_PREFIX) for name in names):
+        _try_recover(folder)
 
 
 def _try_recover(folder: str) -> bool:
@@ -385,6 +440,21 @@ def _try_recover(folder: str) -> bool:
         return False
     finally:
         _unlock(lock_fd)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``path`` (created if missing, and left in place: removing a lock file
+    that others may hold open is unsafe) for the block, waiting for other holders. Without ``fcntl`` (Windows), no lock.
+    For folders that are made and removed whole (``archit matrix``'s environments), which cannot lock themselves."""
+    if fcntl is None:
+        yield
+        return
+    fd = _flocked(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        _unlock(fd)
 
 
 def _lock(folder: str, exclusive: bool, blocking: bool) -> Optional[int]:
@@ -437,7 +507,7 @@ def _libc_sync_file_range() -> Optional[Callable[..., int]]:
 _sync_file_range = _libc_sync_file_range()
 
 
-def _start_writeback(fd: int, offset: int, length: int) -> None:
+def start_writeback(fd: int, offset: int, length: int) -> None:
     """Start writing ``length`` bytes of ``fd`` from ``offset`` back to the disk, without waiting (Linux); elsewhere,
     or where the file system refuses, nothing: the fsync after the file is complete writes everything anyway."""
     global _sync_file_range
@@ -525,7 +595,14 @@ def _fsync_file(path: str) -> None:
 
 
 def _fsync_and_close(fd: int) -> None:
+    _finish_fsync_and_close(fd, None)
+
+
+def _finish_fsync_and_close(fd: int, finish: Optional[Callable[[], None]]) -> None:
     try:
+        if finish is not None:
+            start_writeback(fd, 0, 0)  # The disk writes the rest (to the end) while ``finish`` waits (for a checksum).
+            finish()
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -23,6 +23,9 @@ SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 WEIGHTS_NAME = "pytorch_model.bin"
 WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
+HEAD_CONFIG_NAME = "head_config.json"
+HEAD_WEIGHTS_NAME = "head.safetensors"
+"""The files of a head saved alone (``ModelWithHeads.saveHead``; ``headfiles.py``)."""
 
 HUB_KWARGS = ("cache_dir", "revision", "local_files_only", "token", "subfolder", "force_download", "proxies")
 
@@ -108,6 +111,19 @@ def find_weight_files(checkpoint: str, use_safetensors: Optional[bool] = None, v
                       **hub_kwargs: Any) -> List[str]:
     """Paths of the checkpoint's weight files: safetensors first (unless ``use_safetensors=False``), then ``.bin``;
     those of ``variant`` (``model.fp16.safetensors``, ...) when one is given, else those without a variant."""
+    return find_weights(checkpoint, use_safetensors, variant, **hub_kwargs).paths
+
+
+@dataclass(frozen=True)
+class WeightFiles:
+    """A checkpoint's weight files (resolved paths) and the index that names them (``None`` for a single file)."""
+    paths: List[str]
+    index: Optional[str]
+
+
+def find_weights(checkpoint: str, use_safetensors: Optional[bool] = None, variant: Optional[str] = None,
+                 **hub_kwargs: Any) -> WeightFiles:
+    """``find_weight_files``, with the index it read."""
     check_variant(variant)
     index_names = [add_variant(SAFE_WEIGHTS_INDEX_NAME, variant), add_variant(WEIGHTS_INDEX_NAME, variant)]
     safetensors_names = [index_names[0], add_variant(SAFE_WEIGHTS_NAME, variant)]
@@ -119,19 +135,19 @@ def find_weight_files(checkpoint: str, use_safetensors: Optional[bool] = None, v
         if path is None:
             continue
         if name not in index_names:
-            return [path]
+            return WeightFiles([path], None)
         paths = []
-        for shard, key in _shards_of_index(path).items():
+        for shard, key in shards_of_index(path).items():
             shard_path = resolve_file(checkpoint, shard, **hub_kwargs)
             if shard_path is None:
                 raise CheckpointError(path, f"names shard {shard}, which is missing", key=f"weight_map.{key}")
             paths.append(shard_path)
-        return paths
+        return WeightFiles(paths, path)
     raise OSError(f"Checkpoint '{checkpoint}' has no weights: none of {', '.join(candidates)} found."
                   + _other_variants(checkpoint, variant, hub_kwargs.get("subfolder") or ""))
 
 
-def _shards_of_index(path: str) -> Dict[str, str]:
+def shards_of_index(path: str) -> Dict[str, str]:
     """The shard file names an index names, each with the first key it assigns to it, sorted by name."""
     index = read_json_file(path)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -192,13 +208,13 @@ class CheckpointReader:
     def __init__(self, paths: List[str]):
         self._stack = ExitStack()
         self._location: Dict[str, Any] = {}  # key -> open safetensors file, or the loaded .bin dict
-        files: Dict[str, str] = {}  # key -> the file holding it
+        self._files: Dict[str, str] = {}  # key -> the file holding it
         try:
             for path in paths:
                 source: Any = self._stack.enter_context(open_safetensors(path)) if is_safetensors(path) \
                     else load_bin(path)
                 for key in source.keys():
-                    _check_once(key, path, files)
+                    _check_once(key, path, self._files)
                     self._location[key] = source
         except BaseException:
             self._stack.close()
@@ -210,6 +226,10 @@ class CheckpointReader:
     def get(self, key: str) -> Tensor:
         source = self._location[key]
         return source[key] if isinstance(source, dict) else source.get_tensor(key)
+
+    def path_of(self, key: str) -> str:
+        """The weight file holding ``key``."""
+        return self._files[key]
 
     def __enter__(self) -> "CheckpointReader":
         return self
@@ -266,6 +286,29 @@ def read_tensor_headers(paths: List[str]) -> Dict[str, TensorHeader]:
             _check_once(key, path, files)
             headers[key] = header
     return headers
+
+
+def dtype_kind(dtype: torch.dtype) -> str:
+    """What a dtype holds: ``"float"``, ``"complex"``, ``"bool"`` or ``"integer"``. Loading casts between dtypes of
+    one kind (float32 into bfloat16, as transformers does), never across kinds."""
+    if dtype.is_floating_point:
+        return "float"
+    if dtype.is_complex:
+        return "complex"
+    return "bool" if dtype == torch.bool else "integer"
+
+
+def wrong_dtype_kind(stored: torch.dtype, target: torch.dtype, path: str, key: str,
+                     model_key: str) -> Optional[CheckpointError]:
+    """The ``CheckpointError`` naming the file and tensor when a stored tensor's dtype is of another kind than the
+    tensor of the model it would fill (an integer tensor for a float weight, or the reverse): what a flipped dtype in a
+    safetensors header gives, whose bytes would load as garbage. ``None`` when the kinds agree."""
+    if dtype_kind(stored) == dtype_kind(target):
+        return None
+    return CheckpointError(path, f"holds it as {str(stored).replace('torch.', '')}, but {model_key} is a "
+                                    f"{str(target).replace('torch.', '')} tensor: an {dtype_kind(stored)} tensor cannot "
+                                    f"fill a {dtype_kind(target)} one (a damaged header, or a checkpoint of another "
+                                    f"model)", key=key)
 
 
 def _check_once(key: str, path: str, files: Dict[str, str]) -> None:
@@ -381,6 +424,9 @@ class HeaderReader:
 
     def get(self, key: str) -> Tensor:
         raise RuntimeError(f"{key}: reading tensor data while planning a load, which reads headers only.")
+
+    def path_of(self, key: str) -> str:
+        return self.headers[key].path
 
     def __enter__(self) -> "HeaderReader":
         return self

@@ -8,17 +8,14 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
 
-from safetensors.torch import save_file
 from torch import Tensor
 
 from .. import __version__ as archit_version
 from .. import _compat as compat
 from .commits import DirectoryCommit, read_consistently, resolve_local
 from .errors import CheckpointError
-from .files import open_safetensors, read_json_file
-
-HEAD_CONFIG_NAME = "head_config.json"
-HEAD_WEIGHTS_NAME = "head.safetensors"
+from .files import HEAD_CONFIG_NAME, HEAD_WEIGHTS_NAME, open_safetensors, read_json_file
+from .writing import WeightWriter
 
 __all__ = ["save_head_files", "read_head_files", "HEAD_CONFIG_NAME", "HEAD_WEIGHTS_NAME"]
 
@@ -30,10 +27,9 @@ def save_head_files(directory: Union[str, os.PathLike], description: Dict[str, A
         raise ValueError(f"saveHead needs a directory, but '{directory}' is a file.")
     description = {**description, "transformers_version": str(compat.TRANSFORMERS_VERSION),
                    "archit_version": archit_version}
-    with DirectoryCommit(directory) as commit:
-        save_file({key: tensor.detach().contiguous() for key, tensor in tensors.items()},
-                  commit.temp_path(HEAD_WEIGHTS_NAME), metadata={"format": "pt"})
-        commit.written(HEAD_WEIGHTS_NAME)
+    with DirectoryCommit(directory) as commit, WeightWriter(commit) as writer:
+        writer.safetensors(HEAD_WEIGHTS_NAME, {key: tensor.detach().contiguous() for key, tensor in tensors.items()},
+                           {"format": "pt"})
         commit.write_text(HEAD_CONFIG_NAME, json.dumps(description, indent=2, sort_keys=True) + "\n")
 
 

@@ -30,8 +30,18 @@ from .configs import (
 )
 from .devices import DevicePlacement
 from .errors import CheckpointError
-from .files import HUB_KWARGS, CheckpointReader, HeaderReader, find_weight_files, read_config_dict
+from .files import (
+    HUB_KWARGS,
+    CheckpointReader,
+    HeaderReader,
+    WeightFiles,
+    find_weight_files,
+    find_weights,
+    read_config_dict,
+    wrong_dtype_kind,
+)
 from .hfmodels import imported_head, transformers_head_config
+from .integrity import verify_weight_files
 from .keys import CORE_IN_BASE_MODEL, CORE_PATH, HEAD_PATH, KeyRenaming, model_key_for, rename_checkpoint_keys
 
 logger = logging.getLogger(__name__)
@@ -53,6 +63,8 @@ class LoadOptions:
     loss: Optional[nn.Module] = None
     trust_remote_code: bool = False
     """Build a base model from the code that ships with the checkpoint (its ``auto_map``); never ``None``."""
+    verify: bool = False
+    """Check the weight files' checksums (``integrity.py``) before loading them."""
     code_revision: Optional[str] = None
     config_overrides: Dict[str, Any] = field(default_factory=dict)
 
@@ -77,6 +89,7 @@ class LoadOptions:
             key_mapping=kwargs.pop("key_mapping", None),
             loss=kwargs.pop("loss", None),
             trust_remote_code=bool(kwargs.pop("trust_remote_code", False)),
+            verify=bool(kwargs.pop("verify", False)),
             code_revision=kwargs.pop("code_revision", None),
         )
         kwargs.pop("torch_dtype", None)
@@ -353,6 +366,7 @@ def _plan(checkpoint: str, built: _Built, options: LoadOptions) -> Dict[str, Any
                           built.conversion_model)
     expected = model.state_dict(keep_vars=True)
     loaded: List[str] = []
+    wrong_kind: Optional[str] = None  # The first tensor whose dtype cannot fill its target (loading raises there).
     mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = []
     converted: Dict[str, List[str]] = {}
     for unit in plan.placed:
@@ -362,6 +376,11 @@ def _plan(checkpoint: str, built: _Built, options: LoadOptions) -> Dict[str, Any
         if header is not None and header.shape != shape:
             mismatched.append((target, header.shape, shape))
             continue
+        stored_dtype = getattr(torch, header.dtype, None) if header is not None else None
+        if wrong_kind is None and isinstance(stored_dtype, torch.dtype):
+            error = wrong_dtype_kind(stored_dtype, expected[target].dtype, header.path, plan.stored[unit.sources[0]],
+                                     target)
+            wrong_kind = None if error is None else str(error)
         loaded.append(target)
         if unit.converted:
             converted[target] = [plan.stored[key] for key in unit.sources]
@@ -373,8 +392,8 @@ def _plan(checkpoint: str, built: _Built, options: LoadOptions) -> Dict[str, Any
         if copied is not None:
             filled.add(copied)
     missing = [name for name, tensor in _named_tensors(model) if tensor.device.type == "meta" and name not in filled]
-    error = _refusal(checkpoint, model, options, mismatched, plan.unexpected,
-                     _needed_from_checkpoint(missing, built.layout, not built.expect_new_head))
+    error = wrong_kind or _refusal(checkpoint, model, options, mismatched, plan.unexpected,
+                                   _needed_from_checkpoint(missing, built.layout, not built.expect_new_head))
     return {"loaded_keys": loaded, "missing_keys": missing, "unexpected_keys": plan.unexpected,
             "mismatched_keys": mismatched, "converted_keys": converted, "error": error}
 
@@ -412,7 +431,10 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
     placement = DevicePlacement.plan(model, options.device_map, options.max_memory, dtype)
     mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = []
     converted: Dict[str, List[str]] = {}
-    weight_files = find_weight_files(checkpoint, options.use_safetensors, options.variant, **options.hub)
+    weights = find_weights(checkpoint, options.use_safetensors, options.variant, **options.hub)
+    weight_files = weights.paths
+    if options.verify:
+        _verify_weights(checkpoint, weights)
     with CheckpointReader(weight_files) as reader:
         plan = _plan_fill(model, checkpoint, config_dict, options, layout, head_prefixes, reader, conversion_model)
         expected = model.state_dict(keep_vars=True)
@@ -427,6 +449,10 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
                 if tuple(tensor.shape) != shape:
                     mismatched.append((target, tuple(tensor.shape), shape))
                     continue
+                source = plan.stored[unit.sources[0]]
+                error = wrong_dtype_kind(tensor.dtype, expected[target].dtype, reader.path_of(source), source, target)
+                if error is not None:
+                    raise error
                 set_module_tensor_to_device(model, target, placement.device_of(target), value=tensor,
                                             dtype=dtype if tensor.is_floating_point() else None)
                 if unit.converted:
@@ -454,6 +480,22 @@ def fill_from_checkpoint(model: nn.Module, checkpoint: str, config_dict: Dict[st
                 if converted else "")
     return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched,
             "converted_keys": converted, "error_msgs": []}
+
+
+def _verify_weights(checkpoint: str, weights: WeightFiles) -> None:
+    """``from_pretrained(..., verify=True)``: raise ``CheckpointError`` for the first damaged weight file; say when
+    some files carry no checksum (their structure is checked, their tensor data cannot be)."""
+    checks = verify_weight_files(weights.paths, weights.index)
+    damaged = [check for check in checks if check.damaged]
+    if damaged:
+        raise damaged[0].error
+    unverified = [check.name for check in checks if check.status == "unverified"]
+    if unverified:
+        logger.warning("Checkpoint '%s': %s carry no checksum (written by transformers, the published ArchIt or an "
+                       "older archit): their structure is sound, their tensor data could not be verified.",
+                       checkpoint, ", ".join(unverified))
+    else:
+        logger.info("Checkpoint '%s': every weight file's checksum matches.", checkpoint)
 
 
 def _needed_from_checkpoint(missing: List[str], layout: Layout, head_in_checkpoint: bool) -> List[str]:

@@ -5,15 +5,8 @@ import json
 import logging
 import os
 import re
-import shutil
-import struct
-import sys
-import tempfile
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
-import safetensors.torch
-import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
 from .. import _compat as compat
@@ -30,23 +23,13 @@ from .files import (
     weight_file_variant,
 )
 from .keys import CORE_PATH
+from .writing import WeightWriter, tensor_nbytes
 
 logger = logging.getLogger(__name__)
 
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 _ACCEPTED_AND_UNUSED = ("push_to_hub", "token", "save_peft_format", "save_function")
-# safetensors' names of the dtypes ``_safetensors_chunks`` writes, in safetensors' order of them (its ``Dtype`` enum,
-# increasing alignment): it stores tensors by dtype, the last of this list first, then by name. Only those the installed
-# safetensors writes too (its ``_TYPES``; older releases lack float8 and unsigned 16-64 bit): the others go through
-# save_file, which raises for them or writes them as it does.
-_SAFETENSORS_DTYPES = {dtype: name for dtype, name in (
-    (torch.bool, "BOOL"), (torch.uint8, "U8"), (torch.int8, "I8"), (getattr(torch, "float8_e5m2", None), "F8_E5M2"),
-    (getattr(torch, "float8_e4m3fn", None), "F8_E4M3"), (torch.int16, "I16"), (getattr(torch, "uint16", None), "U16"),
-    (torch.float16, "F16"), (torch.bfloat16, "BF16"), (torch.int32, "I32"), (getattr(torch, "uint32", None), "U32"),
-    (torch.float32, "F32"), (torch.float64, "F64"), (torch.int64, "I64"), (getattr(torch, "uint64", None), "U64"),
-) if dtype is not None and getattr(safetensors.torch, "_TYPES", {}).get(name) == dtype}
-_SAFETENSORS_RANK = {dtype: rank for rank, dtype in enumerate(_SAFETENSORS_DTYPES)}
 
 
 def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_shard_size: Union[int, str] = "5GB",
@@ -75,22 +58,17 @@ def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_sha
     stem, extension = weights_name.rsplit(".", 1)
     names = [weights_name] if len(shards) == 1 else \
         [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{extension}" for i in range(len(shards))]
-    nbytes = sum(_nbytes(t) for t in tensors.values())
+    nbytes = sum(tensor_nbytes(t) for t in tensors.values())
 
-    with DirectoryCommit(save_directory) as commit:
+    with DirectoryCommit(save_directory) as commit, WeightWriter(commit) as writer:
         for name, shard in compat.progress(zip(names, shards), len(shards), "Writing model shards", len(tensors),
                                            nbytes):
-            chunks = _safetensors_chunks(shard, {"format": "pt"}) if safe_serialization else None
-            if chunks is not None:
-                commit.write_chunks(name, chunks)
-                continue
             if safe_serialization:
-                save_file(shard, commit.temp_path(name), metadata={"format": "pt"})
+                writer.safetensors(name, shard, {"format": "pt"})
             else:
-                torch.save(shard, commit.temp_path(name))
-            commit.written(name)
+                writer.bin(name, shard)
         if len(shards) > 1:
-            index = {"metadata": {"total_size": nbytes},
+            index = {"metadata": {"total_size": nbytes, **writer.index_metadata()},
                      "weight_map": {key: name for name, shard in zip(names, shards) for key in shard}}
             commit.write_text(index_name, json.dumps(index, indent=2, sort_keys=True))
         save_code_files(commit, model.config.base_model_config, model.base_model)
@@ -103,13 +81,32 @@ def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_sha
 
 def save_code_files(commit: DirectoryCommit, config, core) -> None:
     """The code files of a core built from checkpoint code (``trust_remote_code=True``), published with the rest of
-    the save (``commit``); the config's ``auto_map`` names them afterwards. transformers' ``custom_object_save`` copies
-    them into a staging folder first, since it writes under the final names."""
-    with tempfile.TemporaryDirectory(prefix="archit-code-") as staging:
-        for path in save_code_of(config, core, staging):
-            name = os.path.basename(path)
-            shutil.copyfile(path, commit.temp_path(name))
-            commit.written(name)
+    the save (``commit``); the config's ``auto_map`` names them afterwards. transformers' ``custom_object_save`` writes
+    them under their final names: into the save's staging folder."""
+    staging = os.path.join(commit.staging_folder(), "code")
+    os.makedirs(staging, exist_ok=True)
+    for path in dict.fromkeys(save_code_of(config, core, staging)):
+        commit.adopt(os.path.basename(path), path)
+
+
+def save_through_transformers(save_directory: Union[str, os.PathLike], write: Callable[[str], None],
+                              variant: Optional[str] = None) -> None:
+    """
+    A save that transformers writes (``write(folder)``: a ``save_pretrained`` of transformers' own), made
+    crash-consistent as archit's own saves are: transformers writes into the save's staging folder, and its files are
+    published together with one commit (``commits.py``), safetensors files with their checksum added (``writing.py``);
+    the earlier save's weight files of the same variant that the new one does not replace are removed, as transformers
+    removes them.
+    """
+    if os.path.isfile(save_directory):
+        raise ValueError(f"save_pretrained needs a directory, but '{save_directory}' is a file.")
+    check_variant(variant)
+    with DirectoryCommit(save_directory) as commit, WeightWriter(commit) as writer:
+        staging = os.path.join(commit.staging_folder(), "transformers")
+        os.mkdir(staging)
+        write(staging)
+        writer.adopt_staged(staging)
+        commit.remove_after_commit(_stale_weights(save_directory, variant))
 
 
 def checkpoint_layout(model, tensors: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -146,50 +143,15 @@ def _without_shared_duplicates(state_dict: Dict[str, Tensor]) -> Dict[str, Tenso
     return kept
 
 
-def _safetensors_chunks(tensors: Dict[str, Tensor], metadata: Optional[Dict[str, str]]) -> Optional[Iterator[Any]]:
-    """The bytes of ``safetensors.torch.save_file(tensors, path, metadata)``'s file, byte for byte (the header, then
-    each tensor's own memory, not copied), so that the file can be written in pieces whose writeback starts early
-    (``DirectoryCommit.write_chunks``); ``None`` where save_file is needed: a dtype not in ``_SAFETENSORS_DTYPES``, a
-    tensor that is not a dense CPU tensor, a big-endian machine (save_file byte-swaps), more than one metadata entry
-    (safetensors writes them in the order of a Rust hash map), no tensor but metadata (safetensors 0.4-0.8 write a
-    header that is not JSON then)."""
-    if sys.byteorder != "little" or len(metadata or {}) > 1 or (not tensors and metadata is not None) or not all(
-            tensor.dtype in _SAFETENSORS_DTYPES and tensor.device.type == "cpu" and tensor.layout == torch.strided
-            and tensor.is_contiguous() for tensor in tensors.values()):
-        return None
-    order = sorted(tensors, key=lambda key: (-_SAFETENSORS_RANK[tensors[key].dtype], key.encode("utf-8")))
-    header: Dict[str, Any] = {} if metadata is None else {"__metadata__": metadata}
-    offset = 0
-    for key in order:
-        tensor = tensors[key]
-        header[key] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
-                       "data_offsets": [offset, offset + _nbytes(tensor)]}
-        offset += _nbytes(tensor)
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-
-    def chunks() -> Iterator[Any]:
-        yield struct.pack("<Q", len(text)) + text
-        for key in order:
-            if tensors[key].numel():
-                yield tensors[key].detach().reshape(-1).view(torch.uint8).numpy()
-
-    return chunks()
-
-
-def _nbytes(tensor: Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
-
-
 def _shard(tensors: Dict[str, Tensor], max_bytes: int) -> List[Dict[str, Tensor]]:
     shards: List[Dict[str, Tensor]] = [{}]
     size = 0
     for key, tensor in tensors.items():
-        if shards[-1] and size + _nbytes(tensor) > max_bytes:
+        if shards[-1] and size + tensor_nbytes(tensor) > max_bytes:
             shards.append({})
             size = 0
         shards[-1][key] = tensor
-        size += _nbytes(tensor)
+        size += tensor_nbytes(tensor)
     return shards
 
 
