@@ -5,7 +5,7 @@
     nox -s "tests(tf4.40)"       one minor; ``nox -l`` lists them all
     nox -s "tests(tf4.50)" -- tests/test_save.py -x     pytest arguments after ``--``
     nox -t bench                 the loading and saving benchmarks on 4.49 and the newest minor
-    nox -t fuzz                  crash-consistency and damaged-checkpoint tests at length (4.36, newest)
+    nox -t fuzz                  crash-consistency, damaged-checkpoint and checksum tests at length (4.36, newest)
     nox -s matrix                ``archit matrix`` end to end on two releases (the slow tests; tag "eras", so CI runs it)
     nox -s report                ``archit matrix`` over the probe checkpoints on every minor: ``report/`` and the
                                  README's compatibility table; ``nox -s report -- 4.36 5.24`` limits the minors
@@ -69,6 +69,8 @@ for name in {REPORTED_PACKAGES!r}:
 nvidia = sorted(d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].startswith("nvidia"))
 print(f"{{'nvidia-*':>16}} {{', '.join(nvidia) or 'none'}}")
 """
+FUZZ_TESTS = ("tests/test_crash_saves.py", "tests/test_damaged_checkpoints.py", "tests/test_integrity.py",
+              "tests/test_save_fast.py")
 LINT_PATHS = ("archit", "compat", "tests", "benchmarks", "tools", "noxfile.py")
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 # The tests' tiny models run several times faster on one thread than on a few contended ones (a session on 2 cores:
@@ -142,11 +144,12 @@ def tests(session: nox.Session, transformers_minor: str) -> None:
 @nox.session(tags=["fuzz"])
 @nox.parametrize("transformers_minor", [nox.param(m, id=f"tf{m}") for m in ("4.36", NEWEST)])
 def fuzz(session: nox.Session, transformers_minor: str) -> None:
-    """The crash-consistency and damaged-checkpoint tests at length (ARCHIT_THOROUGH=1: a SIGKILL at every file
-    operation of every layout, ten times the hypothesis examples); the default sessions run a bounded sample."""
+    """The crash-consistency, damaged-checkpoint and checksum tests at length (ARCHIT_THOROUGH=1: a SIGKILL at every
+    file operation of every layout and save path, 200 loads against a save paused at each file operation in turn, ten
+    times the hypothesis examples: bit flips, damaged headers, indexes and configs); the default sessions run a bounded
+    sample."""
     _install(session, transformers_minor)
-    session.run("pytest", *(session.posargs or ("tests/test_crash_saves.py", "tests/test_damaged_checkpoints.py")),
-                env={**OFFLINE, **ONE_THREAD, "ARCHIT_THOROUGH": "1"})
+    session.run("pytest", *(session.posargs or FUZZ_TESTS), env={**OFFLINE, **ONE_THREAD, "ARCHIT_THOROUGH": "1"})
 
 
 @nox.session(tags=["bench"])

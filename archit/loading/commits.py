@@ -10,7 +10,9 @@ that finished last):
 
 1. Roll a journal left by an earlier save forward and remove temporary files of saves that died before their commit.
 2. Write every new file under a temporary name in the same folder, ``.archit-tmp-<save id>-<final name>.part``; fsync
-   each (in a background thread, while the next file is written). Large files (``write_chunks``) have the writeback of
+   each (in a background thread, while the next file is written). Writers that write under final names (transformers'
+   ``save_pretrained``, safetensors' ``save_file``) write into the save's staging folder
+   ``.archit-tmp-<save id>-staging.part/``, and the save adopts their files (``adopt``: renamed to temporary names). Large files (``write_chunks``) have the writeback of
    every 64 MB started as soon as they are written (Linux ``sync_file_range``, queued on the same thread), so that the
    disk writes while the rest is written and the fsync has little left. The cached pages of the file a new one will
    replace are dropped first (``POSIX_FADV_DONTNEED``: only pages already on disk and not mapped), so that the new file
