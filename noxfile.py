@@ -15,7 +15,9 @@ loaded here by file path because nox's own Python need not have archit installed
 module, so its environments are the sessions' environments. The minors are the newest patch of each minor from 4.36 on
 as the package index lists them (``PIP_INDEX_URL`` / pip's ``index-url``, else PyPI; asked with a 3 s timeout at most
 once an hour, the answer cached in ``~/.cache/archit/releases.json``), so a new transformers minor gets a session with no
-change here; offline (or with ``ARCHIT_RELEASES_OFFLINE=1``) the built-in ``TRANSFORMERS_MINORS`` stand.
+change here; offline (or with ``ARCHIT_RELEASES_OFFLINE=1``) the built-in ``TRANSFORMERS_MINORS`` stand. A minor whose
+requirements the index cannot resolve (a release that needs a companion release the index does not carry yet) is
+skipped, and the newest minor that resolves is the newest era boundary.
 
 Every session installs the newest patch of its minor (``transformers~=X.Y.0``), the companions that minor was released
 with (``COMPANION_CAPS``), one fixed torch build, pytest and archit itself, all in one resolve.
@@ -55,7 +57,9 @@ def _load_module(path: str):
 releases = _load_module("archit/cli/releases.py")
 DISCOVERED, DISCOVERED_FROM = releases.discover_releases()
 TRANSFORMERS_MINORS = tuple(DISCOVERED)  # every minor from 4.36 on with a final release on the index
-NEWEST = TRANSFORMERS_MINORS[-1]
+# The newest minor the index can install: a new release may need a companion release the index does not carry yet
+# (transformers 5.25 needs kernels>=0.19.1; some mirrors stop at 0.17.2). Asked of uv, cached for six hours.
+NEWEST, UNINSTALLABLE = releases.newest_installable(TRANSFORMERS_MINORS)
 # The first and last minor of each era that compat/ has a backend for (see CONTRIBUTING.md), plus the newest.
 ERA_BOUNDARIES = ("4.36", "4.49", "4.50", "4.57", "5.0", NEWEST)
 TORCH = releases.torch_requirement()
@@ -95,6 +99,9 @@ def _install(session: nox.Session, transformers_minor: str) -> None:
 
 
 def _run_tests(session: nox.Session, transformers_minor: str) -> None:
+    if transformers_minor in UNINSTALLABLE:
+        session.skip(f"transformers {transformers_minor} cannot be installed from this package index: "
+                     f"{UNINSTALLABLE[transformers_minor]}")
     _install(session, transformers_minor)
     session.run("pytest", "--strict-markers", *(session.posargs or ("tests",)), env={**OFFLINE, **ONE_THREAD})
 

@@ -7,6 +7,7 @@ import ast
 import json
 import multiprocessing
 import os
+import subprocess
 import sys
 import urllib.error
 from pathlib import Path
@@ -368,3 +369,29 @@ def test_two_runs_make_one_environment(tmp_path, monkeypatch):
     assert sorted(outcome["created"] for outcome in outcomes) == [False, True]
     assert outcomes[0]["python"] == outcomes[1]["python"]
     assert Path(outcomes[0]["python"]).parent.parent.joinpath(".complete").exists()
+
+
+def test_newest_installable_minor_skips_what_the_index_cannot_resolve():
+    reasons = {"5.25": "Because only kernels<=0.17.2 is available and transformers>=5.25.0 depends on kernels>=0.19.1"}
+    newest, skipped = releases.newest_installable(
+        ["5.23", "5.24", "5.25"], error=lambda requirements: reasons.get(requirements[0].split("~=")[1][:-2]))
+    assert newest == "5.24" and skipped == reasons
+
+
+def test_resolution_error_reads_uv_and_caches(tmp_path, monkeypatch):
+    calls = []
+    stderr = ("  × No solution found when resolving dependencies:\n  ╰─▶ Because only kernels<=0.17.2 is available and "
+              "transformers>=5.25.0 depends on kernels>=0.19.1,<0.20, we can conclude that ...\n")
+
+    def run(command, **kwargs):
+        calls.append(kwargs["input"])
+        return subprocess.CompletedProcess(command, 1, "", stderr)
+
+    monkeypatch.setattr(releases, "_uv_command", lambda: ["uv"])
+    cache = tmp_path / "resolutions.json"
+    error = releases.resolution_error(["transformers~=5.25.0"], cache=cache, run=run)
+    assert error.startswith("Because only kernels<=0.17.2 is available")
+    assert releases.resolution_error(["transformers~=5.25.0"], cache=cache, run=run) == error
+    assert calls == ["transformers~=5.25.0"]  # The second answer came from the cache.
+    offline = subprocess.CompletedProcess([], 2, "", "error: Failed to fetch: https://pypi.org/simple/transformers/")
+    assert releases.resolution_error(["transformers~=5.24.0"], cache=cache, run=lambda c, **k: offline) is None

@@ -10,12 +10,15 @@ path, from nox's own Python, where archit (and torch) need not be installed.
   (``PIP_INDEX_URL`` / pip's ``index-url``, else PyPI's JSON API) with a short timeout and cached for an hour.
 - ``COMPANION_CAPS`` / ``companions(minor)``: what a minor needs capped besides its own metadata.
 - ``torch_requirement()`` and ``pip_find_links()``: the one torch build, found where pip is configured to find it.
+- ``newest_installable(minors)`` / ``resolution_error(requirements)``: the newest minor the configured index can
+  install (a new release may need a companion release the index does not carry yet), asked of uv and cached.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -287,3 +290,82 @@ def transformers_requirement(release: str) -> str:
     """The requirement for a release: ``transformers==4.57.3`` for a full version, ``transformers~=4.57.0`` (its newest
     patch) for a minor."""
     return f"transformers=={release}" if release.count(".") >= 2 else f"transformers~={release}.0"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Installability
+
+RESOLVE_CACHE_SECONDS = 6 * 3600
+RESOLVE_TIMEOUT_S = 120.0
+_NO_SOLUTION = "No solution found"
+
+
+def _uv_command() -> Optional[List[str]]:
+    """How to run uv from this Python: ``uv`` on the PATH, else ``python -m uv``; ``None`` without uv."""
+    found = shutil.which("uv")
+    if found:
+        return [found]
+    try:
+        subprocess.run([sys.executable, "-m", "uv", "--version"], capture_output=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [sys.executable, "-m", "uv"]
+
+
+def resolution_error(requirements: Sequence[str], cache: Optional[Path] = None,
+                     run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> Optional[str]:
+    """Why ``requirements`` cannot be installed from the configured package index (uv's telling line: ``Because only
+    kernels<=0.17.2 is available and transformers>=5.25.0 depends on kernels>=0.19.1 ...``), or ``None`` when uv
+    resolves them. A new transformers release can depend on a release of a companion that the index does not carry
+    yet; its sessions then cannot run here. Only a resolution that uv answers with "No solution found" counts: without
+    uv, offline, or on any other failure the answer is ``None`` (try to install, and fail there if it must). The answer
+    is cached for six hours (``cache``, default ``cache_dir()/resolutions.json``)."""
+    key = " ".join(sorted(requirements))
+    cache = cache if cache is not None else cache_dir() / "resolutions.json"
+    try:
+        stored = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        stored = {}
+    entry = stored.get(key) if isinstance(stored, dict) else None
+    if isinstance(entry, dict) and time.time() - entry.get("time", 0) < RESOLVE_CACHE_SECONDS:
+        return entry.get("error")
+    uv = _uv_command()
+    if uv is None:
+        return None
+    try:
+        done = run([*uv, "pip", "compile", "--quiet", "--no-header", "--python", sys.executable, "-"],
+                   input="\n".join(requirements), capture_output=True, text=True, timeout=RESOLVE_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    error = None
+    if done.returncode != 0 and _NO_SOLUTION in done.stderr:
+        lines = [line.strip(" ×╰─▶│\t") for line in done.stderr.splitlines()]
+        error = next((re.sub(r"^cause:\s*", "", line) for line in lines if "Because" in line), _NO_SOLUTION)
+    elif done.returncode != 0:
+        return None  # Not a verdict on the requirements (the index unreachable, ...): not cached.
+    try:
+        stored = stored if isinstance(stored, dict) else {}
+        stored[key] = {"time": time.time(), "error": error}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(stored, indent=1))
+    except OSError:
+        pass
+    return error
+
+
+def minor_requirements(minor: str) -> List[str]:
+    """What a session or environment for ``minor`` resolves besides torch and archit: transformers and its caps."""
+    return [transformers_requirement(minor), *companions(minor)]
+
+
+def newest_installable(minors: Sequence[str],
+                       error: Callable[[Sequence[str]], Optional[str]] = resolution_error) -> Tuple[str, Dict[str, str]]:
+    """The newest of ``minors`` whose requirements resolve on the configured index, and why each newer one does not
+    (``{minor: reason}``)."""
+    skipped: Dict[str, str] = {}
+    for minor in sorted(minors, key=minor_key, reverse=True):
+        reason = error(minor_requirements(minor))
+        if reason is None:
+            return minor, skipped
+        skipped[minor] = reason
+    return sorted(minors, key=minor_key)[-1], skipped
