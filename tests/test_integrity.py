@@ -257,3 +257,14 @@ def test_a_saved_head_of_another_dtype_kind_is_refused(model, saves, tmp_path):
     with pytest.raises(CheckpointError, match="dense.weight"):
         body.loadHead(str(folder))
     assert "tagger" not in body.heads
+
+
+def test_a_flip_in_the_name_of_the_checksum_is_damage_not_its_absence(saves, tmp_path, capsys):
+    """Found by ``nox -t fuzz``: a flipped bit in ``archit_sha256`` (``\\x60rchit_sha256``) must not turn a checksummed
+    file into one without a checksum, which verifies as 'unverified'."""
+    folder = Path(shutil.copytree(saves / "single", tmp_path / "renamed"))
+    path = folder / "model.safetensors"
+    raw = path.read_bytes()
+    flip(path, raw.index(b'"archit_sha256"') + 1, 0)
+    assert b'"`rchit_sha256"' in path.read_bytes()
+    assert_caught(folder, path.name, capsys)

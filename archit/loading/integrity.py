@@ -142,6 +142,26 @@ def stored_digest(header: Dict[str, Any]) -> Optional[str]:
     return (header.get("__metadata__") or {}).get(DIGEST_KEY)
 
 
+def damaged_digest_name(entries: Dict[str, Any]) -> Optional[str]:
+    """The name of an entry of ``entries`` (a header's ``__metadata__``, an index's ``metadata``) that is
+    ``archit_sha256`` with one character changed (a flipped bit) while its value still has the form of a checksum:
+    without this, such a file would read as one that never had a checksum."""
+    if DIGEST_KEY in entries:
+        return None
+    for name, value in entries.items():
+        if isinstance(name, str) and len(name) == len(DIGEST_KEY) \
+                and sum(a != b for a, b in zip(name, DIGEST_KEY)) == 1 and _looks_like_checksums(value):
+            return name
+    return None
+
+
+def _looks_like_checksums(value: Any) -> bool:
+    """A checksum (64 hexadecimal digits, give or take a damaged one), or a map of file names to checksums."""
+    if isinstance(value, dict):
+        return bool(value) and all(_looks_like_checksums(v) for v in value.values())
+    return isinstance(value, str) and len(value) == 64
+
+
 def safetensors_digest(path: str) -> Tuple[Optional[str], str]:
     """``(stored, computed)``: the checksum in the safetensors file's header (``None`` without one) and the one its
     contents have now. Raises ``CheckpointError`` when the header is damaged."""
@@ -228,7 +248,11 @@ def verify_weight_files(paths: List[str], index_path: Optional[str]) -> List[Fil
     index = read_json_file(index_path) if index_path is not None else None
     if index_path is not None:
         shards_of_index(index_path)  # The index's own structure.
-    bin_digests = ((index or {}).get("metadata") or {}).get(DIGEST_KEY) or {}
+    index_metadata = (index or {}).get("metadata") or {}
+    if isinstance(index_metadata, dict) and damaged_digest_name(index_metadata) is not None:
+        raise CheckpointError(index_path, f"is damaged: its checksums' entry is named "
+                                          f"{damaged_digest_name(index_metadata)!r}, not {DIGEST_KEY!r}")
+    bin_digests = index_metadata.get(DIGEST_KEY) or {} if isinstance(index_metadata, dict) else {}
     checks = []
     for path in paths:
         try:
@@ -245,15 +269,21 @@ def _verify_weight_file(path: str, bin_digests: Dict[str, str]) -> FileCheck:
     if is_safetensors(path):
         stored, computed = safetensors_digest(path)
         read_tensor_headers([path])  # safetensors' own reading of the header
+        damaged_name = damaged_digest_name(open_settled(path, check_safetensors_header).get("__metadata__") or {})
+        if damaged_name is not None:
+            raise CheckpointError(path, f"is damaged: its checksum's entry is named {damaged_name!r}, not "
+                                        f"{DIGEST_KEY!r}")
         if stored is None:
             return FileCheck(name, "unverified", f"{name}: structure sound; no checksum, tensor data not checked")
     else:
-        read_tensor_headers([path])  # The pickle, its storages mapped onto the meta device.
         stored = bin_digests.get(name)
         if stored is None:
+            read_tensor_headers([path])  # The pickle, its storages mapped onto the meta device.
             return FileCheck(name, "unverified", f"{name}: structure sound; no checksum (a .bin file has one only in "
                                                  f"the index of a sharded save), tensor data not checked")
-        computed = file_digest(path)
+        computed = file_digest(path)  # First: a damaged pickle is then named as damaged, not as unreadable.
+        if computed == stored:
+            read_tensor_headers([path])
     if computed != stored:
         raise CheckpointError(path, f"is damaged: its contents do not match its SHA-256 checksum (stored {stored[:12]}..., "
                                     f"now {computed[:12]}...): bits of its tensor data or header changed since archit "
