@@ -9,7 +9,20 @@ from .loading.commits import read_consistently
 from .loading.configs import dataclass_from_dict as dataclass_from_dict
 from .loading.files import find_weight_files, read_tensors
 
-__all__ = ["torchPrint", "parameterCount", "parameterCountBaseVsHead", "checkpointToStateDict", "dataclass_from_dict"]
+__all__ = ["torchPrint", "parameterCount", "parameterCountBaseVsHead", "checkpointToStateDict", "dataclass_from_dict",
+           # What ``from archit.util import *`` also gave with the published ArchIt (no __all__).
+           "Dict", "Enum", "Module", "Path", "PreTrainedModel", "Tensor", "Tuple", "WEIGHTS_NAME", "cached_file", "fields",
+           "load_state_dict"]
+
+# Names the published ArchIt's util module had by importing them.
+from dataclasses import fields as fields  # noqa: E402
+from enum import Enum as Enum  # noqa: E402
+from pathlib import Path as Path  # noqa: E402
+
+from transformers import PreTrainedModel as PreTrainedModel  # noqa: E402
+from transformers.modeling_utils import load_state_dict as load_state_dict  # noqa: E402
+from transformers.utils import WEIGHTS_NAME as WEIGHTS_NAME  # noqa: E402
+from transformers.utils import cached_file as cached_file  # noqa: E402
 
 
 def torchPrint(module: Module, scaffolding: str = ":", truncation_depth: int = 100) -> None:

@@ -193,7 +193,9 @@ def test_dataclass_from_dict_head_config():
     from archit.util import dataclass_from_dict
     assert dataclass_from_dict(TokenClassificationHeadConfig, {"num_labels": 4}) \
         == TokenClassificationHeadConfig(num_labels=4)
-    assert dataclass_from_dict(MaskedLMHeadConfig, {"tie_weights": False}) == MaskedLMHeadConfig(tie_weights=False)
+    # A stored MLM head config without epsilon and activation is the published ArchIt's: its head used these.
+    assert dataclass_from_dict(MaskedLMHeadConfig, {"tie_weights": False}) \
+        == MaskedLMHeadConfig(tie_weights=False, layer_norm_eps=1e-5, hidden_act="gelu")
 
 
 def test_parameter_count():

@@ -24,7 +24,27 @@ import torch
 from accelerate import init_empty_weights
 from torch import nn
 
-__all__ = ["printDifference", "renderDifference"]
+from .nodes import ABC as ABC
+
+# The published module's node tree and the names it imported (see nodes.py).
+from .nodes import SUFFIX as SUFFIX
+from .nodes import Module as Module
+from .nodes import ModuleListNode as ModuleListNode
+from .nodes import ModuleNode as ModuleNode
+from .nodes import NativeModuleNode as NativeModuleNode
+from .nodes import Node as Node
+from .nodes import NoneNode as NoneNode
+from .nodes import OrderedDict as OrderedDict
+from .nodes import abstractmethod as abstractmethod
+from .nodes import alignCharacter as alignCharacter
+from .nodes import constructNode as constructNode
+from .nodes import getNamedSubmodules as getNamedSubmodules
+
+__all__ = ["printDifference", "renderDifference",
+           # What ``from archit.declaration.compiler import *`` also gave with the published ArchIt (no __all__).
+           "SUFFIX", "Node", "NoneNode", "ModuleNode", "NativeModuleNode", "ModuleListNode", "alignCharacter",
+           "getNamedSubmodules", "constructNode", "ABC", "abstractmethod", "OrderedDict", "Module", "Dict", "List", "Set",
+           "Type", "warnings"]
 
 logger = logging.getLogger(__name__)
 

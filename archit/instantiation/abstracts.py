@@ -20,6 +20,7 @@ answer must be computed (from the head config, say). Of a class attribute and th
 declared by the most derived class wins: a subclass that sets only ``config_class`` gets it from ``configClass()`` even
 where its parent overrode ``configClass()``.
 """
+import copy
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from typing_extensions import Self
 from .. import _compat as compat
 from ..loading import (
     load_base_model,
+    load_model_from_parts,
     load_model_with_head,
     save_model_with_head,
     save_through_transformers,
@@ -55,6 +57,14 @@ HeadOutput = OneOrMoreTensors  # A head can return several tensors (e.g. QA with
 
 __all__ = ["BaseModel", "BaseModelConfig", "Head", "HeadConfig", "ModelWithHead", "ModelWithHeadOutput",
            "CombinedConfig", "AllHiddenStatesAndPooling", "Tensors", "OneOrMoreTensors", "HeadOutput", "PC", "HC"]
+
+# Names the published ArchIt's abstracts module had by importing them, which code imports from here (LaMoTO:
+# ``from archit.instantiation.abstracts import Tensors, Tensor``; ``abstracts.dataclass_from_dict``).
+from typing import TypeVar as TypeVar  # noqa: E402
+
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present as consume_prefix_in_state_dict_if_present  # noqa: E402,E501
+
+from ..loading.configs import dataclass_from_dict as dataclass_from_dict  # noqa: E402
 
 
 class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
@@ -284,7 +294,22 @@ class ModelWithHeadOutput(ModelOutput):
     base_model_output: Optional[AllHiddenStatesAndPooling] = None
 
 
-class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
+class PreTrainedModelUnderTasks(compat.PreTrainedWrapper):
+    """
+    What ``ModelWithHead`` inherits from transformers' ``PreTrainedModel``, with its ``from_pretrained`` meaning what it
+    meant under the published ArchIt: ``super(ModelWithHead, Task).from_pretrained(checkpoint, base_model, head, loss,
+    head_config=..., base_model_config_class=..., head_config_class=...)`` (how the published
+    ``ModelWithHead.from_pretrained`` reached transformers' loader, and how code that changes a task's loss, such as
+    LaMoTO's class-weighted token classification, still calls it) loads the checkpoint into a model of ``Task`` with
+    those parts' classes and that loss, through archit's loader on every transformers release.
+    """
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, *model_args: Any, **kwargs: Any) -> Self:
+        return load_model_from_parts(cls, pretrained_model_name_or_path, model_args, kwargs)
+
+
+class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
     """
     A ``BaseModel`` (``.model``) with a ``Head`` (``.head``) and a loss. Subclasses (the tasks) name the head and the
     loss; the user brings the base model class and a head config.
@@ -431,7 +456,10 @@ class ModelWithHead(compat.PreTrainedWrapper, Generic[PC, HC], ABC):
 
     @classmethod
     def fromModelAndHeadConfig(cls, base_model: BaseModel, head_config: HC, loss: Optional[_Loss] = None) -> Self:
-        """Put a newly initialised head on an existing base model (``loss`` replaces the task's default loss)."""
+        """Put a newly initialised head on an existing base model (``loss`` replaces the task's default loss). The model
+        gets a copy of ``head_config``, in which the head records what it chose from the base model (the MLM head's
+        epsilon and activation), so that one config can build heads on different bodies."""
+        head_config = copy.copy(head_config)
         return cls(CombinedConfig(base_model_config=base_model.config, head_config=head_config),
                    base_model,
                    cls.buildHead(base_model.__class__.standardiseConfig(base_model.config), head_config),

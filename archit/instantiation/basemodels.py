@@ -24,6 +24,17 @@ except ImportError:  # transformers < 4.48
 __all__ = ["RobertaBaseModel", "BertBaseModel", "GPT2BaseModel", "DebertaBaseModel", "ModernBertBaseModel",
            "CanineBaseModel", "AutoBaseModel", "AllHiddenStatesAndPooling"]
 
+# Names the published ArchIt's basemodels module had by importing them.
+from torch import Tensor as Tensor  # noqa: E402
+from transformers.modeling_outputs import BaseModelOutput as BaseModelOutput  # noqa: E402
+
+
+def __getattr__(name: str):
+    """``ModernBertModel``, a published name of this module, imported when asked for (see ``ModernBertConfig`` above)."""
+    if name == "ModernBertModel" and ModernBertConfig is not None:
+        return transformers.ModernBertModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 class RobertaBaseModel(BaseModel[RobertaConfig]):
     """RoBERTa without its pooler (heads pool for themselves)."""

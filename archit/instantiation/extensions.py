@@ -9,7 +9,7 @@ import inspect
 import logging
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -17,13 +17,17 @@ from torch.nn.modules.loss import _Loss
 from torch.nn.utils.rnn import pad_sequence
 
 from .abstracts import AllHiddenStatesAndPooling, BaseModel, Head, ModelWithHead, ModelWithHeadOutput
-from .configs import HC, PC, CombinedConfig, RecursiveSerialisable
+from .configs import HC, PC, CombinedConfig, HeadConfig, RecursiveSerialisable
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SubwordPooling", "PoolingAndStridingConfig", "BaseModelExtendedConfig", "ScalarMix",
            "ForTokensGroupedByWord", "usableContextLength", "POSITIONS_AFTER_PADDING",
-           "ForNestedBatches", "flattenNestedBatches", "unflattenNestedBatches"]
+           "ForNestedBatches", "flattenNestedBatches", "unflattenNestedBatches",
+           # What ``from archit.instantiation.extensions import *`` also gave with the published ArchIt (no __all__):
+           "AllHiddenStatesAndPooling", "BaseModel", "CombinedConfig", "Enum", "HC", "Head", "HeadConfig",
+           "ModelWithHead", "PC", "RecursiveSerialisable", "Tensor", "Tuple", "TypeVar", "dataclass", "torch"]
+
 
 
 class SubwordPooling(str, Enum):  # https://aclanthology.org/2021.eacl-main.194.pdf

@@ -1,12 +1,13 @@
 """Heads: modules that turn a base model's output into logits, each with a dataclass config."""
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from transformers.activations import ACT2FN
 
 from .abstracts import AllHiddenStatesAndPooling, BaseModelConfig, Head, HeadConfig
+from .abstracts import Tensors as Tensors  # A published name of this module.
 from .extensions import PoolingAndStridingConfig, flattenNestedBatches
 
 __all__ = ["TokenClassificationHead", "TokenClassificationHeadConfig",
@@ -90,8 +91,11 @@ class SequenceClassificationHead(Head[SequenceClassificationHeadConfig]):
 
     @classmethod
     def hfEquivalentSuffix(cls, head_config=None) -> str:
-        """RoBERTa's and BERT's sequence classifiers pool the first token; the mean-pooling head has no equivalent."""
-        if head_config is not None and getattr(head_config, "pooling", "mean") == "first":
+        """The task's transformers classes, ``"ForSequenceClassification"``, as the published ArchIt answers (LaMoTO
+        reads it to tell a checkpoint of this task). For a given head config, whether that head computes what theirs
+        does: RoBERTa's and BERT's sequence classifiers pool the first token; the mean-pooling head has no
+        equivalent (``"/"``)."""
+        if head_config is None or getattr(head_config, "pooling", "mean") == "first":
             return "ForSequenceClassification"
         return "/"
 
@@ -108,6 +112,9 @@ class MaskedLMHeadConfig(HeadConfig):
     tie_weights: bool = True  # Output matrix shared with the input embeddings.
     layer_norm_eps: Optional[float] = None  # None: the base model's layer_norm_eps (1e-5 if it has none).
     hidden_act: Optional[str] = None  # None: the base model's hidden_act ("gelu" if it has none).
+    # A head config stored without these fields (the published ArchIt's, whose head used LayerNorm(eps=1e-5) and the
+    # exact GELU whatever the base model said) keeps computing that: read with these values (``dataclass_from_dict``).
+    legacy_defaults: ClassVar[Dict[str, Any]] = {"layer_norm_eps": 1e-5, "hidden_act": "gelu"}
 
 
 class MaskedLMHead(Head[MaskedLMHeadConfig]):
@@ -123,6 +130,9 @@ class MaskedLMHead(Head[MaskedLMHeadConfig]):
         super().__init__(base_config, head_config)
         eps = _first_set(head_config.layer_norm_eps, base_config.layer_norm_eps, 1e-5)
         self.activation_name = _first_set(head_config.hidden_act, base_config.hidden_act, "gelu")
+        # The config records what the head computes with, so that a saved checkpoint says it whatever base model
+        # config reads it later (and whatever default a later archit would take).
+        head_config.layer_norm_eps, head_config.hidden_act = eps, self.activation_name
         self.dense1 = nn.Linear(base_config.hidden_size, base_config.hidden_size)
         self.activation = ACT2FN[self.activation_name]
         self.layer_norm = nn.LayerNorm(base_config.hidden_size, eps=eps)

@@ -4,11 +4,24 @@ Classes used by developers of models to give them extra capabilities accessed by
 from collections import defaultdict
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Union
 
+import transformers
 from numpy import ndarray
 from torch import Tensor
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
+
+# The published module had no __all__: ``from archit.instantiation.mixins import *`` gave these.
+__all__ = ["LoggingState", "ReportDiagnosticsMixin", "LossState", "StatefulLossMixin", "SupportedLoggingValue",
+           "TrainingArguments", "Callable", "Dict", "List", "Optional", "Union", "Tensor", "defaultdict", "ndarray"]
+
+
+def __getattr__(name: str):
+    """``TrainingArguments``, a published name of this module, imported when asked for (transformers' training
+    arguments pull in much that a model does not need)."""
+    if name == "TrainingArguments":
+        return transformers.TrainingArguments  # transformers' lazy module imports it now.
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 SupportedLoggingValue = Union[int, float, Tensor, ndarray]

@@ -11,11 +11,10 @@ Tasks whose inputs have another shape than ``B x L`` (``ForSingleAnswerMultipleC
 ``ForDependencyParsing``: ``B x W x S``) reshape them before the body runs, so they cannot share one body pass with
 other heads; they are refused as heads (use their single-task models).
 """
-import importlib
 import inspect
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +25,7 @@ from typing_extensions import Self
 
 from .. import _compat as compat
 from ..loading import load_model_with_heads, read_head_files, save_head_files, save_model_with_head
-from ..loading.configs import HEADS_PATH, base_config_from_dict, dataclass_from_dict
+from ..loading.configs import HEADS_PATH, base_config_from_dict, dataclass_from_dict, named_class
 from ..loading.files import HEAD_WEIGHTS_NAME, wrong_dtype_kind
 from ..loading.keys import CORE_PATH
 from . import tasks as builtin_tasks
@@ -48,15 +47,9 @@ def task_name(task: Type[ModelWithHead]) -> str:
 
 def task_of(name: str) -> Type[ModelWithHead]:
     """The task class a checkpoint names (see ``task_name``)."""
-    module_name, _, qualified = name.rpartition(":")
     try:
-        if not module_name:
-            return getattr(builtin_tasks, name)
-        owner: Any = importlib.import_module(module_name)
-        for part in qualified.split("."):
-            owner = getattr(owner, part)
-        return owner
-    except (ImportError, AttributeError):
+        return named_class(name, builtin_tasks.__name__)
+    except ValueError:
         raise ValueError(f"The checkpoint names the task '{name}', which is neither a task of "
                          f"archit.instantiation.tasks nor an importable 'module:Class'.") from None
 
@@ -86,8 +79,12 @@ class MultiHeadConfig(CombinedConfig):
         object.__setattr__(self, "heads", {name: _head_spec(spec) for name, spec in (heads or {}).items()})
         object.__setattr__(self, "loss_weights", {name: float((loss_weights or {}).get(name, 1.0)) for name in self.heads})
 
-    def to_dict(self) -> Dict[str, Any]:
-        stored = super().to_dict()
+    @classmethod
+    def _serialised_fields(cls) -> List[str]:
+        return ["base_model_config", "heads", "loss_weights"]
+
+    def _fields_to_dictables(self) -> Dict[str, Any]:
+        stored = super()._fields_to_dictables()
         stored.pop("head_config")
         stored["heads"] = {name: {"task": task_name(task), "head_config": _to_serialisable(head_config)}
                            for name, (task, head_config) in self.heads.items()}
@@ -203,6 +200,7 @@ class ModelWithHeads(compat.PreTrainedWrapper):
                           checkpoint: str) -> Tuple[Dict[str, HeadSpec], Dict[str, str]]:
         """The heads to build for a checkpoint's ``config.json`` and the prefixes of stored head weights to fill them
         from (stored prefix -> ``<name>.``); used by ``from_pretrained``."""
+        given = heads
         heads = dict(heads or {})
         if "heads" in config_dict:  # A ModelWithHeads checkpoint.
             stored = {name: _head_spec(spec) for name, spec in config_dict["heads"].items()}
@@ -225,9 +223,10 @@ class ModelWithHeads(compat.PreTrainedWrapper):
                                          config_dict.get("head_config") or {})
             specs = {n: (t, c if c is not None else stored) for n, (t, c) in heads.items()}
             return specs, {"head.": f"{receiving[0]}."}
-        if not heads:
+        if given is None:
             raise ValueError(f"Checkpoint '{checkpoint}' is not a checkpoint of archit heads: pass heads="
-                             f"{{name: (task class, head config)}}.")
+                             f"{{name: (task class, head config)}}, or {{}} for the body alone (add heads later with "
+                             f"addHead or loadHead).")
         return _complete(heads, checkpoint), {}
 
     # Running

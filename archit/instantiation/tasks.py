@@ -5,11 +5,11 @@ from typing import Optional, Tuple, Union
 
 import torch
 from torch import FloatTensor, Tensor, nn
-from torch.nn.modules.loss import BCEWithLogitsLoss, MSELoss, _Loss
+from torch.nn.modules.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, _Loss
 
-from .abstracts import BaseModel, Head, ModelWithHead, flatLoss
+from .abstracts import AllHiddenStatesAndPooling, BaseModel, BaseModelConfig, Head, HeadConfig, ModelWithHead, flatLoss
 from .configs import PC, CombinedConfig
-from .extensions import ForNestedBatches, ForTokensGroupedByWord
+from .extensions import ForNestedBatches, ForTokensGroupedByWord, PoolingAndStridingConfig
 from .heads import (
     CausalLMHead,
     CausalLMHeadConfig,
@@ -28,9 +28,19 @@ from .heads import (
     TokenClassificationHeadConfig,
 )
 
-__all__ = ["ForSingleLabelTokenClassification", "ForSingleLabelSequenceClassification",
-           "ForMultiLabelSequenceClassification", "ForSequenceRegression", "ForExtractiveQA", "ForCausalLM",
-           "ForMaskedLM", "ForExtractiveAQA", "ForSingleAnswerMultipleChoice", "ForDependencyParsing"]
+TASKS = ["ForSingleLabelTokenClassification", "ForSingleLabelSequenceClassification",
+         "ForMultiLabelSequenceClassification", "ForSequenceRegression", "ForExtractiveQA", "ForCausalLM", "ForMaskedLM",
+         "ForExtractiveAQA", "ForSingleAnswerMultipleChoice", "ForDependencyParsing"]
+"""The tasks of this module, by name (``tests/test_every_task.py`` runs each)."""
+# What ``from archit.instantiation.tasks import *`` gave with the published ArchIt (which had no ``__all__``): the
+# tasks, and the heads, configs, classes and torch names it imported.
+__all__ = [*TASKS, "AllHiddenStatesAndPooling", "BaseModel", "BaseModelConfig", "CombinedConfig", "Head",
+           "HeadConfig", "ModelWithHead", "PC", "ForNestedBatches", "ForTokensGroupedByWord", "PoolingAndStridingConfig",
+           "CausalLMHead", "CausalLMHeadConfig", "DependencyParsingHead", "DependencyParsingHeadConfig",
+           "ExtractiveAQAHead", "ExtractiveAQAHeadConfig", "ExtractiveQAHead", "ExtractiveQAHeadConfig", "MaskedLMHead",
+           "MaskedLMHeadConfig", "SequenceClassificationHead", "SequenceClassificationHeadConfig",
+           "SequenceClassificationHeadForNestedBatches", "TokenClassificationHead", "TokenClassificationHeadConfig",
+           "BCEWithLogitsLoss", "CrossEntropyLoss", "MSELoss", "FloatTensor", "Tensor", "Tuple", "nn", "torch"]
 
 
 class ForSingleLabelTokenClassification(ModelWithHead[PC, TokenClassificationHeadConfig]):

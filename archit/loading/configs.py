@@ -3,6 +3,7 @@
 An archit checkpoint nests ``{"base_model_config": {...}, "head_config": {...}}``; a transformers checkpoint is the base
 config alone. Head configs are dataclasses, rebuilt from their dictionaries by ``dataclass_from_dict``.
 """
+import importlib
 import os
 import typing
 from dataclasses import fields, is_dataclass
@@ -17,7 +18,7 @@ from .errors import CheckpointError
 from .files import CONFIG_NAME
 
 __all__ = ["split_checkpoint_config", "base_config_from_dict", "dataclass_from_dict", "stored_head_prefixes",
-           "config_path", "check_model_type", "FieldTypeError", "HEADS_PATH"]
+           "config_path", "check_model_type", "FieldTypeError", "HEADS_PATH", "named_class"]
 
 HEADS_PATH = "heads."
 """Where a model with several heads keeps them (``heads.<name>.``), and so the key prefix of their weights."""
@@ -187,15 +188,32 @@ def _check_field_types(config_class: Type[PretrainedConfig], config_dict: Dict[s
                                           f"expects {expected} (its default is {default!r})", key=key)
 
 
+def named_class(name: str, default_module: str) -> Any:
+    """The class a checkpoint names: ``module:Qualified.Name``, or a bare name of ``default_module``. ``ValueError``
+    when it cannot be imported."""
+    module_name, _, qualified = name.rpartition(":")
+    try:
+        owner: Any = importlib.import_module(module_name or default_module)
+        for part in qualified.split("."):
+            owner = getattr(owner, part)
+        return owner
+    except (ImportError, AttributeError):
+        raise ValueError(f"'{name}' names neither a class of {default_module} nor an importable "
+                         f"'module:Class'.") from None
+
+
 def dataclass_from_dict(cls: type, as_dict: Dict[str, Any]) -> Any:
     """
     Build dataclass ``cls`` from a dictionary, recursively for fields that are dataclasses or enums.
     Keys that are not fields of ``cls`` are passed to its constructor too (and fail there if it does not take them).
+    Fields the dictionary lacks take the class's ``legacy_defaults`` where it declares one (a head config stored before
+    the field existed keeps computing what it computed then), else the dataclass default.
     """
     if not is_dataclass(cls):
         raise TypeError(f"{cls} is not a dataclass.")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
+    as_dict = {**{k: v for k, v in getattr(cls, "legacy_defaults", {}).items() if k in known}, **as_dict}
     kwargs = {}
     for name, value in as_dict.items():
         expected = hints.get(name) if name in known else None

@@ -7,6 +7,7 @@ Both directions read the same key table (``BaseModel.hfHeadKeys``) and the same 
 """
 import copy
 import dataclasses
+import inspect
 import logging
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple
@@ -36,6 +37,18 @@ def checkpoint_suffixes(base_model_class: type, config_dict: Dict[str, Any]) -> 
     return suffixes
 
 
+def equivalent_suffix(head_class: type, head_config: Any) -> str:
+    """``head_class.hfEquivalentSuffix(head_config)``: the transformers ``XForY`` suffix whose head computes what this
+    head with this config computes (``"/"``: none). An override written for the published ArchIt takes no head config,
+    and is called without one."""
+    method = head_class.hfEquivalentSuffix
+    try:
+        inspect.signature(method).bind(head_config)
+    except TypeError:
+        return method()
+    return method(head_config)
+
+
 def imported_head(cls: type, base_model_class: type, base_config: Any, config_dict: Dict[str, Any],
                   head_config: Any) -> Tuple[Dict[str, str], Optional[PreTrainedModel]]:
     """
@@ -44,7 +57,7 @@ def imported_head(cls: type, base_model_class: type, base_config: Any, config_di
     model, built empty (meta device), whose key space and conversion rules the checkpoint is read in. ``({}, None)``
     otherwise.
     """
-    suffix = cls.headClass().hfEquivalentSuffix(head_config)
+    suffix = equivalent_suffix(cls.headClass(), head_config)
     if suffix not in checkpoint_suffixes(base_model_class, config_dict):
         return {}, None
     head_keys = base_model_class.hfHeadKeys(base_config).get(suffix, {})
@@ -105,7 +118,7 @@ def transformers_head_config(cls: type, base_model_class: type, config_dict: Dic
         head_config = config_class(**{k: v for k, v in values.items() if k in fields})
     except TypeError:
         return None  # The head config has required fields transformers' config says nothing about.
-    suffix = head_class.hfEquivalentSuffix(head_config)
+    suffix = equivalent_suffix(head_class, head_config)
     family = SimpleNamespace(model_type=config_dict.get("model_type"))
     if suffix not in suffixes or not base_model_class.hfHeadKeys(family).get(suffix):
         return None
@@ -117,7 +130,7 @@ def transformers_head_config(cls: type, base_model_class: type, config_dict: Dic
 def to_hugging_face(model: nn.Module, share_weights: bool = False, verify: bool = True) -> PreTrainedModel:
     """``ModelWithHead.toHuggingFace``; see there."""
     head_config = model.config.head_config
-    suffix = model.headClass().hfEquivalentSuffix(head_config)
+    suffix = equivalent_suffix(model.headClass(), head_config)
     name = f"{type(model).__name__} with a {type(model.head).__name__}"
     if suffix == "/":
         raise NotImplementedError(f"{name} has no transformers equivalent: no transformers task class computes what "

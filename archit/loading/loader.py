@@ -102,13 +102,45 @@ class LoadOptions:
 
 
 def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, head_config: Any = None,
+                         head_class: Optional[type] = None,
                          **kwargs: Any) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
-    """``ModelWithHead.from_pretrained``: the model-with-head ``cls`` on ``base_model_class``, from any checkpoint."""
+    """``ModelWithHead.from_pretrained``: the model-with-head ``cls`` on ``base_model_class``, from any checkpoint.
+    ``head_class``: a subclass of the task's head class to build instead of it (``load_model_from_parts``)."""
     checkpoint = str(checkpoint)
     options = LoadOptions.from_kwargs(kwargs)
     return read_consistently(_local_folder(checkpoint, options), lambda: _load(
         cls, checkpoint, _build_model_with_head(cls, checkpoint, base_model_class, head_config, options,
-                                                CheckpointReader), options))
+                                                CheckpointReader, head_class), options))
+
+
+def load_model_from_parts(cls: type, checkpoint: str, model_args: Tuple[Any, ...],
+                          kwargs: Dict[str, Any]) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
+    """
+    transformers' ``PreTrainedModel.from_pretrained`` called on a model-with-head class past its own ``from_pretrained``
+    (``super(ModelWithHead, Task).from_pretrained(checkpoint, base_model, head, loss, head_config=...,
+    base_model_config_class=..., head_config_class=...)``, as the published ArchIt's ``ModelWithHead.from_pretrained``
+    called it, and code written against it still does). ``model_args`` are the constructor's arguments after the config
+    (a base model, a head, a loss); the keyword arguments are the config's (``config=``, or ``CombinedConfig.
+    from_pretrained``'s: ``head_config``, ``base_model_config_class``, ``head_config_class``) and transformers' loading
+    options. The model is the one ``cls.from_pretrained(checkpoint, type(base_model), head_config, loss=loss)`` loads,
+    with a head of the given head's class: on every transformers release, archit's loader fills it (transformers' own
+    loader does not know archit's models).
+    """
+    if len(model_args) != 3:
+        raise TypeError(f"{cls.__name__}: PreTrainedModel.from_pretrained passes its positional arguments after the "
+                        f"checkpoint to the constructor, which takes a base model, a head and a loss; got "
+                        f"{len(model_args)} of them.")
+    base_model, head, loss = model_args
+    kwargs = dict(kwargs)
+    config = kwargs.pop("config", None)
+    head_config = kwargs.pop("head_config", None) or getattr(config, "head_config", None)
+    for name in ("base_model_config_class", "head_config_class", "weights_only", "state_dict"):
+        if name == "state_dict" and kwargs.get(name) is not None:
+            raise NotImplementedError(f"{cls.__name__}.from_pretrained: archit loads from the checkpoint's files, not "
+                                      f"from a state_dict= (load_state_dict does that).")
+        kwargs.pop(name, None)
+    return load_model_with_head(cls, checkpoint, type(base_model), head_config, head_class=type(head), loss=loss,
+                                **kwargs)
 
 
 def load_base_model(cls: type, checkpoint: str, **kwargs: Any) -> Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]:
@@ -210,7 +242,7 @@ class _Built:
 
 
 def _build_model_with_head(cls: type, checkpoint: str, base_model_class: type, head_config: Any,
-                           options: LoadOptions, reader_class: type) -> _Built:
+                           options: LoadOptions, reader_class: type, head_class: Optional[type] = None) -> _Built:
     config_dict = read_config_dict(checkpoint, **options.hub)
     is_archit = "base_model_config" in config_dict
     given_head_config = head_config
@@ -221,14 +253,21 @@ def _build_model_with_head(cls: type, checkpoint: str, base_model_class: type, h
     base_config = _base_config(base_model_class, base_dict, checkpoint, options)
     dtype = _resolve_dtype(options.dtype, base_dict)
 
-    with init_empty_weights(), compat.no_init_weights():
-        model = cls.fromModelAndHeadConfig(base_model_class(base_config), head_config, loss=options.loss)
+    def build(head_config: Any) -> nn.Module:
+        with init_empty_weights(), compat.no_init_weights():
+            base_model = base_model_class(base_config)
+            if head_class is None or head_class is cls.headClass():
+                return cls.fromModelAndHeadConfig(base_model, head_config, loss=options.loss)
+            head = head_class.fromConfigs(base_model_class.standardiseConfig(base_config), head_config)
+            return cls(cls.config_class(base_model_config=base_config, head_config=head_config), base_model, head,
+                       options.loss if options.loss is not None else cls.buildLoss())
+
+    model = build(head_config)
     untied = given_head_config is None and _published_head_config_stores_untied_matrix(
         model, config_dict, checkpoint, options, reader_class)
     if untied:
         head_config = dataclasses.replace(head_config, tie_weights=False)
-        with init_empty_weights(), compat.no_init_weights():
-            model = cls.fromModelAndHeadConfig(base_model_class(base_config), head_config, loss=options.loss)
+        model = build(head_config)
     model.config.name_or_path = checkpoint
 
     head_prefixes, task_model = (stored_head_prefixes(config_dict), None) if is_archit else imported_head(
