@@ -75,7 +75,7 @@ print(f"{{'nvidia-*':>16}} {{', '.join(nvidia) or 'none'}}")
 """
 FUZZ_TESTS = ("tests/test_crash_saves.py", "tests/test_damaged_checkpoints.py", "tests/test_integrity.py",
               "tests/test_save_fast.py")
-LINT_PATHS = ("archit", "compat", "tests", "benchmarks", "tools", "noxfile.py")
+LINT_PATHS = ("archit", "compat", "tests", "benchmarks", "tools", "downstream", "noxfile.py")
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 # The tests' tiny models run several times faster on one thread than on a few contended ones (a session on 2 cores:
 # ~50 s instead of ~184 s). tests/conftest.py calls torch.set_num_threads(1) too, so that a plain `pytest` is as fast.
@@ -191,3 +191,49 @@ def report(session: nox.Session) -> None:
                 *(session.posargs or TRANSFORMERS_MINORS), "--out", "report", env=OFFLINE, success_codes=[0, 1])
     session.run("python", "tools/readme_table.py", "report/matrix.json", "README.md")
     session.log("report/matrix.html, matrix.md, matrix.json; README.md's compatibility table regenerated")
+
+
+# The newest LaMoTO release, archit's main downstream user (built on the published ArchIt), and what its modules that
+# import archit import at their top besides LaMoTO's own requirements: tktkt (training.py, hyperparameters.py,
+# backends.py, lineages.py, tasks/lm, tasks/qa.py), fiject (training.py), modest (tasks/mbr.py; on the index as
+# modest-bauwenst) and supar (tasks/dp.py; supar_bauwenst), plus language_data: MoDeST's dataset modules call
+# langcodes.find() at import, which needs langcodes' "data" extra, and modest-bauwenst names plain langcodes. Each the
+# newest release on the index when this was written.
+LAMOTO = "lamoto==2026.10.0"
+LAMOTO_COMPANIONS = ("tktkt==2026.10.0", "fiject==2026.3.1", "modest-bauwenst==2026.10.1", "supar_bauwenst==1.2.1",
+                     "language_data==1.4.0")
+
+
+@nox.session(tags=["downstream"])
+@nox.parametrize("transformers_minor", [nox.param(m, id=f"tf{m}") for m in ("4.49", "4.57", NEWEST)])
+def downstream(session: nox.Session, transformers_minor: str) -> None:
+    """LaMoTO 2026.10.0 on this archit, unchanged (``downstream/lamoto_smoke.py``): import every LaMoTO module that
+    imports archit, then three few-step trainings on tiny local checkpoints (class-weighted token classification through
+    LaMoTO's MBR task, sequence classification from a transformers ``RobertaForSequenceClassification`` checkpoint as
+    LaMoTO's training.py decides it, dependency parsing); fails when any of them fails. Not in the default run:
+    ``nox -t downstream``; ``nox -s "downstream(tf4.57)" -- dp`` runs the imports and one training.
+
+    One resolve: torch, the minor and its companions, LaMoTO with its own requirements as it declares them, the
+    companions above and ``-e .``. LaMoTO's own pins install unchanged on every minor here (its ``datasets>=5.0.0`` too:
+    4.49's huggingface_hub<1.0 gets datasets 5.0.x, which still allows hub 0.x). Nothing in the resolve requires
+    ``archit``, so this checkout is the archit LaMoTO imports (the script checks ``archit.__file__``). LaMoTO's
+    ``[all]`` extra is not installed: it names ``archit[all]`` (the published ArchIt, whose ``transformers<=4.49.0``
+    pin would replace ours), ``modest[all]`` (on the index ``modest`` is another project, a "modular estimator"
+    without ``modest.interfaces``; MoDeST is ``modest-bauwenst``) and ``tktkt[all]`` (tokeniser backends none of these
+    modules import). tktkt does not import on transformers 5 (2026.10.0, like 2026.8.1 and 2026.5.1, imports the removed
+    ``transformers.SpecialTokensMixin``), and LaMoTO's ModelTrainer and DP preprocessing predate transformers 4.5x and
+    5.x: the script goes around those, saying so, so that only archit's own failures fail the session."""
+    session.install(
+        *releases.find_links_args(),
+        TORCH,
+        releases.transformers_requirement(transformers_minor),
+        *releases.companions(transformers_minor),
+        LAMOTO,
+        *LAMOTO_COMPANIONS,
+        "-e",
+        ".",
+    )
+    session.log("resolved versions:")
+    session.run("python", "-c", REPORT_VERSIONS, silent=False, log=False)
+    session.run("python", "downstream/lamoto_smoke.py", *session.posargs,
+                env={**OFFLINE, **ONE_THREAD, "WANDB_MODE": "disabled"})
