@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import random
 import resource
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -281,6 +282,7 @@ def test_killed_save_leaves_old_or_new(kind, layout, models, tmp_path):
             assert not temporary_files(directory)
             assert which_checkpoint(directory, models, kind) == "new"
             assert_foreign_files_intact(directory)
+            shutil.rmtree(case)  # ~50 MB a case: the thorough run makes hundreds.
     assert seen == {"old", "new"}
 
 
@@ -302,6 +304,7 @@ def test_killed_after_random_delays(models, tmp_path):
         child.join(30)
         which_checkpoint(directory, models)
         assert_foreign_files_intact(directory)
+        shutil.rmtree(case)
 
 
 @pytest.mark.parametrize("limit", [0, 100, 5_000, 1_000_000, 3_000_000, 20_000_000])
@@ -397,4 +400,5 @@ def test_load_while_save_is_paused_sees_old_or_new(kind, layout, models, tmp_pat
         assert child.exitcode == 0
         assert which_checkpoint(directory, models, kind) == "new"
         assert_foreign_files_intact(directory)
+        shutil.rmtree(case)
     assert seen == {"old", "new"}
