@@ -61,11 +61,13 @@ Exits 0 when everything imported and every training ran, 1 otherwise (after tryi
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import importlib
 import importlib.metadata as md
 import io
 import os
+import shutil
 import sys
 import tempfile
 import traceback
@@ -721,6 +723,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     warnings.filterwarnings("ignore", module="supar")  # Its padding helper warns about its own indexing on every batch.
     workdir = Path(tempfile.mkdtemp(prefix="lamoto-smoke-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # Checkpoints and LaMoTO's outputs: a few MB a run.
     os.chdir(workdir)  # LaMoTO, tktkt and fiject write next to the working directory.
     wrong_archit = header()
     print(f"  working directory: {workdir}")
