@@ -237,7 +237,7 @@ def test_a_tensor_of_another_dtype_kind_is_refused(key, dtype, saves, tmp_path):
         ForSingleLabelTokenClassification.from_pretrained(str(folder), RobertaBaseModel)
     assert str(path) in str(raised.value) and "float32" in str(raised.value)
     plan = plan_loading(ForSingleLabelTokenClassification, str(folder), RobertaBaseModel)
-    assert key in plan["error"] and str(path) in plan["error"]
+    assert key in plan.error and str(path) in plan.error
 
 
 def test_float_dtypes_cast_as_transformers_does(saves, tmp_path, model):

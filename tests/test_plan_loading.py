@@ -33,10 +33,10 @@ def test_plan_reads_no_tensor(roberta_bare, monkeypatch):
     monkeypatch.setattr(loader, "CheckpointReader", NoReading)
     plan = plan_loading(ForSingleLabelTokenClassification, str(roberta_bare), RobertaBaseModel,
                         TokenClassificationHeadConfig(num_labels=3))
-    assert sorted(plan["missing_keys"]) == sorted(info["missing_keys"]) == ["head.dense.bias", "head.dense.weight"]
-    assert sorted(plan["unexpected_keys"]) == sorted(info["unexpected_keys"])
-    assert plan["converted_keys"] == info["converted_keys"] and plan["error"] is None
-    assert plan["tied"] is False
+    assert sorted(plan.missing) == sorted(info["missing_keys"]) == ["head.dense.bias", "head.dense.weight"]
+    assert sorted(plan.unexpected) == sorted(info["unexpected_keys"])
+    assert {k: list(v) for k, v in plan.converted.items()} == info["converted_keys"] and plan.error is None
+    assert plan.tied is False
 
 
 def test_headers_are_the_tensors_shapes_and_dtypes(roberta_bare, tmp_path):
@@ -57,16 +57,16 @@ def test_plan_reports_what_loading_refuses(roberta_bare, tmp_path):
     token_classifier(roberta_bare, num_labels=3).save_pretrained(str(tmp_path))
     plan = plan_loading(ForSingleLabelTokenClassification, str(tmp_path), RobertaBaseModel,
                         TokenClassificationHeadConfig(num_labels=5))
-    assert sorted(plan["mismatched_keys"]) == [("head.dense.bias", (3,), (5,)),
+    assert sorted(plan.mismatched) == [("head.dense.bias", (3,), (5,)),
                                                ("head.dense.weight", (3, HIDDEN), (5, HIDDEN))]
     with pytest.raises(ValueError) as raised:
         token_classifier(tmp_path, num_labels=5)
-    assert plan["error"] == str(raised.value)
+    assert plan.error == str(raised.value)
     _, info = token_classifier(tmp_path, num_labels=5, ignore_mismatched_sizes=True, output_loading_info=True)
     relaxed = plan_loading(ForSingleLabelTokenClassification, str(tmp_path), RobertaBaseModel,
                            TokenClassificationHeadConfig(num_labels=5), ignore_mismatched_sizes=True)
-    assert relaxed["error"] is None
-    assert sorted(relaxed["missing_keys"]) == sorted(info["missing_keys"]) == ["head.dense.bias", "head.dense.weight"]
+    assert relaxed.error is None
+    assert sorted(relaxed.missing) == sorted(info["missing_keys"]) == ["head.dense.bias", "head.dense.weight"]
 
 
 def test_plan_leaves_tying_to_the_tensors_where_only_they_can_tell(roberta_bare, tmp_path):
@@ -82,6 +82,6 @@ def test_plan_leaves_tying_to_the_tensors_where_only_they_can_tell(roberta_bare,
     (tmp_path / "config.json").write_text(json.dumps(config))
     reloaded, info = ForMaskedLM.from_pretrained(str(tmp_path), RobertaBaseModel, output_loading_info=True)
     plan = plan_loading(ForMaskedLM, str(tmp_path), RobertaBaseModel)
-    assert reloaded.tiesWeights() and plan["tied"] is None
-    assert sorted(plan["missing_keys"]) == sorted(info["missing_keys"])
-    assert sorted(plan["unexpected_keys"]) == sorted(info["unexpected_keys"])
+    assert reloaded.tiesWeights() and plan.tied is None
+    assert sorted(plan.missing) == sorted(info["missing_keys"])
+    assert sorted(plan.unexpected) == sorted(info["unexpected_keys"])

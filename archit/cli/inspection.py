@@ -4,10 +4,10 @@ one (the model is built on the meta device)."""
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..instantiation.multihead import ModelWithHeads, task_of
-from ..loading import plan_base_loading, plan_heads_loading, plan_loading
+from ..loading import LoadPlan, plan_base_loading, plan_heads_loading, plan_loading
 from ..loading.checkpointcode import code_auto_map, code_files
 from ..loading.commits import open_settled, read_consistently, resolve_local
 from ..loading.configs import base_config_from_dict
@@ -147,17 +147,19 @@ def _describe_transformers(description: Dict[str, Any], config_dict: Dict[str, A
     _plan(description, task.__name__, base_class, lambda: plan_loading(task, checkpoint, base_class))
 
 
-def _plan(description: Dict[str, Any], class_name: str, base_class: Optional[type], plan) -> None:
-    """Run a planning function and put its answer into the description."""
+def _plan(description: Dict[str, Any], class_name: str, base_class: Optional[type],
+          plan: Callable[[], LoadPlan]) -> None:
+    """Make the ``LoadPlan`` that ``from_pretrained`` would execute and put it into the description."""
     arguments = "CHECKPOINT" + (f", {base_class.__name__}" if base_class is not None else "")
     description["planned"] = f"{class_name}.from_pretrained({arguments})"
     answer = plan()
-    if "tied" in answer:
-        description["tied"] = answer["tied"]
-    description.update(would_load=sorted(answer["loaded_keys"]), would_initialise=sorted(answer["missing_keys"]),
-                       unused=sorted(answer["unexpected_keys"]), converted=dict(sorted(answer["converted_keys"].items())),
-                       mismatched=[[key, list(stored), list(model)] for key, stored, model in answer["mismatched_keys"]],
-                       plan_error=answer["error"])
+    if base_class is not None and class_name != ModelWithHeads.__name__:  # A model with one head: tying is planned.
+        description["tied"] = answer.tied
+    description.update(would_load=sorted(answer.loaded), would_initialise=sorted(answer.missing),
+                       unused=sorted(answer.unexpected),
+                       converted={key: list(keys) for key, keys in sorted(answer.converted.items())},
+                       mismatched=[[key, list(stored), list(model)] for key, stored, model in answer.mismatched],
+                       plan_error=answer.error)
 
 
 def _custom_code(base_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:

@@ -25,7 +25,7 @@ from typing_extensions import Self
 
 from .. import _compat as compat
 from ..loading import load_model_with_heads, read_head_files, save_head_files, save_model_with_head
-from ..loading.configs import HEADS_PATH, base_config_from_dict, dataclass_from_dict, named_class
+from ..loading.configs import base_config_from_dict, head_spec_of, named_class
 from ..loading.files import HEAD_WEIGHTS_NAME, wrong_dtype_kind
 from ..loading.keys import CORE_PATH
 from . import tasks as builtin_tasks
@@ -76,7 +76,7 @@ class MultiHeadConfig(CombinedConfig):
         PretrainedConfig.__init__(self, **kwargs)
         object.__setattr__(self, "base_model_config", base_model_config)
         object.__setattr__(self, "head_config", None)
-        object.__setattr__(self, "heads", {name: _head_spec(spec) for name, spec in (heads or {}).items()})
+        object.__setattr__(self, "heads", {name: head_spec_of(spec) for name, spec in (heads or {}).items()})
         object.__setattr__(self, "loss_weights", {name: float((loss_weights or {}).get(name, 1.0)) for name in self.heads})
 
     @classmethod
@@ -90,15 +90,6 @@ class MultiHeadConfig(CombinedConfig):
                            for name, (task, head_config) in self.heads.items()}
         stored["loss_weights"] = dict(self.loss_weights)
         return stored
-
-
-def _head_spec(spec: Any) -> HeadSpec:
-    """A ``(task, head config)`` pair from a pair or from its stored dictionary."""
-    if isinstance(spec, dict):
-        task = task_of(spec["task"])
-        return task, dataclass_from_dict(task.headClass().configClass(), spec.get("head_config") or {})
-    task, head_config = spec
-    return task, head_config
 
 
 @dataclass
@@ -194,40 +185,6 @@ class ModelWithHeads(compat.PreTrainedWrapper):
         Keyword arguments as in ``ModelWithHead.from_pretrained``, plus ``loss_weights``.
         """
         return load_model_with_heads(cls, checkpoint, base_model_class, heads, **kwargs)
-
-    @classmethod
-    def headsOfCheckpoint(cls, config_dict: Dict[str, Any], heads: Optional[Mapping[str, HeadSpec]],
-                          checkpoint: str) -> Tuple[Dict[str, HeadSpec], Dict[str, str]]:
-        """The heads to build for a checkpoint's ``config.json`` and the prefixes of stored head weights to fill them
-        from (stored prefix -> ``<name>.``); used by ``from_pretrained``."""
-        given = heads
-        heads = dict(heads or {})
-        if "heads" in config_dict:  # A ModelWithHeads checkpoint.
-            stored = {name: _head_spec(spec) for name, spec in config_dict["heads"].items()}
-            specs = dict(stored)
-            for name, (task, head_config) in heads.items():  # Given heads win; a missing config is the stored one.
-                specs[name] = (task, head_config if head_config is not None else stored.get(name, (task, None))[1])
-            return _complete(specs, checkpoint), {f"{HEADS_PATH}{n}.": f"{n}." for n in stored if n in specs}
-        if "base_model_config" in config_dict:  # A single-task archit checkpoint: its head fills one of ours.
-            if not heads:
-                if not config_dict.get("task"):
-                    raise ValueError(f"Checkpoint '{checkpoint}' does not say its task (it was saved by the published "
-                                     f"ArchIt): pass heads={{name: (task class, None)}}.")
-                task = task_of(config_dict["task"])
-                heads = {task.__name__: (task, None)}
-            receiving = [n for n, (_, c) in heads.items() if c is None] or [next(iter(heads))]
-            if len(receiving) > 1:
-                raise ValueError(f"Checkpoint '{checkpoint}' holds one head, but several heads have no head config: "
-                                 f"{receiving}.")
-            stored = dataclass_from_dict(heads[receiving[0]][0].headClass().configClass(),
-                                         config_dict.get("head_config") or {})
-            specs = {n: (t, c if c is not None else stored) for n, (t, c) in heads.items()}
-            return specs, {"head.": f"{receiving[0]}."}
-        if given is None:
-            raise ValueError(f"Checkpoint '{checkpoint}' is not a checkpoint of archit heads: pass heads="
-                             f"{{name: (task class, head config)}}, or {{}} for the body alone (add heads later with "
-                             f"addHead or loadHead).")
-        return _complete(heads, checkpoint), {}
 
     # Running
 
@@ -338,7 +295,7 @@ class ModelWithHeads(compat.PreTrainedWrapper):
         description, tensors = read_head_files(directory)
         name = name or description["name"]
         self._check_body_fits(description.get("body", {}), f"The head in '{directory}'")
-        task, head_config = _head_spec(description)
+        task, head_config = head_spec_of(description)
         if name in self.heads:
             raise KeyError(f"There is already a head named '{name}'; pass name= or removeHead('{name}') first.")
         head = task.buildHead(type(self.model).standardiseConfig(self.model.config), head_config)
@@ -424,8 +381,3 @@ def _checked_weights(loss_weights: Optional[Mapping[str, float]], heads: Mapping
     return {name: float((loss_weights or {}).get(name, 1.0)) for name in heads}
 
 
-def _complete(specs: Mapping[str, HeadSpec], checkpoint: str) -> Dict[str, HeadSpec]:
-    missing = [name for name, (_, head_config) in specs.items() if head_config is None]
-    if missing:
-        raise ValueError(f"Checkpoint '{checkpoint}' holds no config for the heads {missing}: give their head configs.")
-    return dict(specs)

@@ -10,8 +10,9 @@ from .loader import load_model_with_heads as load_model_with_heads
 from .loader import plan_base_loading as plan_base_loading
 from .loader import plan_heads_loading as plan_heads_loading
 from .loader import plan_loading as plan_loading
+from .planning import LoadPlan as LoadPlan
 from .saving import save_model_with_head as save_model_with_head
 from .saving import save_through_transformers as save_through_transformers
 
-__all__ = ["load_model_with_head", "load_model_from_parts", "load_model_with_heads", "load_base_model", "plan_loading", "plan_base_loading",
+__all__ = ["LoadPlan", "load_model_with_head", "load_model_from_parts", "load_model_with_heads", "load_base_model", "plan_loading", "plan_base_loading",
            "plan_heads_loading", "save_model_with_head", "save_through_transformers", "to_hugging_face", "read_head_files", "save_head_files"]

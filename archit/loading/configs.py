@@ -18,7 +18,11 @@ from .errors import CheckpointError
 from .files import CONFIG_NAME
 
 __all__ = ["split_checkpoint_config", "base_config_from_dict", "dataclass_from_dict", "stored_head_prefixes",
-           "config_path", "check_model_type", "FieldTypeError", "HEADS_PATH", "named_class"]
+           "config_path", "check_model_type", "FieldTypeError", "HEADS_PATH", "named_class", "head_spec_of",
+           "heads_of_checkpoint", "TASKS_MODULE"]
+
+TASKS_MODULE = "archit.instantiation.tasks"
+"""Where a task a checkpoint names by its bare name lives (archit's own tasks; others are ``module:Class``)."""
 
 HEADS_PATH = "heads."
 """Where a model with several heads keeps them (``heads.<name>.``), and so the key prefix of their weights."""
@@ -106,6 +110,62 @@ def stored_head_prefixes(config_dict: Dict[str, Any]) -> Dict[str, str]:
     if "heads" not in config_dict:
         return {}
     return {f"{HEADS_PATH}{_only_head_name(config_dict)}.": ""}
+
+
+def head_spec_of(spec: Any) -> Tuple[type, Any]:
+    """A head's ``(task class, head config)`` from such a pair or from its stored dictionary (``{"task": name,
+    "head_config": {...}}``, as a multi-head checkpoint stores each head)."""
+    if isinstance(spec, dict):
+        task = named_class(spec["task"], TASKS_MODULE)
+        return task, dataclass_from_dict(task.headClass().configClass(), spec.get("head_config") or {})
+    task, head_config = spec
+    return task, head_config
+
+
+def heads_of_checkpoint(config_dict: Dict[str, Any], heads: Optional[Dict[str, Any]],
+                        checkpoint: str) -> Tuple[Dict[str, Tuple[type, Any]], Dict[str, str]]:
+    """
+    For a model with several heads loaded from a checkpoint's ``config.json``: the heads to build (name -> ``(task,
+    head config)``) and the prefixes of stored head weights that fill them (stored prefix -> ``"<name>."``). The heads
+    are those the caller gives (``heads``; a head config of ``None`` is the stored one) and those a multi-head checkpoint
+    stores; a single-task archit checkpoint's head fills the one head without a head config (or its task's, when no
+    heads are given); a checkpoint of a base model has no heads but the given ones (``{}``: the body alone).
+    """
+    given = heads
+    heads = dict(heads or {})
+    if "heads" in config_dict:  # A multi-head checkpoint.
+        stored = {name: head_spec_of(spec) for name, spec in config_dict["heads"].items()}
+        specs = dict(stored)
+        for name, (task, head_config) in heads.items():  # Given heads win; a missing config is the stored one.
+            specs[name] = (task, head_config if head_config is not None else stored.get(name, (task, None))[1])
+        return _complete(specs, checkpoint), {f"{HEADS_PATH}{n}.": f"{n}." for n in stored if n in specs}
+    if "base_model_config" in config_dict:  # A single-task archit checkpoint: its head fills one of ours.
+        if not heads:
+            if not config_dict.get("task"):
+                raise ValueError(f"Checkpoint '{checkpoint}' does not say its task (it was saved by the published "
+                                 f"ArchIt): pass heads={{name: (task class, None)}}.")
+            task = named_class(config_dict["task"], TASKS_MODULE)
+            heads = {task.__name__: (task, None)}
+        receiving = [n for n, (_, c) in heads.items() if c is None] or [next(iter(heads))]
+        if len(receiving) > 1:
+            raise ValueError(f"Checkpoint '{checkpoint}' holds one head, but several heads have no head config: "
+                             f"{receiving}.")
+        stored_config = dataclass_from_dict(heads[receiving[0]][0].headClass().configClass(),
+                                            config_dict.get("head_config") or {})
+        specs = {n: (t, c if c is not None else stored_config) for n, (t, c) in heads.items()}
+        return specs, {"head.": f"{receiving[0]}."}
+    if given is None:
+        raise ValueError(f"Checkpoint '{checkpoint}' is not a checkpoint of archit heads: pass heads="
+                         f"{{name: (task class, head config)}}, or {{}} for the body alone (add heads later with "
+                         f"addHead or loadHead).")
+    return _complete(heads, checkpoint), {}
+
+
+def _complete(specs: Dict[str, Tuple[type, Any]], checkpoint: str) -> Dict[str, Tuple[type, Any]]:
+    missing = [name for name, (_, head_config) in specs.items() if head_config is None]
+    if missing:
+        raise ValueError(f"Checkpoint '{checkpoint}' holds no config for the heads {missing}: give their head configs.")
+    return dict(specs)
 
 
 def _only_head_name(config_dict: Dict[str, Any], checkpoint: str = "") -> str:

@@ -231,6 +231,14 @@ class CheckpointReader:
         """The weight file holding ``key``."""
         return self._files[key]
 
+    def header(self, key: str) -> "TensorHeader":
+        """What the file says of tensor ``key`` (its data is not read)."""
+        source = self._location[key]
+        if isinstance(source, dict):
+            tensor = source[key]
+            return TensorHeader(tuple(tensor.shape), str(tensor.dtype).replace("torch.", ""), self._files[key])
+        return _safetensors_header(source, key, self._files[key])
+
     def __enter__(self) -> "CheckpointReader":
         return self
 
@@ -270,11 +278,7 @@ def read_tensor_headers(paths: List[str]) -> Dict[str, TensorHeader]:
     for path in paths:
         if is_safetensors(path):
             with open_safetensors(path) as handle:
-                found = {}
-                for key in handle.keys():
-                    tensor = handle.get_slice(key)
-                    raw = tensor.get_dtype()
-                    found[key] = TensorHeader(tuple(tensor.get_shape()), _SAFETENSORS_DTYPES.get(raw, raw.lower()), path)
+                found = {key: _safetensors_header(handle, key, path) for key in handle.keys()}
         else:
             try:
                 loaded = open_settled(path, lambda p: _torch_load(p, "meta"))
@@ -309,6 +313,13 @@ def wrong_dtype_kind(stored: torch.dtype, target: torch.dtype, path: str, key: s
                                     f"{str(target).replace('torch.', '')} tensor: an {dtype_kind(stored)} tensor cannot "
                                     f"fill a {dtype_kind(target)} one (a damaged header, or a checkpoint of another "
                                     f"model)", key=key)
+
+
+def _safetensors_header(handle: Any, key: str, path: str) -> TensorHeader:
+    """Shape and dtype of tensor ``key`` of an open safetensors file, from its header."""
+    tensor = handle.get_slice(key)
+    raw = tensor.get_dtype()
+    return TensorHeader(tuple(tensor.get_shape()), _SAFETENSORS_DTYPES.get(raw, raw.lower()), path)
 
 
 def _check_once(key: str, path: str, files: Dict[str, str]) -> None:
@@ -427,6 +438,9 @@ class HeaderReader:
 
     def path_of(self, key: str) -> str:
         return self.headers[key].path
+
+    def header(self, key: str) -> TensorHeader:
+        return self.headers[key]
 
     def __enter__(self) -> "HeaderReader":
         return self

@@ -21,7 +21,7 @@ from transformers import PreTrainedModel
 from .. import _compat as compat
 from .checkpointcode import code_origin, missing_code_hint, task_class_of_code
 from .equivalents import HF_AUTO_CLASSES, OUTPUT_EMBEDDINGS
-from .keys import CORE_PATH, HEAD_PATH, candidate_names
+from .keys import CORE_PATH, HEAD_PATH, KeyNaming, candidate_names
 
 logger = logging.getLogger(__name__)
 
@@ -154,9 +154,9 @@ def to_hugging_face(model: nn.Module, share_weights: bool = False, verify: bool 
     values: Dict[str, Tensor] = {}
     copies: Dict[int, Tensor] = {}  # One copy per tensor of the transformers model (tied keys share it).
     exported, missing = set(), []
+    naming = KeyNaming(CORE_PATH, hf_model.base_model_prefix, HEAD_PATH, head_keys)
     for key, slot in hf_state.items():
-        source = next((c for c in candidate_names(key, CORE_PATH, hf_model.base_model_prefix, HEAD_PATH, head_keys)
-                       if c in archit_state), None)
+        source = next((c for c in candidate_names(key, naming) if c in archit_state), None)
         if source is None:
             missing.append(key)
             continue

@@ -20,6 +20,20 @@ HEAD_PATH = "head."
 _LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
 
 
+@dataclass(frozen=True)
+class KeyNaming:
+    """How checkpoint keys name the tensors of the model being loaded."""
+    core_path: str
+    """Where the transformers core sits in the model, with a trailing dot (``"model._core."``)."""
+    core_prefix: str
+    """The core's ``base_model_prefix`` (``"roberta"``), which task checkpoints put before base keys."""
+    head_path: str
+    """Where the head (or heads) sit in the model, with a trailing dot (``"head."``); ``""`` for a base model."""
+    head_prefixes: Mapping[str, str] = field(default_factory=dict)
+    """Stored head key prefix -> the model's head key prefix (under ``head_path``): a transformers task model's head
+    that is imported (``{"classifier.": "dense."}``), or stored heads of another layout (``{"heads.ner.": ""}``)."""
+
+
 @dataclass
 class KeyRenaming:
     """What becomes of each checkpoint key."""
@@ -29,23 +43,15 @@ class KeyRenaming:
 
 
 def rename_checkpoint_keys(checkpoint_keys: Iterable[str], model_keys: Set[str], non_persistent: Set[str],
-                           core_path: str, core_prefix: str, head_path: str,
-                           head_prefixes: Mapping[str, str]) -> KeyRenaming:
-    """
-    Map every checkpoint key onto a key of the model, or report it unused.
-
-    :param core_path: where the transformers core sits in the model, with a trailing dot (``"model._core."``).
-    :param core_prefix: the core's ``base_model_prefix`` (``"roberta"``), which task checkpoints put before base keys.
-    :param head_path: where the head sits in the model, with a trailing dot (``"head."``).
-    :param head_prefixes: transformers head key prefix -> archit head key prefix, for a task checkpoint whose head is
-        imported (empty otherwise).
-    """
+                           naming: KeyNaming) -> KeyRenaming:
+    """Map every checkpoint key onto a key of the model, or report it unused (or ignored: a buffer the model does not
+    persist, a second name for a tensor already taken)."""
     renaming = KeyRenaming()
     taken: Set[str] = set()
     for key in checkpoint_keys:
-        target = model_key_for(key, model_keys, core_path, core_prefix, head_path, head_prefixes)
+        target = model_key_for(key, model_keys, naming)
         if target is None:
-            if any(c in non_persistent for c in candidate_names(key, core_path, core_prefix, head_path, head_prefixes)):
+            if any(c in non_persistent for c in candidate_names(key, naming)):
                 renaming.ignored.append(key)
             else:
                 renaming.unexpected.append(key)
@@ -57,22 +63,19 @@ def rename_checkpoint_keys(checkpoint_keys: Iterable[str], model_keys: Set[str],
     return renaming
 
 
-def model_key_for(name: str, model_keys: Set[str], core_path: str, core_prefix: str, head_path: str,
-                  head_prefixes: Mapping[str, str]) -> Optional[str]:
-    """The model key that the checkpoint key ``name`` fills, or ``None`` (arguments as in ``rename_checkpoint_keys``)."""
-    return next((c for c in candidate_names(name, core_path, core_prefix, head_path, head_prefixes) if c in model_keys),
-                None)
+def model_key_for(name: str, model_keys: Set[str], naming: KeyNaming) -> Optional[str]:
+    """The model key that the checkpoint key ``name`` fills, or ``None``."""
+    return next((c for c in candidate_names(name, naming) if c in model_keys), None)
 
 
-def candidate_names(key: str, core_path: str, core_prefix: str, head_path: str,
-                    head_prefixes: Mapping[str, str]) -> List[str]:
-    """The model keys a checkpoint key may stand for, most literal first (arguments as in ``rename_checkpoint_keys``)."""
-    names = [key, core_path + key]
-    if core_prefix and key.startswith(core_prefix + "."):
-        names.append(core_path + key[len(core_prefix) + 1:])
-    for hf_prefix, archit_prefix in head_prefixes.items():
-        if key.startswith(hf_prefix):
-            names.append(head_path + archit_prefix + key[len(hf_prefix):])
+def candidate_names(key: str, naming: KeyNaming) -> List[str]:
+    """The model keys a checkpoint key may stand for, most literal first."""
+    names = [key, naming.core_path + key]
+    if naming.core_prefix and key.startswith(naming.core_prefix + "."):
+        names.append(naming.core_path + key[len(naming.core_prefix) + 1:])
+    for stored_prefix, model_prefix in naming.head_prefixes.items():
+        if key.startswith(stored_prefix):
+            names.append(naming.head_path + model_prefix + key[len(stored_prefix):])
     for name in list(names):
         for old, new in _LEGACY_SUFFIXES.items():
             if name.endswith(old):

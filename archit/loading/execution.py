@@ -1,0 +1,167 @@
+"""Executing a ``LoadPlan`` (``planning.py``): assign each placement's tensors to the model built on the meta device
+(safetensors tensors straight from the file, converted unit by unit), initialise what the plan says is new, tie, place
+on devices; report what was done."""
+import logging
+import os
+from typing import Any, Dict, List, Optional
+
+import torch
+from accelerate.utils import set_module_tensor_to_device
+from torch import nn
+
+from .. import _compat as compat
+from .building import Built, Layout
+from .commits import open_settled
+from .devices import DevicePlacement
+from .files import WeightFiles, wrong_dtype_kind
+from .integrity import verify_weight_files
+from .keys import model_key_for
+from .options import LoadOptions
+from .planning import LoadPlan, Mismatch, named_tensors, needed_from_checkpoint, refusal_for
+
+logger = logging.getLogger(__name__)
+
+
+def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: Any, weights: WeightFiles) -> Dict[str, Any]:
+    """Load the checkpoint into ``built.model`` as ``plan`` says; answers the loading info (``output_loading_info``).
+    Raises the plan's refusal before reading any tensor data; a converted tensor whose shape turns out to differ from
+    the model's is refused (or initialised anew with ``ignore_mismatched_sizes``) once converted."""
+    if plan.refusal is not None:
+        raise plan.refusal.error()
+    model, dtype = built.model, built.dtype
+    placement = DevicePlacement.plan(model, options.device_map, options.max_memory, dtype)
+    converted = {target: list(keys) for target, keys in plan.converted.items()}
+    late = _assign(plan, model, reader, placement, dtype, converted, weights)
+    if late and not options.ignore_mismatched_sizes:
+        raise refusal_for(plan.checkpoint, model, options, late, [], []).error()
+    model.tie_weights()
+    if plan.embeddings_copied_to is not None:
+        source = model.get_input_embeddings().weight.detach().clone()
+        name = plan.embeddings_copied_to
+        set_module_tensor_to_device(model, name, placement.device_of(name), value=source, dtype=dtype)
+    missing = [name for name, tensor in named_tensors(model) if tensor.device.type == "meta"]
+    new_base = needed_from_checkpoint(missing, built.layout, not built.expect_new_head)
+    if new_base and plan.unexpected and not options.ignore_unplaced_weights:  # Converted outputs that went nowhere.
+        raise refusal_for(plan.checkpoint, model, options, [], list(plan.unexpected), new_base).error()
+    _initialise(model, missing, placement, dtype, built.layout)
+    model.tie_weights()
+    if dtype is not None:
+        compat.set_config_dtype(model.base_model.config, dtype)
+    placement.finish(model)
+    model.eval()
+    logger.info("Loaded %d tensors of %s from '%s'%s.", len(plan.placements), type(model).__name__, plan.checkpoint,
+                f", {len(converted)} of them converted by transformers {compat.TRANSFORMERS_VERSION}'s rules"
+                if converted else "")
+    return {"missing_keys": missing, "unexpected_keys": list(plan.unexpected),
+            "mismatched_keys": [*plan.mismatched, *late], "converted_keys": converted, "error_msgs": []}
+
+
+def _assign(plan: LoadPlan, model: nn.Module, reader: Any, placement: DevicePlacement, dtype: Optional[torch.dtype],
+            converted: Dict[str, List[str]], weights: WeightFiles) -> List[Mismatch]:
+    """Convert each placement's unit and assign its tensors (a rule may produce several: the outputs past the first are
+    named once converted); answers the converted tensors whose shape differs from the model's."""
+    expected = model.state_dict(keep_vars=True)
+    late: List[Mismatch] = []
+    total_bytes = sum(open_settled(path, os.path.getsize) for path in weights.paths)
+    placements = plan.placements
+    for item in compat.progress(placements, len(placements), "Loading weights", len(placements), total_bytes):
+        outputs = item.unit.convert()
+        for name in list(outputs):
+            tensor = outputs.pop(name)  # Dropped as soon as it is assigned: no unit's tensors outlive their turn.
+            target = item.target if name == item.unit.name else model_key_for(name, plan.state_keys, plan.naming)
+            if target is None or target in plan.aliases:
+                continue
+            shape = tuple(expected[target].shape)
+            if tuple(tensor.shape) != shape:
+                late.append((target, tuple(tensor.shape), shape))
+                continue
+            error = wrong_dtype_kind(tensor.dtype, expected[target].dtype, reader.path_of(item.stored[0]),
+                                     item.stored[0], target)
+            if error is not None:
+                raise error
+            set_module_tensor_to_device(model, target, placement.device_of(target), value=tensor,
+                                        dtype=dtype if tensor.is_floating_point() else None)
+            if item.unit.converted:
+                converted[target] = list(item.stored)
+    return late
+
+
+def verify_weights(checkpoint: str, weights: WeightFiles) -> None:
+    """``from_pretrained(..., verify=True)``: raise ``CheckpointError`` for the first damaged weight file; say when
+    some files carry no checksum (their structure is checked, their tensor data cannot be)."""
+    checks = verify_weight_files(weights.paths, weights.index)
+    damaged = [check for check in checks if check.damaged]
+    if damaged:
+        raise damaged[0].error
+    unverified = [check.name for check in checks if check.status == "unverified"]
+    if unverified:
+        logger.warning("Checkpoint '%s': %s carry no checksum (written by transformers, the published ArchIt or an "
+                       "older archit): their structure is sound, their tensor data could not be verified.",
+                       checkpoint, ", ".join(unverified))
+    else:
+        logger.info("Checkpoint '%s': every weight file's checksum matches.", checkpoint)
+
+
+def _initialise(model: nn.Module, missing: List[str], placement: DevicePlacement, dtype, layout: Layout) -> None:
+    """Give every tensor the checkpoint did not supply memory and its owner's initialisation, leaving loaded tensors
+    of the same modules untouched."""
+    by_module: Dict[str, List[str]] = {}
+    for name in missing:
+        module_name, _, tensor_name = name.rpartition(".")
+        by_module.setdefault(module_name, []).append(tensor_name)
+    for module_name, tensor_names in by_module.items():
+        module = model.get_submodule(module_name)
+        for tensor_name in tensor_names:
+            full = f"{module_name}.{tensor_name}" if module_name else tensor_name
+            old = getattr(module, tensor_name)
+            new_dtype = dtype if (dtype is not None and old.is_floating_point()) else old.dtype
+            set_module_tensor_to_device(model, full, placement.device_of(full),
+                                        value=torch.empty(old.shape, dtype=new_dtype), dtype=new_dtype)
+        loaded = {n: t.detach().clone() for n, t in list(module.named_parameters(recurse=False))
+                  + list(module.named_buffers(recurse=False)) if n not in tensor_names}
+        _initialise_module(model, module_name, module, layout)
+        with torch.no_grad():
+            for n, t in loaded.items():
+                getattr(module, n).copy_(t)
+
+
+def _initialise_module(model: nn.Module, module_name: str, module: nn.Module, layout: Layout) -> None:
+    if layout.head_path is not None and (module_name + ".").startswith(layout.head_path):
+        _owning_head(model, module_name)._init_weights(module)
+    elif (module_name + ".").startswith(layout.core_path):
+        compat.init_core_module(model.base_model, module)
+    elif hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+    else:
+        raise RuntimeError(f"{module_name} of {type(model).__name__} is not in the checkpoint and has no way to be "
+                           f"initialised (no reset_parameters()).")
+
+
+def _owning_head(model: nn.Module, module_name: str) -> nn.Module:
+    """The head a module belongs to: its nearest enclosing module that initialises weights (``model.head``, or
+    ``model.heads.<name>`` of a model with several heads)."""
+    parts = module_name.split(".")
+    for end in range(len(parts), 0, -1):
+        candidate = model.get_submodule(".".join(parts[:end]))
+        if hasattr(candidate, "_init_weights"):
+            return candidate
+    raise RuntimeError(f"{module_name} of {type(model).__name__} belongs to no head that could initialise it.")
+
+
+def report(cls: type, checkpoint: str, info: Dict[str, Any], core_path: str, expect_new_head: bool) -> None:
+    """Log what the load did; ``core_path`` tells base model weights from the task's own (head, scalar mix, ...)."""
+    new_base = [k for k in info["missing_keys"] if k.startswith(core_path)]
+    new_head = [k for k in info["missing_keys"] if not k.startswith(core_path)]
+    if new_base:
+        logger.warning("Some base model weights of %s were not in the checkpoint at '%s' and are newly initialised: "
+                       "%s. You should probably train this model before using it.", cls.__name__, checkpoint, new_base)
+    if new_head:
+        (logger.info if expect_new_head else logger.warning)(
+            "The head of %s is newly initialised (not in the checkpoint at '%s'): %s.", cls.__name__, checkpoint, new_head)
+    if info["mismatched_keys"]:
+        logger.warning("Some weights of the checkpoint at '%s' did not match the size in %s and were newly "
+                       "initialised: %s.", checkpoint, cls.__name__,
+                       [f"{k}: checkpoint {a} vs model {b}" for k, a, b in info["mismatched_keys"]])
+    if info["unexpected_keys"]:
+        logger.warning("Some weights of the checkpoint at '%s' were not used by %s: %s.",
+                       checkpoint, cls.__name__, info["unexpected_keys"])
