@@ -2,11 +2,19 @@
 
 Every checkpoint is written by the test itself (``save_pretrained`` or ``torch.save``/``save_file``) into a temporary
 folder; nothing comes from the network. The whole run computes on one thread (set below, at import): tiny models run
-several times faster on one thread than on a few contended ones.
+several times faster on one thread than on a few contended ones. Code that checkpoints ship (``trust_remote_code``)
+is copied by transformers into ``HF_MODULES_CACHE``, set below to a folder of this run, removed at its end: one
+folder for every test, so that no test imports another's ``transformers_modules`` package, and nothing is written to
+``~/.cache/huggingface``.
 """
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Before transformers is imported: it reads the variable once. Subprocesses of the tests inherit it.
+os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="archit-tests-hf-modules-")
 
 import json
 from dataclasses import dataclass
@@ -18,6 +26,8 @@ import torch
 import transformers
 from packaging.version import Version
 from safetensors.torch import load_file
+
+atexit.register(shutil.rmtree, os.environ["HF_MODULES_CACHE"], ignore_errors=True)
 
 ATOL = RTOL = 1e-5
 SEED = 0

@@ -56,6 +56,15 @@ def write_prefixed(folder: Path) -> Path:
     return folder
 
 
+def write_renamed(folder: Path) -> Path:
+    """A base model whose attention keys were renamed (``attention.self.`` → ``attention_block.``), for key_mapping."""
+    write_bare(folder)
+    tensors = load_file(str(folder / "model.safetensors"))
+    save_file({k.replace("attention.self.", "attention_block."): v for k, v in tensors.items()},
+              str(folder / "model.safetensors"), {"format": "pt"})
+    return folder
+
+
 def write_legacy(folder: Path) -> Path:
     """BERT with ``LayerNorm.gamma/beta`` names and a saved ``embeddings.position_ids`` buffer."""
     model = save_transformers_model(transformers.BertModel, bert_config(), folder)
@@ -152,8 +161,8 @@ CASES = {
     "head-of-another-size": (write_archit, *task_load(ForSingleLabelTokenClassification, RobertaBaseModel,
                                                       TokenClassificationHeadConfig(num_labels=5)),
                              {"ignore_mismatched_sizes": True}),
-    "key-mapping": (write_prefixed, *task_load(ForSingleLabelTokenClassification, RobertaBaseModel, TAGGER),
-                    {"key_mapping": {r"^roberta\.": "encoder_body."}, "ignore_unplaced_weights": True}),
+    "key-mapping": (write_renamed, *task_load(ForSingleLabelTokenClassification, RobertaBaseModel, TAGGER),
+                    {"key_mapping": {r"attention_block\.": "attention.self."}}),
     "moe-per-expert": (copy_data("archit/mixtral_token_classification"),
                        *task_load(ForSingleLabelTokenClassification, AutoBaseModel), {}),
     "gpt-neox": (copy_data("archit/gpt_neox_causal_lm"), *task_load(ForCausalLM, AutoBaseModel), {}),

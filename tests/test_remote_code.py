@@ -6,7 +6,7 @@ Every checkpoint here is written without running its code: ``config.json`` by ha
 the shapes the code builds. Each code file leaves a trace when imported (a file in the test's ``trace`` folder), so the
 tests can tell whether any of it ran. Each test uses a ``model_type`` (and so module names) of its own, and checkpoint
 folders named after it: transformers caches imported checkpoint code under the folder's name (4.36 never re-imports a
-module of the same name), in ``HF_MODULES_CACHE``, which points into this run's temporary folder (``modules_cache``).
+module of the same name), in ``HF_MODULES_CACHE``, which points into this run's temporary folder (set in conftest.py).
 """
 import json
 import os
@@ -200,24 +200,8 @@ def inputs():
     return input_ids, attention_mask
 
 
-@pytest.fixture(scope="module", autouse=True)
-def modules_cache(tmp_path_factory):
-    """transformers copies checkpoint code into ``HF_MODULES_CACHE`` (``transformers_modules/...``) and imports it from
-    there: here a folder of this run rather than ``~/.cache/huggingface/modules``, set where transformers reads it
-    (it read the environment variable when it was imported, before this module)."""
-    from transformers import dynamic_module_utils
-    folder = str(tmp_path_factory.mktemp("hf_modules"))
-    previous = dynamic_module_utils.HF_MODULES_CACHE
-    _forget_imported_code()
-    dynamic_module_utils.HF_MODULES_CACHE = folder
-    yield folder
-    dynamic_module_utils.HF_MODULES_CACHE = previous
-    _forget_imported_code()
-    if folder in sys.path:
-        sys.path.remove(folder)
-
-
 def _forget_imported_code() -> None:
+    """Drop imported checkpoint code from ``sys.modules``, so that the next load imports it again (or must not)."""
     for module in [name for name in sys.modules if name.split(".")[0] == "transformers_modules"]:
         del sys.modules[module]
 
