@@ -14,6 +14,8 @@ Cases (``--cases``, default all; ``--quick`` swaps each for a tiny model of the 
   0.61B parameters) in bfloat16, 500 MB shards, its keys in the transformers 4.x per-expert layout
   (``layers.N.block_sparse_moe.experts.E.w1/w2/w3.weight``; transformers >= 5 writes that layout on save too). Loaded
   as ``llama1b``; on transformers 5 both loaders fuse the experts at load time.
+* ``moe-small`` and ``moe1b``: ``moe`` at 0.2B (hidden 512, intermediate 1792, 3 shards of <= 140 MB) and at 1.04B
+  (14 layers, 5 shards of <= 500 MB).
 
 A bare base model checkpoint gives both loaders the same work: every base weight from the file, the head new.
 
@@ -33,7 +35,7 @@ step) and the target (<= 1.00), and writes all raw numbers to ``benchmarks/resul
 A case that fails for one implementation reports that side's error and the others go on.
 Checkpoints are made once per case and transformers version, under ``--workdir`` (``ckpt-<case>[-quick]-<version>``).
 
-    HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/bench_load.py [--quick] [--cases roberta,llama1b,moe]
+    HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/bench_load.py [--quick] [--cases roberta,llama1b,moe,moe-small,moe1b]
         [--only load|train] [--attn eager] [--runs N] [--profile]
 """
 
@@ -112,6 +114,24 @@ CASES = {
                    intermediate_size=128, num_local_experts=4, num_experts_per_tok=2),
         expected_keys=("layers.0.block_sparse_moe.experts.0.w1.weight", "layers.0.block_sparse_moe.experts.1.w3.weight",
                        "layers.0.block_sparse_moe.gate.weight"),
+        extra=dict(max_position_embeddings=2048, tie_word_embeddings=False)),
+    "moe-small": Case(
+        "moe-small", family="mixtral", model_class="MixtralModel", config_class="MixtralConfig",
+        archit_base="AutoBaseModel", dtype="bfloat16", shard_size="140MB", quick_shard_size="100KB",
+        full=dict(vocab_size=32000, hidden_size=512, num_hidden_layers=8, num_attention_heads=8,
+                  num_key_value_heads=4, intermediate_size=1792, num_local_experts=8, num_experts_per_tok=2),
+        quick=dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                   intermediate_size=128, num_local_experts=4, num_experts_per_tok=2),
+        expected_keys=("layers.0.block_sparse_moe.experts.0.w1.weight",),
+        extra=dict(max_position_embeddings=2048, tie_word_embeddings=False)),
+    "moe1b": Case(
+        "moe1b", family="mixtral", model_class="MixtralModel", config_class="MixtralConfig", archit_base="AutoBaseModel",
+        dtype="bfloat16", shard_size="500MB", quick_shard_size="100KB",
+        full=dict(vocab_size=32000, hidden_size=1024, num_hidden_layers=14, num_attention_heads=16,
+                  num_key_value_heads=4, intermediate_size=2816, num_local_experts=8, num_experts_per_tok=2),
+        quick=dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                   intermediate_size=128, num_local_experts=4, num_experts_per_tok=2),
+        expected_keys=("layers.0.block_sparse_moe.experts.0.w1.weight",),
         extra=dict(max_position_embeddings=2048, tie_word_embeddings=False)),
 }
 

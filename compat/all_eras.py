@@ -120,6 +120,9 @@ class ConversionUnit:
     """Reads the sources and returns ``{model key: tensor}``; called once, when the tensors are assigned."""
     converted: bool
     """Whether an era's conversion rule (or a ``key_mapping``) changed a name or a tensor."""
+    computed: bool = False
+    """Whether its tensors are computed from the sources by an operation (merged, split, concatenated), not the sources
+    themselves under another name: the sources then need not be views of the file, only read."""
 
 
 def first_match_renaming(key_mapping: Optional[Mapping[str, str]]) -> Callable[[str], str]:

@@ -76,7 +76,7 @@ def convert_checkpoint(model: PreTrainedModel, keys: Sequence[str], get_tensor: 
             or _without_prefix(renamed, prefix) != _without_prefix(key, prefix)
     for name, transform in pending.items():
         units.append(ConversionUnit(name, sources[name], lambda name=name, transform=transform: _run(transform, name, model),
-                                    converted[name]))
+                                    converted[name], isinstance(transform, WeightConverter)))
     return units
 
 

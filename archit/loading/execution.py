@@ -13,7 +13,7 @@ from .. import _compat as compat
 from .building import Built, Layout
 from .commits import open_settled
 from .devices import DevicePlacement
-from .files import WeightFiles, wrong_dtype_kind
+from .files import CheckpointReader, WeightFiles, wrong_dtype_kind
 from .integrity import verify_weight_files
 from .keys import model_key_for
 from .options import LoadOptions
@@ -22,7 +22,7 @@ from .planning import LoadPlan, Mismatch, named_tensors, needed_from_checkpoint,
 logger = logging.getLogger(__name__)
 
 
-def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: Any, weights: WeightFiles) -> Dict[str, Any]:
+def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: CheckpointReader, weights: WeightFiles) -> Dict[str, Any]:
     """Load the checkpoint into ``built.model`` as ``plan`` says; answers the loading info (``output_loading_info``).
     Raises the plan's refusal before reading any tensor data; a converted tensor whose shape turns out to differ from
     the model's is refused (or initialised anew with ``ignore_mismatched_sizes``) once converted."""
@@ -56,16 +56,18 @@ def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: Any, wei
             "mismatched_keys": [*plan.mismatched, *late], "converted_keys": converted, "error_msgs": []}
 
 
-def _assign(plan: LoadPlan, model: nn.Module, reader: Any, placement: DevicePlacement, dtype: Optional[torch.dtype],
-            converted: Dict[str, List[str]], weights: WeightFiles) -> List[Mismatch]:
+def _assign(plan: LoadPlan, model: nn.Module, reader: CheckpointReader, placement: DevicePlacement,
+            dtype: Optional[torch.dtype], converted: Dict[str, List[str]], weights: WeightFiles) -> List[Mismatch]:
     """Convert each placement's unit and assign its tensors (a rule may produce several: the outputs past the first are
-    named once converted); answers the converted tensors whose shape differs from the model's."""
+    named once converted), giving back the memory of the file pages of sources that did not become the parameter
+    itself; answers the converted tensors whose shape differs from the model's."""
     expected = model.state_dict(keep_vars=True)
     late: List[Mismatch] = []
     total_bytes = sum(open_settled(path, os.path.getsize) for path in weights.paths)
     placements = plan.placements
     for item in compat.progress(placements, len(placements), "Loading weights", len(placements), total_bytes):
         outputs = item.unit.convert()
+        kept = False  # Whether a tensor read from the file became a parameter or buffer itself (not a copy of it).
         for name in list(outputs):
             tensor = outputs.pop(name)  # Dropped as soon as it is assigned: no unit's tensors outlive their turn.
             target = item.target if name == item.unit.name else model_key_for(name, plan.state_keys, plan.naming)
@@ -81,9 +83,18 @@ def _assign(plan: LoadPlan, model: nn.Module, reader: Any, placement: DevicePlac
                 raise error
             set_module_tensor_to_device(model, target, placement.device_of(target), value=tensor,
                                         dtype=dtype if tensor.is_floating_point() else None)
+            kept = kept or (not item.unit.computed and _tensor_at(model, target).data_ptr() == tensor.data_ptr())
             if item.unit.converted:
                 converted[target] = list(item.stored)
+        if not kept:  # Read only (merged, cast, moved): the file pages it touched are given back (pages.py).
+            for key in item.stored:
+                reader.release(key)
     return late
+
+
+def _tensor_at(model: nn.Module, name: str) -> torch.Tensor:
+    module_name, _, tensor_name = name.rpartition(".")
+    return getattr(model.get_submodule(module_name), tensor_name)
 
 
 def verify_weights(checkpoint: str, weights: WeightFiles) -> None:

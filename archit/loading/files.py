@@ -17,6 +17,7 @@ from torch import Tensor
 from .. import _compat as compat
 from .commits import open_settled, resolve_local, settled_path
 from .errors import CheckpointError
+from .pages import FilePages
 
 CONFIG_NAME = "config.json"
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -209,10 +210,13 @@ class CheckpointReader:
         self._stack = ExitStack()
         self._location: Dict[str, Any] = {}  # key -> open safetensors file, or the loaded .bin dict
         self._files: Dict[str, str] = {}  # key -> the file holding it
+        self._pages: Dict[str, FilePages] = {}  # safetensors file -> its mapped pages
         try:
             for path in paths:
                 source: Any = self._stack.enter_context(open_safetensors(path)) if is_safetensors(path) \
                     else load_bin(path)
+                if is_safetensors(path):
+                    self._pages[path] = FilePages(path)
                 for key in source.keys():
                     _check_once(key, path, self._files)
                     self._location[key] = source
@@ -226,6 +230,13 @@ class CheckpointReader:
     def get(self, key: str) -> Tensor:
         source = self._location[key]
         return source[key] if isinstance(source, dict) else source.get_tensor(key)
+
+    def release(self, key: str) -> None:
+        """Give back the memory of the file pages that tensor ``key`` (read, and not kept as a view of the file) made
+        resident: ``pages.FilePages.release``."""
+        source = self._location[key]
+        if not isinstance(source, dict):
+            self._pages[self._files[key]].release(source.get_tensor(key))
 
     def path_of(self, key: str) -> str:
         """The weight file holding ``key``."""
