@@ -4,7 +4,7 @@
 import logging
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ..instantiation.multihead import task_of
 from ..loading.files import read_config_dict
@@ -31,7 +31,7 @@ def export_checkpoint(checkpoint: str, out: str, base: Optional[str] = None, tas
         config_dict = read_config_dict(checkpoint)
     except (OSError, ValueError) as error:
         raise CommandError(str(error)) from error
-    task_class = named_class(task, "task") if task else _stored_task(config_dict, checkpoint)
+    task_class: Any = named_class(task, "task") if task else _stored_task(config_dict, checkpoint)
     base_dict = config_dict.get("base_model_config", config_dict)
     base_class = named_class(base, "base") if base else fitting_base_class(base_dict.get("model_type"))
     logger.info("Loading '%s' as %s on %s.", checkpoint, task_class.__name__, base_class.__name__)

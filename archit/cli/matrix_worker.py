@@ -13,7 +13,7 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from safetensors.torch import save_file
@@ -37,6 +37,8 @@ def fixed_inputs(task: type, vocab_size: int) -> Dict[str, torch.Tensor]:
     """The one input every release gets: token ids from a generator seeded with ``SEED``, in the shape the task takes
     (``B x L``; ``B x choices x L`` for multiple choice; ``B x words x subwords`` for dependency parsing), no padding."""
     generator = torch.Generator().manual_seed(SEED)
+    shape: Tuple[int, ...]
+    mask_shape: Tuple[int, ...]
     if issubclass(task, tasks.ForSingleAnswerMultipleChoice):
         shape, mask_shape = (BATCH, CHOICES, LENGTH), (BATCH, CHOICES, LENGTH)
     elif issubclass(task, tasks.ForDependencyParsing):
@@ -67,7 +69,7 @@ def _vocab_size(model) -> int:
     return getattr(config, "vocab_size", None) or CHARACTERS
 
 
-def _load(task: type, base: type, checkpoint: str, head_config, trust_remote_code: bool):
+def _load(task: Any, base: type, checkpoint: str, head_config: Any, trust_remote_code: bool) -> Any:
     return task.from_pretrained(checkpoint, base, head_config, dtype=torch.float32, attn_implementation="eager",
                                 output_loading_info=True, trust_remote_code=trust_remote_code)
 
@@ -85,7 +87,8 @@ def run_probe(probe: Dict[str, Any], out: Path, atol: float) -> Dict[str, Any]:
                            "reload_max_abs_diff": None, "initialised": [], "unused": [], "converted": [],
                            "logits_file": None}
     try:
-        task, base = named_class(probe["task"], "task"), named_class(probe["base"], "base")
+        task: Any = named_class(probe["task"], "task")
+        base = named_class(probe["base"], "base")
         head_config = probe.get("head_config")
         head_config = task.headClass().configClass()(**head_config) if head_config is not None else None
         start = time.perf_counter()

@@ -303,7 +303,7 @@ def _render_class(declaration: _ClassDeclaration) -> List[str]:
 
 def _init_parameters(klass: type) -> Dict[str, inspect.Parameter]:
     try:
-        signature = inspect.signature(klass.__init__)
+        signature = inspect.signature(klass.__init__)  # type: ignore[misc]  # the class's own, by design
     except (TypeError, ValueError):
         return {}
     return {name: p for name, p in signature.parameters.items()
@@ -312,14 +312,16 @@ def _init_parameters(klass: type) -> Dict[str, inspect.Parameter]:
 
 def _signature_source(klass: type) -> Tuple[str, str]:
     """``(parameters, call)`` reproducing ``klass.__init__``'s signature and passing everything on to it."""
-    signature = inspect.signature(klass.__init__)
+    signature = inspect.signature(klass.__init__)  # type: ignore[misc]  # the class's own, by design
     parameters, call, keyword_only = ["self"], [], False
     for name, p in list(signature.parameters.items())[1:]:
         if p.kind is p.VAR_POSITIONAL:
-            parameters.append(f"*{name}"), call.append(f"*{name}")
+            parameters.append(f"*{name}")
+            call.append(f"*{name}")
             keyword_only = True
         elif p.kind is p.VAR_KEYWORD:
-            parameters.append(f"**{name}"), call.append(f"**{name}")
+            parameters.append(f"**{name}")
+            call.append(f"**{name}")
         else:
             if p.kind is p.KEYWORD_ONLY and not keyword_only:
                 parameters.append("*")

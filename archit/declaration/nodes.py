@@ -8,7 +8,7 @@ original constructors and run as written); these names are importable from ``arc
 import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from typing import Dict
+from typing import Any, Dict, List
 
 from torch.nn import Module
 
@@ -163,7 +163,7 @@ class ModuleListNode(NativeModuleNode):
         warnings.warn("Rendering module list. Since we are unaware of where in the config the length of the list comes from, constants will be used.")
 
         # Find spans of the same class
-        spans = []
+        spans: List[Any] = []
         prev_class = None
         for _,child in self.children.items():
             if child.getClass() != prev_class:

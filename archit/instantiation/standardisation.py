@@ -60,5 +60,5 @@ def _missing_field_message(raw_config: PretrainedConfig, field: str) -> str:
 
 def read_standard_fields(raw_config: PretrainedConfig, **overrides: Any) -> BaseModelConfig:
     """``raw_config`` read into a ``BaseModelConfig`` through ``FIELD_NAMES``; ``overrides`` set fields directly."""
-    values = {field: read_field(raw_config, field) for field in FIELD_NAMES if field not in overrides}
+    values: Dict[str, Any] = {field: read_field(raw_config, field) for field in FIELD_NAMES if field not in overrides}
     return BaseModelConfig(**values, **overrides)

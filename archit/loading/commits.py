@@ -67,7 +67,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 try:
     import fcntl
 except ImportError:  # Windows.
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 from .errors import CheckpointError
 
@@ -102,7 +102,7 @@ class DirectoryCommit:
         self._files: Dict[str, str] = {}  # final name -> temporary name, in rename order
         self._stale: List[str] = []
         self._syncs: List[Future] = []
-        self._syncer: Optional[ThreadPoolExecutor] = None
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archit-fsync")  # started on first use
         self._lock_fd: Optional[int] = None
         self._staging: Optional[str] = None
 
@@ -114,7 +114,6 @@ class DirectoryCommit:
         except BaseException:
             _unlock(self._lock_fd)
             raise
-        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archit-fsync")
         return self
 
     def temp_path(self, name: str) -> str:

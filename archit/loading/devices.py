@@ -37,7 +37,7 @@ class DevicePlacement:
         return cls(dict(device_map))
 
     def device_of(self, tensor_name: str) -> Union[str, int, torch.device]:
-        best, device = -1, "cpu"
+        best, device = -1, "cpu"  # type: int, Union[str, int, torch.device]
         for prefix, candidate in self.device_map.items():
             if (prefix == "" or tensor_name == prefix or tensor_name.startswith(prefix + ".")) and len(prefix) > best:
                 best, device = len(prefix), candidate

@@ -17,7 +17,7 @@ from .files import CheckpointReader, WeightFiles, wrong_dtype_kind
 from .integrity import verify_weight_files
 from .keys import model_key_for
 from .options import LoadOptions
-from .planning import LoadPlan, Mismatch, named_tensors, needed_from_checkpoint, refusal_for
+from .planning import LoadPlan, Mismatch, Refusal, named_tensors, needed_from_checkpoint, refusal_for
 
 logger = logging.getLogger(__name__)
 
@@ -26,14 +26,13 @@ def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: Checkpoi
     """Load the checkpoint into ``built.model`` as ``plan`` says; answers the loading info (``output_loading_info``).
     Raises the plan's refusal before reading any tensor data; a converted tensor whose shape turns out to differ from
     the model's is refused (or initialised anew with ``ignore_mismatched_sizes``) once converted."""
-    if plan.refusal is not None:
-        raise plan.refusal.error()
+    _raise(plan.refusal)
     model, dtype = built.model, built.dtype
     placement = DevicePlacement.plan(model, options.device_map, options.max_memory, dtype)
     converted = {target: list(keys) for target, keys in plan.converted.items()}
     late = _assign(plan, model, reader, placement, dtype, converted, weights)
     if late and not options.ignore_mismatched_sizes:
-        raise refusal_for(plan.checkpoint, model, options, late, [], []).error()
+        _raise(refusal_for(plan.checkpoint, model, options, late, [], []))
     model.tie_weights()
     if plan.embeddings_copied_to is not None:
         source = model.get_input_embeddings().weight.detach().clone()
@@ -42,7 +41,7 @@ def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: Checkpoi
     missing = [name for name, tensor in named_tensors(model) if tensor.device.type == "meta"]
     new_base = needed_from_checkpoint(missing, built.layout, not built.expect_new_head)
     if new_base and plan.unexpected and not options.ignore_unplaced_weights:  # Converted outputs that went nowhere.
-        raise refusal_for(plan.checkpoint, model, options, [], list(plan.unexpected), new_base).error()
+        _raise(refusal_for(plan.checkpoint, model, options, [], list(plan.unexpected), new_base))
     _initialise(model, missing, placement, dtype, built.layout)
     model.tie_weights()
     if dtype is not None:
@@ -54,6 +53,11 @@ def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: Checkpoi
                 if converted else "")
     return {"missing_keys": missing, "unexpected_keys": list(plan.unexpected),
             "mismatched_keys": [*plan.mismatched, *late], "converted_keys": converted, "error_msgs": []}
+
+
+def _raise(refusal: Optional[Refusal]) -> None:
+    if refusal is not None:
+        raise refusal.error()
 
 
 def _assign(plan: LoadPlan, model: nn.Module, reader: CheckpointReader, placement: DevicePlacement,
@@ -101,9 +105,9 @@ def verify_weights(checkpoint: str, weights: WeightFiles) -> None:
     """``from_pretrained(..., verify=True)``: raise ``CheckpointError`` for the first damaged weight file; say when
     some files carry no checksum (their structure is checked, their tensor data cannot be)."""
     checks = verify_weight_files(weights.paths, weights.index)
-    damaged = [check for check in checks if check.damaged]
+    damaged = [check.error for check in checks if check.error is not None]
     if damaged:
-        raise damaged[0].error
+        raise damaged[0]
     unverified = [check.name for check in checks if check.status == "unverified"]
     if unverified:
         logger.warning("Checkpoint '%s': %s carry no checksum (written by transformers, the published ArchIt or an "

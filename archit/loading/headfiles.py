@@ -43,13 +43,17 @@ def read_head_files(directory: Union[str, os.PathLike]) -> Tuple[Dict[str, Any],
 
 
 def _read_head_files(directory: str) -> Tuple[Dict[str, Any], Dict[str, Tensor]]:
-    paths = {name: resolve_local(directory, name) for name in (HEAD_CONFIG_NAME, HEAD_WEIGHTS_NAME)}
-    for name, path in paths.items():
-        if path is None:
-            raise OSError(f"'{directory}' is not a saved head: {name} is missing (saveHead writes "
-                          f"{HEAD_CONFIG_NAME} and {HEAD_WEIGHTS_NAME}).")
-    description = read_json_file(paths[HEAD_CONFIG_NAME])
+    config_path, weights_path = (_head_file(directory, name) for name in (HEAD_CONFIG_NAME, HEAD_WEIGHTS_NAME))
+    description = read_json_file(config_path)
     if not isinstance(description, dict):
-        raise CheckpointError(paths[HEAD_CONFIG_NAME], f"holds a JSON {type(description).__name__}, not an object")
-    with open_safetensors(paths[HEAD_WEIGHTS_NAME]) as handle:
+        raise CheckpointError(config_path, f"holds a JSON {type(description).__name__}, not an object")
+    with open_safetensors(weights_path) as handle:
         return description, {key: handle.get_tensor(key) for key in handle.keys()}
+
+
+def _head_file(directory: str, name: str) -> str:
+    path = resolve_local(directory, name)
+    if path is None:
+        raise OSError(f"'{directory}' is not a saved head: {name} is missing (saveHead writes {HEAD_CONFIG_NAME} and "
+                      f"{HEAD_WEIGHTS_NAME}).")
+    return path

@@ -250,7 +250,7 @@ def verify_weight_files(paths: List[str], index_path: Optional[str]) -> List[Fil
         shards_of_index(index_path)  # The index's own structure.
     index_metadata = (index or {}).get("metadata") or {}
     if isinstance(index_metadata, dict) and damaged_digest_name(index_metadata) is not None:
-        raise CheckpointError(index_path, f"is damaged: its checksums' entry is named "
+        raise CheckpointError(str(index_path), f"is damaged: its checksums' entry is named "
                                           f"{damaged_digest_name(index_metadata)!r}, not {DIGEST_KEY!r}")
     bin_digests = index_metadata.get(DIGEST_KEY) or {} if isinstance(index_metadata, dict) else {}
     checks = []
@@ -260,7 +260,7 @@ def verify_weight_files(paths: List[str], index_path: Optional[str]) -> List[Fil
         except CheckpointError as error:
             checks.append(FileCheck.of_error(error))
     if index_path is not None and not any(check.damaged for check in checks):
-        checks.append(_verify_index(index_path, index, paths))
+        checks.append(_verify_index(index_path, index or {}, paths))
     return checks
 
 
@@ -322,10 +322,11 @@ def _verify(folder: str, variant: Optional[str]) -> VerifyReport:
     checks: List[FileCheck] = []
     head_config = resolve_local(folder, HEAD_CONFIG_NAME)
     if head_config is not None and resolve_local(folder, CONFIG_NAME) is None:
-        config_name, weight_paths, index_path = HEAD_CONFIG_NAME, [resolve_local(folder, HEAD_WEIGHTS_NAME)], None
-        if weight_paths[0] is None:
+        head_weights = resolve_local(folder, HEAD_WEIGHTS_NAME)
+        if head_weights is None:
             raise CheckpointError(os.path.join(folder, HEAD_WEIGHTS_NAME), "is missing (saveHead writes it next to "
                                                                             f"{HEAD_CONFIG_NAME})")
+        config_name, weight_paths, index_path = HEAD_CONFIG_NAME, [head_weights], None
         checks.append(_checked_json(head_config))
     else:
         config_name = CONFIG_NAME

@@ -9,7 +9,7 @@ A checkpoint key may be named
 Buffers that old releases saved but current models do not persist (``embeddings.position_ids``) are ignored.
 """
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Set
+from typing import AbstractSet, Dict, Iterable, List, Mapping, Optional, Set
 
 # Where the parts of an archit model sit, and so the key prefixes of its checkpoints: a model-with-head holds its
 # BaseModel as ``model`` and its Head as ``head``; a BaseModel holds the transformers core as ``_core``.
@@ -63,7 +63,7 @@ def rename_checkpoint_keys(checkpoint_keys: Iterable[str], model_keys: Set[str],
     return renaming
 
 
-def model_key_for(name: str, model_keys: Set[str], naming: KeyNaming) -> Optional[str]:
+def model_key_for(name: str, model_keys: AbstractSet[str], naming: KeyNaming) -> Optional[str]:
     """The model key that the checkpoint key ``name`` fills, or ``None``."""
     return next((c for c in candidate_names(name, naming) if c in model_keys), None)
 

@@ -44,7 +44,7 @@ class FilePages:
 
     def __init__(self, path: str):
         self.path = path
-        self._inode: Optional[Tuple[int, int]] = None
+        self._inode: Optional[Tuple[int, int, int]] = None  # device major, minor, inode number
         self._regions: Optional[List[_Region]] = None  # The file's mappings, read once, at the first release.
         if _MADVISE is not None:
             stat = os.stat(path)
@@ -66,7 +66,7 @@ class FilePages:
             logger.debug("madvise(MADV_DONTNEED) of %s failed: errno %d", self.path, ctypes.get_errno())
 
 
-def _mappings_of(inode: Tuple[int, ...]) -> List[_Region]:
+def _mappings_of(inode: Tuple[int, int, int]) -> List[_Region]:
     """The address ranges at which this process maps the file ``inode`` (device major, minor, inode number)."""
     regions = []
     with open(_MAPS, encoding="utf-8", errors="replace") as maps:
