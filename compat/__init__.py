@@ -8,6 +8,7 @@ satisfies the ``Backend`` protocol, which lists only what differs per era. What 
 from .all_eras import ConversionUnit as ConversionUnit
 from .all_eras import checkpoint_code_class as checkpoint_code_class
 from .all_eras import get_config_dtype as get_config_dtype
+from .all_eras import hide_kwargs_from_signature as hide_kwargs_from_signature
 from .all_eras import init_core_module as init_core_module
 from .all_eras import is_checkpoint_code as is_checkpoint_code
 from .all_eras import no_split_modules as no_split_modules
@@ -34,5 +35,5 @@ __all__ = [
     "set_config_dtype", "get_config_dtype", "init_core_module", "no_init_weights", "no_split_modules", "resolve_file",
     "stored_config_dict", "ConversionUnit", "convert_checkpoint", "checkpoint_layout", "progress",
     "trusts_checkpoint_code", "checkpoint_code_class", "is_checkpoint_code", "save_checkpoint_code",
-    "as_auto_model_class",
+    "as_auto_model_class", "hide_kwargs_from_signature",
 ]

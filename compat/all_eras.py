@@ -8,6 +8,7 @@ Code that ships with a checkpoint (``auto_map``) goes through ``transformers.dyn
 since 4.36.
 When one of them changes in a release, its helper moves into the era modules and into the ``Backend`` protocol.
 """
+import inspect
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
@@ -24,6 +25,7 @@ from transformers.utils import TRANSFORMERS_DYNAMIC_MODULE_NAME, cached_file
 from transformers.utils import logging as transformers_logging
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class WrapperWithoutOwnWeights(PreTrainedModel):
@@ -31,6 +33,21 @@ class WrapperWithoutOwnWeights(PreTrainedModel):
 
     def _init_weights(self, module):
         pass
+
+
+def hide_kwargs_from_signature(forward: F) -> F:
+    """
+    ``forward`` itself, advertising (``__signature__``) its parameters without its ``**kwargs``. transformers' ``Trainer``
+    passes ``num_items_in_batch`` to a model that seems to normalise its loss by it, and then leaves the loss undivided
+    by the gradient accumulation steps; archit's losses average themselves. 4.46 tell such a model by a ``**loss_kwargs``
+    in ``forward``'s signature, 4.47 by any ``**``, 4.48+ by the model's ``accepts_loss_kwargs`` (archit's models set
+    it to ``False``) and 4.36-4.45 pass nothing: this can go when archit's oldest supported release is 4.48. Calls still
+    reach ``**kwargs``; only ``inspect.signature`` changes, and no wrapper is added to the call path.
+    """
+    signature = inspect.signature(forward)
+    forward.__signature__ = signature.replace(parameters=[
+        p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD])
+    return forward
 
 
 def get_config_dtype(config_dict: Dict[str, Any]) -> Optional[Union[str, torch.dtype]]:

@@ -1,12 +1,19 @@
 """The compat facade: the era matches the installed transformers, the backend satisfies the written contract, and
 archit/ itself stays off transformers' version number and private names."""
 import ast
+import inspect
 import typing
 from pathlib import Path
+
+from archit import _compat as compat_package
+from archit.instantiation.abstracts import ModelWithHead
+from archit.instantiation.extensions import ForTokensGroupedByWord
+from archit.instantiation.multihead import ModelWithHeads
 
 from conftest import expected_era
 
 ARCHIT_DIR = Path(__file__).resolve().parent.parent / "archit"
+P = inspect.Parameter
 
 
 def test_era_matches_installed_transformers():
@@ -76,3 +83,29 @@ def test_archit_imports_no_private_transformers_names():
                 if private:
                     offenders.append(f"{path.name}:{node.lineno} {private}")
     assert not offenders, f"archit/ imports private transformers names (only compat/ may): {offenders}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Era workarounds that live in compat.
+
+def test_hide_kwargs_from_signature_hides_them_from_the_trainer_but_not_from_calls():
+    """transformers 4.47's Trainer passes num_items_in_batch when ``inspect.signature(model.forward)`` has a ``**``
+    parameter (4.46 when it is named ``loss_kwargs``); the decorated method advertises none, and still takes them."""
+    class Model:
+        @compat_package.hide_kwargs_from_signature
+        def forward(self, input_ids, labels=None, **kwargs):
+            return kwargs
+
+    forward = Model().forward
+    assert [p.name for p in inspect.signature(forward).parameters.values()] == ["input_ids", "labels"]
+    assert not any(p.kind is P.VAR_KEYWORD for p in inspect.signature(forward).parameters.values())  # 4.47's test
+    assert forward(1, output_hidden_states=True) == {"output_hidden_states": True}
+    assert inspect.unwrap(Model.forward) is Model.forward  # The function itself: no wrapper in the call path.
+
+
+def test_archits_forwards_hide_their_kwargs():
+    for cls in (ModelWithHead, ForTokensGroupedByWord, ModelWithHeads):
+        assert "__signature__" in vars(cls.forward), cls.__name__
+        assert P.VAR_KEYWORD not in {p.kind for p in inspect.signature(cls.forward).parameters.values()}, cls.__name__
+        assert cls.accepts_loss_kwargs is False, cls.__name__  # What 4.48+ read instead.
+
