@@ -29,11 +29,12 @@ no_init_weights = backend.no_init_weights
 convert_checkpoint = backend.convert_checkpoint
 checkpoint_layout = backend.checkpoint_layout
 as_auto_model_class = backend.as_auto_model_class
+modernbert_config_class = backend.modernbert_config_class
 
 __all__ = [
     "Backend", "backend", "ERA", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
     "set_config_dtype", "get_config_dtype", "init_core_module", "no_init_weights", "no_split_modules", "resolve_file",
     "stored_config_dict", "ConversionUnit", "convert_checkpoint", "checkpoint_layout", "progress",
     "trusts_checkpoint_code", "checkpoint_code_class", "is_checkpoint_code", "save_checkpoint_code",
-    "as_auto_model_class", "hide_kwargs_from_signature",
+    "as_auto_model_class", "hide_kwargs_from_signature", "modernbert_config_class",
 ]

@@ -5,6 +5,8 @@ import inspect
 import typing
 from pathlib import Path
 
+import transformers
+
 from archit import _compat as compat_package
 from archit.instantiation.abstracts import ModelWithHead
 from archit.instantiation.extensions import ForTokensGroupedByWord
@@ -85,6 +87,22 @@ def test_archit_imports_no_private_transformers_names():
     assert not offenders, f"archit/ imports private transformers names (only compat/ may): {offenders}"
 
 
+def test_archit_guards_no_transformers_import():
+    """Whether a transformers module exists is a question for compat (``compat.modernbert_config_class()``): archit/
+    has no ``try: import transformers...`` that tells releases apart."""
+    offenders = []
+    for path in _archit_sources():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Try):
+                imports = [n for statement in node.body for n in ast.walk(statement)
+                           if isinstance(n, (ast.Import, ast.ImportFrom))]
+                modules = [n.module or "" for n in imports if isinstance(n, ast.ImportFrom)]
+                modules += [alias.name for n in imports if isinstance(n, ast.Import) for alias in n.names]
+                if any(module.split(".")[0] == "transformers" for module in modules):
+                    offenders.append(f"{path.name}:{node.lineno}")
+    assert not offenders, f"archit/ guards transformers imports (ask compat instead): {offenders}"
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Era workarounds that live in compat.
 
@@ -109,3 +127,10 @@ def test_archits_forwards_hide_their_kwargs():
         assert P.VAR_KEYWORD not in {p.kind for p in inspect.signature(cls.forward).parameters.values()}, cls.__name__
         assert cls.accepts_loss_kwargs is False, cls.__name__  # What 4.48+ read instead.
 
+
+def test_modernbert_config_class_is_transformers_own_or_none():
+    config_class = compat_package.modernbert_config_class()
+    if hasattr(transformers, "ModernBertConfig"):
+        assert config_class is transformers.ModernBertConfig
+    else:
+        assert config_class is None
