@@ -5,6 +5,7 @@ One backend module per transformers era (``tf436``, ``tf450``, ``tf500``), chose
 satisfies the ``Backend`` protocol, which lists only what differs per era. What is the same in every era comes from
 ``all_eras``; the version flags from ``version``.
 """
+from .all_eras import CONFIG_DTYPE_KEYS as CONFIG_DTYPE_KEYS
 from .all_eras import ConversionUnit as ConversionUnit
 from .all_eras import checkpoint_code_class as checkpoint_code_class
 from .all_eras import get_config_dtype as get_config_dtype
@@ -36,5 +37,5 @@ __all__ = [
     "set_config_dtype", "get_config_dtype", "init_core_module", "no_init_weights", "no_split_modules", "resolve_file",
     "stored_config_dict", "ConversionUnit", "convert_checkpoint", "checkpoint_layout", "progress",
     "trusts_checkpoint_code", "checkpoint_code_class", "is_checkpoint_code", "save_checkpoint_code",
-    "as_auto_model_class", "hide_kwargs_from_signature", "modernbert_config_class",
+    "as_auto_model_class", "hide_kwargs_from_signature", "modernbert_config_class", "CONFIG_DTYPE_KEYS",
 ]

@@ -50,6 +50,11 @@ def hide_kwargs_from_signature(forward: F) -> F:
     return forward
 
 
+# The names a config.json records the weights' dtype under: ``dtype`` from 4.56, ``torch_dtype`` before. From 4.56 a
+# config's ``torch_dtype`` is a deprecated alias of ``dtype`` that logs a deprecation when read or set.
+CONFIG_DTYPE_KEYS = ("dtype", "torch_dtype")
+
+
 def get_config_dtype(config_dict: Dict[str, Any]) -> Optional[Union[str, torch.dtype]]:
     """The weights' dtype recorded in a ``config.json`` dictionary (``dtype`` from 4.56, ``torch_dtype`` before)."""
     return config_dict.get("dtype", config_dict.get("torch_dtype"))
