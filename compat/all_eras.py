@@ -171,6 +171,34 @@ def renaming_units(keys: Sequence[str], get_tensor: Callable[[str], Tensor],
     return units
 
 
+def enable_activation_checkpointing(model: PreTrainedModel,
+                                    checkpointing_kwargs: Optional[Dict[str, Any]] = None) -> None:
+    """Recompute ``model``'s activations in the backward pass instead of keeping them (``checkpointing_kwargs`` go to
+    ``torch.utils.checkpoint.checkpoint``): ``activation_checkpointing_enable`` where transformers has it (5.24+, where
+    ``gradient_checkpointing_enable`` is a deprecated alias that warns), ``gradient_checkpointing_enable`` before."""
+    if hasattr(type(model), "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing_kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
+
+
+def disable_activation_checkpointing(model: PreTrainedModel) -> None:
+    """Keep ``model``'s activations again: ``activation_checkpointing_disable`` where transformers has it (5.24+),
+    ``gradient_checkpointing_disable`` before."""
+    if hasattr(type(model), "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
+def is_activation_checkpointing(model: PreTrainedModel) -> bool:
+    """Whether ``model`` recomputes activations in the backward pass: ``is_activation_checkpointing`` where transformers
+    has it (5.24+), ``is_gradient_checkpointing`` before."""
+    if hasattr(type(model), "is_activation_checkpointing"):
+        return bool(model.is_activation_checkpointing)
+    return bool(model.is_gradient_checkpointing)
+
+
 # Loads and saves below these sizes finish too fast for a progress bar to help.
 PROGRESS_MIN_TENSORS = 2000
 PROGRESS_MIN_BYTES = 2 * 2**30

@@ -68,12 +68,16 @@ def test_gradient_checkpointing_reaches_the_core_and_keeps_gradients(tmp_path):
     plain = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
 
-    model.gradient_checkpointing_enable()
-    assert model.base_model.is_gradient_checkpointing
+    # use_reentrant explicitly: 4.36-4.37 leave it to torch, which warns that it must be passed.
+    compat.enable_activation_checkpointing(model, {"use_reentrant": False})
+    assert compat.is_activation_checkpointing(model.base_model)
     torch.manual_seed(2)
     model(**_batch()).loss.backward()
     for name, parameter in model.named_parameters():
         torch.testing.assert_close(parameter.grad, plain[name], msg=name)
+
+    compat.disable_activation_checkpointing(model)
+    assert not compat.is_activation_checkpointing(model.base_model)
 
 
 class _Repeated(torch.utils.data.Dataset):
