@@ -5,10 +5,15 @@ One backend module per transformers era (``tf436``, ``tf450``, ``tf500``), chose
 satisfies the ``Backend`` protocol, which lists only what differs per era. What is the same in every era comes from
 ``all_eras``; the version flags from ``version``.
 """
+from .all_eras import CONFIG_DTYPE_KEYS as CONFIG_DTYPE_KEYS
 from .all_eras import ConversionUnit as ConversionUnit
 from .all_eras import checkpoint_code_class as checkpoint_code_class
+from .all_eras import disable_activation_checkpointing as disable_activation_checkpointing
+from .all_eras import enable_activation_checkpointing as enable_activation_checkpointing
 from .all_eras import get_config_dtype as get_config_dtype
+from .all_eras import hide_kwargs_from_signature as hide_kwargs_from_signature
 from .all_eras import init_core_module as init_core_module
+from .all_eras import is_activation_checkpointing as is_activation_checkpointing
 from .all_eras import is_checkpoint_code as is_checkpoint_code
 from .all_eras import no_split_modules as no_split_modules
 from .all_eras import progress as progress
@@ -28,11 +33,13 @@ no_init_weights = backend.no_init_weights
 convert_checkpoint = backend.convert_checkpoint
 checkpoint_layout = backend.checkpoint_layout
 as_auto_model_class = backend.as_auto_model_class
+modernbert_config_class = backend.modernbert_config_class
 
 __all__ = [
     "Backend", "backend", "ERA", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
     "set_config_dtype", "get_config_dtype", "init_core_module", "no_init_weights", "no_split_modules", "resolve_file",
     "stored_config_dict", "ConversionUnit", "convert_checkpoint", "checkpoint_layout", "progress",
     "trusts_checkpoint_code", "checkpoint_code_class", "is_checkpoint_code", "save_checkpoint_code",
-    "as_auto_model_class",
+    "as_auto_model_class", "hide_kwargs_from_signature", "modernbert_config_class", "enable_activation_checkpointing",
+    "disable_activation_checkpointing", "is_activation_checkpointing", "CONFIG_DTYPE_KEYS",
 ]

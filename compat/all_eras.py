@@ -8,6 +8,7 @@ Code that ships with a checkpoint (``auto_map``) goes through ``transformers.dyn
 since 4.36.
 When one of them changes in a release, its helper moves into the era modules and into the ``Backend`` protocol.
 """
+import inspect
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
@@ -24,6 +25,7 @@ from transformers.utils import TRANSFORMERS_DYNAMIC_MODULE_NAME, cached_file
 from transformers.utils import logging as transformers_logging
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class WrapperWithoutOwnWeights(PreTrainedModel):
@@ -31,6 +33,26 @@ class WrapperWithoutOwnWeights(PreTrainedModel):
 
     def _init_weights(self, module):
         pass
+
+
+def hide_kwargs_from_signature(forward: F) -> F:
+    """
+    ``forward`` itself, advertising (``__signature__``) its parameters without its ``**kwargs``. transformers' ``Trainer``
+    passes ``num_items_in_batch`` to a model that seems to normalise its loss by it, and then leaves the loss undivided
+    by the gradient accumulation steps; archit's losses average themselves. 4.46 tell such a model by a ``**loss_kwargs``
+    in ``forward``'s signature, 4.47 by any ``**``, 4.48+ by the model's ``accepts_loss_kwargs`` (archit's models set
+    it to ``False``) and 4.36-4.45 pass nothing: this can go when archit's oldest supported release is 4.48. Calls still
+    reach ``**kwargs``; only ``inspect.signature`` changes, and no wrapper is added to the call path.
+    """
+    signature = inspect.signature(forward)
+    forward.__signature__ = signature.replace(parameters=[
+        p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD])
+    return forward
+
+
+# The names a config.json records the weights' dtype under: ``dtype`` from 4.56, ``torch_dtype`` before. From 4.56 a
+# config's ``torch_dtype`` is a deprecated alias of ``dtype`` that logs a deprecation when read or set.
+CONFIG_DTYPE_KEYS = ("dtype", "torch_dtype")
 
 
 def get_config_dtype(config_dict: Dict[str, Any]) -> Optional[Union[str, torch.dtype]]:
@@ -147,6 +169,34 @@ def renaming_units(keys: Sequence[str], get_tensor: Callable[[str], Tensor],
         name = rename(key)
         units.append(ConversionUnit(name, [key], lambda key=key, name=name: {name: get_tensor(key)}, name != key))
     return units
+
+
+def enable_activation_checkpointing(model: PreTrainedModel,
+                                    checkpointing_kwargs: Optional[Dict[str, Any]] = None) -> None:
+    """Recompute ``model``'s activations in the backward pass instead of keeping them (``checkpointing_kwargs`` go to
+    ``torch.utils.checkpoint.checkpoint``): ``activation_checkpointing_enable`` where transformers has it (5.24+, where
+    ``gradient_checkpointing_enable`` is a deprecated alias that warns), ``gradient_checkpointing_enable`` before."""
+    if hasattr(type(model), "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing_kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
+
+
+def disable_activation_checkpointing(model: PreTrainedModel) -> None:
+    """Keep ``model``'s activations again: ``activation_checkpointing_disable`` where transformers has it (5.24+),
+    ``gradient_checkpointing_disable`` before."""
+    if hasattr(type(model), "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
+def is_activation_checkpointing(model: PreTrainedModel) -> bool:
+    """Whether ``model`` recomputes activations in the backward pass: ``is_activation_checkpointing`` where transformers
+    has it (5.24+), ``is_gradient_checkpointing`` before."""
+    if hasattr(type(model), "is_activation_checkpointing"):
+        return bool(model.is_activation_checkpointing)
+    return bool(model.is_gradient_checkpointing)
 
 
 # Loads and saves below these sizes finish too fast for a progress bar to help.

@@ -50,6 +50,11 @@ class Backend(Protocol):
         from 4.50, where ``PreTrainedModel`` no longer inherits ``GenerationMixin``, with ``GenerationMixin`` added to a
         class that can generate but does not inherit it; unchanged before."""
 
+    def modernbert_config_class(self) -> Optional[type]:
+        """transformers' ``ModernBertConfig`` (4.48+), or ``None`` where the installed release has no ModernBERT. Only
+        the configuration module is imported: ModernBERT's modeling module compiles with ``torch.compile`` on import
+        (on 4.5x it pulls in ``torch._inductor``, +45 MiB and seconds), so its model class is looked up when used."""
+
     def checkpoint_layout(self, model: PreTrainedModel, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """``model``'s state dict as this era's ``save_pretrained`` writes it: on 5.x with the load-time conversions
         reversed (the original, 4.x layout, so that the checkpoint loads on every era); unchanged before."""

@@ -1,4 +1,5 @@
-"""Backend for transformers 4.36 – 4.49: attention chosen by the classmethod ``_autoset_attn_implementation``."""
+"""Backend for transformers 4.36 – 4.49: attention chosen by the classmethod ``_autoset_attn_implementation``;
+ModernBERT from 4.48."""
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
@@ -7,6 +8,11 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_utils import no_init_weights as no_init_weights
 
 from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, first_match_renaming, renaming_units
+
+try:  # ModernBERT arrived in 4.48, within this era. Its configuration module only (see modernbert_config_class).
+    from transformers.models.modernbert.configuration_modernbert import ModernBertConfig as _ModernBertConfig
+except ImportError:  # 4.36-4.47
+    _ModernBertConfig = None
 
 ERA = "4.36"
 
@@ -44,3 +50,8 @@ def checkpoint_layout(model: PreTrainedModel, state_dict: Dict[str, Tensor]) -> 
 def as_auto_model_class(model_class: type) -> type:
     """4.36-4.49: ``PreTrainedModel`` inherits ``GenerationMixin``, so a class of checkpoint code generates as it is."""
     return model_class
+
+
+def modernbert_config_class() -> Optional[type]:
+    """4.48-4.49 have ModernBERT; 4.36-4.47 do not (``None``)."""
+    return _ModernBertConfig

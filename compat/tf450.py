@@ -7,6 +7,7 @@ from torch import Tensor
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_utils import no_init_weights as no_init_weights
 from transformers.models.auto.auto_factory import add_generation_mixin_to_remote_model
+from transformers.models.modernbert.configuration_modernbert import ModernBertConfig
 
 from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, first_match_renaming, renaming_units
 
@@ -59,3 +60,8 @@ def as_auto_model_class(model_class: type) -> type:
     """``PreTrainedModel`` no longer inherits ``GenerationMixin``: transformers' Auto classes add it to a class of
     checkpoint code that can generate without inheriting it (``add_generation_mixin_to_remote_model``), as here."""
     return add_generation_mixin_to_remote_model(model_class)
+
+
+def modernbert_config_class() -> Optional[type]:
+    """Every release of this era has ModernBERT; its configuration module only is imported."""
+    return ModernBertConfig

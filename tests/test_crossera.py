@@ -1,12 +1,15 @@
 """Checkpoints archit wrote under other transformers versions (``tests/data/crossera/tf*/``, made by
 ``tests/data/make_crossera_fixtures.py``) load on this one: logits equal a reference computed from the checkpoint's
 tensors with transformers' RobertaModel and torch.nn.functional, and equal the logits stored on the writing version."""
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import transformers
+
+from archit.instantiation.tasks import ForMaskedLM, ForSingleLabelTokenClassification
 
 from conftest import ARCHS, assert_close, load_archit, read_checkpoint_tensors, read_json
 
@@ -47,7 +50,6 @@ def reference_logits(folder: Path, input_ids, attention_mask):
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[f"{p.parent.name}-{p.name}" for p in FOLDERS])
 def test_crossera_checkpoint(folder):
-    from archit.instantiation.tasks import ForMaskedLM, ForSingleLabelTokenClassification
     task = {"token_classification": ForSingleLabelTokenClassification, "masked_lm": ForMaskedLM}[folder.name]
     stored = torch.load(str(folder / "inputs_and_logits.pt"), weights_only=True)
     input_ids, attention_mask = stored["input_ids"], stored["attention_mask"]
@@ -57,3 +59,22 @@ def test_crossera_checkpoint(folder):
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     assert_close(logits, reference_logits(folder, input_ids, attention_mask))
     assert_close(logits, stored["logits"], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=[f"{p.parent.name}-{p.name}" for p in FOLDERS])
+def test_loading_asks_transformers_nothing_deprecated(folder):
+    """Configs written by 4.36-4.55 name the dtype ``torch_dtype``, which 4.56+ keep as a deprecated alias of ``dtype``
+    that logs when read: archit reads such a checkpoint without a deprecation logged by transformers (which logs each
+    message once per process, so the test forgets the earlier ones first)."""
+    task = {"token_classification": ForSingleLabelTokenClassification, "masked_lm": ForMaskedLM}[folder.name]
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    transformers.utils.logging.warning_once.cache_clear()
+    transformers_logger = logging.getLogger("transformers")
+    transformers_logger.addHandler(handler)
+    try:
+        load_archit(task, folder, ARCHS["roberta"])
+    finally:
+        transformers_logger.removeHandler(handler)
+    assert not [record.getMessage() for record in records if "deprecated" in record.getMessage().lower()]

@@ -7,6 +7,7 @@ import pytest
 import torch
 import transformers
 
+from archit import _compat as compat
 from archit.instantiation.basemodels import AutoBaseModel, RobertaBaseModel
 from archit.instantiation.heads import (
     CausalLMHeadConfig,
@@ -296,8 +297,9 @@ def test_gradient_checkpointing_reaches_the_body_and_keeps_gradients(body):
     plain = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
 
-    model.gradient_checkpointing_enable()
-    assert model.base_model.is_gradient_checkpointing
+    # use_reentrant explicitly: 4.36-4.37 leave it to torch, which warns that it must be passed.
+    compat.enable_activation_checkpointing(model, {"use_reentrant": False})
+    assert compat.is_activation_checkpointing(model.base_model)
     torch.manual_seed(2)
     model(input_ids, attention_mask, labels=labels).loss.backward()
     for name, parameter in model.named_parameters():

@@ -1,11 +1,25 @@
 """Training behaves as transformers' own task model: same gradients on the same weights, gradient checkpointing
-passed to the core, and the transformers ``Trainer`` runs and lowers the loss."""
+passed to the core, and the transformers ``Trainer`` runs, lowers the loss and passes archit's models no loss
+arguments (their losses average themselves)."""
+from typing import Optional
+
+import pytest
 import torch
 from transformers import RobertaForTokenClassification, Trainer, TrainingArguments
 
+from archit import _compat as compat
 from archit.instantiation.basemodels import RobertaBaseModel
-from archit.instantiation.heads import TokenClassificationHeadConfig
-from archit.instantiation.tasks import ForSingleLabelTokenClassification
+from archit.instantiation.heads import (
+    DependencyParsingHeadConfig,
+    SequenceClassificationHeadConfig,
+    TokenClassificationHeadConfig,
+)
+from archit.instantiation.multihead import ModelWithHeads
+from archit.instantiation.tasks import (
+    ForDependencyParsing,
+    ForSingleLabelSequenceClassification,
+    ForSingleLabelTokenClassification,
+)
 
 from conftest import BATCH, SEQ_LEN, VOCAB, assert_same_outputs, roberta_config
 
@@ -54,12 +68,16 @@ def test_gradient_checkpointing_reaches_the_core_and_keeps_gradients(tmp_path):
     plain = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
 
-    model.gradient_checkpointing_enable()
-    assert model.base_model.is_gradient_checkpointing
+    # use_reentrant explicitly: 4.36-4.37 leave it to torch, which warns that it must be passed.
+    compat.enable_activation_checkpointing(model, {"use_reentrant": False})
+    assert compat.is_activation_checkpointing(model.base_model)
     torch.manual_seed(2)
     model(**_batch()).loss.backward()
     for name, parameter in model.named_parameters():
         torch.testing.assert_close(parameter.grad, plain[name], msg=name)
+
+    compat.disable_activation_checkpointing(model)
+    assert not compat.is_activation_checkpointing(model.base_model)
 
 
 class _Repeated(torch.utils.data.Dataset):
@@ -112,3 +130,58 @@ def test_trainer_update_with_gradient_accumulation_equals_transformers(tmp_path)
     torch.testing.assert_close(model.head.dense.weight, reference.classifier.weight, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(model.base_model.embeddings.word_embeddings.weight,
                                reference.roberta.embeddings.word_embeddings.weight, atol=1e-5, rtol=1e-4)
+
+
+class _LossKwargsVisible(torch.nn.Module):
+    """A model whose ``forward`` shows ``**loss_kwargs``, by which transformers' Trainer knows one that normalises its
+    own loss (4.46 look for that name, 4.47+ for any ``**``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(1, 1)
+
+    def forward(self, input_ids, labels=None, **loss_kwargs):
+        return loss_kwargs
+
+
+class _LossKwargsHidden(_LossKwargsVisible):
+    @compat.hide_kwargs_from_signature
+    def forward(self, input_ids, labels=None, **loss_kwargs):
+        return loss_kwargs
+
+
+def _trainer_passes_loss_kwargs(model: torch.nn.Module, tmp_path) -> Optional[bool]:
+    """Whether the installed Trainer would pass ``num_items_in_batch`` to ``model`` (and leave the loss undivided by
+    the accumulation steps), as it decides when built (4.46+); ``None`` before 4.46, which never pass it."""
+    arguments = TrainingArguments(output_dir=str(tmp_path), report_to=[], save_strategy="no", use_cpu=True)
+    return getattr(Trainer(model=model, args=arguments), "model_accepts_loss_kwargs", None)
+
+
+def _several_heads():
+    return ModelWithHeads.fromModelAndHeadConfigs(RobertaBaseModel(roberta_config()), {
+        "ner": (ForSingleLabelTokenClassification, TokenClassificationHeadConfig(num_labels=5)),
+        "sentiment": (ForSingleLabelSequenceClassification, SequenceClassificationHeadConfig(num_labels=3))})
+
+
+@pytest.mark.parametrize("build", [
+    lambda: ForSingleLabelTokenClassification.fromModelAndHeadConfig(
+        RobertaBaseModel(roberta_config()), TokenClassificationHeadConfig(num_labels=NUM_LABELS)),
+    lambda: ForDependencyParsing.fromModelAndHeadConfig(RobertaBaseModel(roberta_config()),
+                                                        DependencyParsingHeadConfig(num_labels=3)),
+    _several_heads,
+], ids=["ModelWithHead", "ForTokensGroupedByWord", "ModelWithHeads"])
+def test_the_trainer_passes_no_loss_kwargs(build, tmp_path):
+    """archit's losses average themselves: the Trainer must not pass ``num_items_in_batch`` (4.46-4.47 decide by
+    ``forward``'s signature, whose ``**kwargs`` the compat decorator hides; 4.48+ by ``accepts_loss_kwargs``)."""
+    assert not _trainer_passes_loss_kwargs(build(), tmp_path)  # False, or None before 4.46
+
+
+def test_hiding_kwargs_is_what_turns_the_trainer(tmp_path):
+    """The same question of a plain module, whose only answer is its signature: the Trainer (4.46+) passes loss
+    arguments to the one that shows ``**kwargs``, not to the one whose ``**kwargs`` the compat decorator hides."""
+    visible = _trainer_passes_loss_kwargs(_LossKwargsVisible(), tmp_path)
+    if visible is None:
+        pytest.skip("this Trainer (before 4.46) never passes loss arguments")
+    assert visible is True
+    assert _trainer_passes_loss_kwargs(_LossKwargsHidden(), tmp_path) is False
+    assert _LossKwargsHidden()(1, num_items_in_batch=2) == {"num_items_in_batch": 2}  # Calls still reach **kwargs.

@@ -328,7 +328,7 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
     head_class: Optional[Type[Head]] = None
     loss_class: Type[_Loss] = CrossEntropyLoss
     base_model_prefix = CORE_PATH.rstrip(".")
-    accepts_loss_kwargs = False  # See forward.__signature__.
+    accepts_loss_kwargs = False  # See forward().
 
     def __init_subclass__(cls, **kwargs):
         _read_declared_attributes(cls, ModelWithHead, head_class="headClass", loss_class="buildLoss")
@@ -347,6 +347,9 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
         object.__setattr__(combined_config, "task", f"{type(self).__module__}:{type(self).__qualname__}")
         self.tie_weights()
 
+    # The Trainer must not pass num_items_in_batch (our losses average themselves): 4.48+ read accepts_loss_kwargs,
+    # 4.47 look for ** in forward's signature, which the decorator hides.
+    @compat.hide_kwargs_from_signature
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Optional[OneOrMoreTensors] = None,
                 output_hidden_states: bool = False, **kwargs) -> ModelWithHeadOutput:
         base_output = self.callBaseModel(input_ids, attention_mask, do_drop_intermediates=not output_hidden_states,
@@ -357,11 +360,6 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
             loss = loss + self.computeLoss(logits, labels)
         return ModelWithHeadOutput(logits=logits, base_model_output=base_output if output_hidden_states else None,
                                    loss=None if isinstance(loss, int) and loss == 0 else loss)
-
-    # The Trainer passes num_items_in_batch to a forward() that takes **kwargs, expecting it to normalise the loss;
-    # ours average themselves. 4.48+ read accepts_loss_kwargs; 4.46-4.47 only look for **kwargs in the signature.
-    forward.__signature__ = inspect.signature(forward).replace(parameters=[
-        p for p in inspect.signature(forward).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD])
 
     def __call__(self, *args, **kwargs) -> ModelWithHeadOutput:
         return super().__call__(*args, **kwargs)

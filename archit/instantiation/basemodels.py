@@ -15,11 +15,9 @@ from ..loading.checkpointcode import core_class_of_code, missing_code_hint
 from .abstracts import AllHiddenStatesAndPooling, BaseModel, BaseModelConfig, build_without_pooler
 from .standardisation import read_standard_fields
 
-try:  # The configuration only: ModernBERT's modeling module compiles with torch.compile on import (on 4.5x it pulls in
-    # torch._inductor, +45 MiB and seconds), so its model class is looked up when first used (coreClass()).
-    from transformers.models.modernbert.configuration_modernbert import ModernBertConfig
-except ImportError:  # transformers < 4.48
-    ModernBertConfig = None
+# The configuration only, or None before 4.48: ModernBERT's modeling module compiles on import, so its model class is
+# looked up when first used (coreClass()).
+ModernBertConfig = compat.modernbert_config_class()
 
 __all__ = ["RobertaBaseModel", "BertBaseModel", "GPT2BaseModel", "DebertaBaseModel", "ModernBertBaseModel",
            "CanineBaseModel", "AutoBaseModel", "AllHiddenStatesAndPooling"]

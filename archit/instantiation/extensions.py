@@ -5,7 +5,6 @@ Partial implementations of ``ModelWithHead`` that change how the base model is c
     - ``ForNestedBatches``: inputs with an extra batch dimension (B x C x L), e.g. one sequence per answer choice.
 They are not ``BaseModel`` subclasses because they are oblivious to which transformers model is wrapped.
 """
-import inspect
 import logging
 from dataclasses import dataclass
 from enum import Enum
@@ -16,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.modules.loss import _Loss
 from torch.nn.utils.rnn import pad_sequence
 
+from .. import _compat as compat
 from .abstracts import AllHiddenStatesAndPooling, BaseModel, Head, ModelWithHead, ModelWithHeadOutput
 from .configs import HC, PC, CombinedConfig, HeadConfig, RecursiveSerialisable
 
@@ -170,14 +170,12 @@ class ForTokensGroupedByWord(ModelWithHead[PC, HC]):
             self._stride = self._context_length
         self.scalar_mix: Optional[ScalarMix] = ScalarMix(self._layer_pooling) if self._layer_pooling > 1 else None
 
+    @compat.hide_kwargs_from_signature  # As ModelWithHead.forward: no **kwargs for the Trainer to see.
     def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
                 labels: Optional[Any] = None, output_hidden_states: bool = False, **kwargs) -> ModelWithHeadOutput:
         """``input_ids`` B x W x S; ``attention_mask`` is ignored (see the class docstring)."""
         return super().forward(input_ids, self.wordMask(input_ids), labels=labels,
                                output_hidden_states=output_hidden_states, **kwargs)
-
-    forward.__signature__ = inspect.signature(forward).replace(parameters=[  # As ModelWithHead.forward: no **kwargs.
-        p for p in inspect.signature(forward).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD])
 
     def wordMask(self, input_ids: Tensor) -> Tensor:
         """B x W booleans: which words are present (their first subword is not padding)."""

@@ -11,7 +11,6 @@ Tasks whose inputs have another shape than ``B x L`` (``ForSingleAnswerMultipleC
 ``ForDependencyParsing``: ``B x W x S``) reshape them before the body runs, so they cannot share one body pass with
 other heads; they are refused as heads (use their single-task models).
 """
-import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
@@ -188,6 +187,7 @@ class ModelWithHeads(compat.PreTrainedWrapper):
 
     # Running
 
+    @compat.hide_kwargs_from_signature  # As ModelWithHead.forward: no **kwargs for the Trainer to see.
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Optional[Mapping[str, Any]] = None,
                 heads: Optional[Sequence[str]] = None, output_hidden_states: bool = False,
                 **kwargs) -> ModelWithHeadsOutput:
@@ -210,10 +210,6 @@ class ModelWithHeads(compat.PreTrainedWrapper):
             loss = loss + self.config.loss_weights[name] * value
         return ModelWithHeadsOutput(loss=None if isinstance(loss, int) and loss == 0 else loss, logits=logits,
                                     losses=losses, base_model_output=base_output if output_hidden_states else None)
-
-    # Hide **kwargs from the Trainer (see ModelWithHead.forward).
-    forward.__signature__ = inspect.signature(forward).replace(parameters=[
-        p for p in inspect.signature(forward).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD])
 
     @property
     def base_model(self) -> nn.Module:

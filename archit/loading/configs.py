@@ -224,12 +224,15 @@ def check_model_type(model_type: Any, source: str) -> None:
 def _check_field_types(config_class: Type[PretrainedConfig], config_dict: Dict[str, Any], source: str) -> None:
     """Values whose type cannot be the field's, judged by the type of the config class's own default for the field
     (only where that default is a bool, int, float or str): a string for a size, a number for a flag. Token ids may be
-    lists (several end-of-sequence tokens); fields whose default is ``None`` or a container are not judged."""
+    lists (several end-of-sequence tokens); fields whose default is ``None`` or a container are not judged, nor is the
+    dtype (its default is ``None``, and reading ``torch_dtype`` of a 4.56+ config logs a deprecation)."""
     try:
         defaults = config_class()
     except Exception:  # A config class without defaults for every field: nothing to judge by.
         return
     for key, value in config_dict.items():
+        if key in compat.CONFIG_DTYPE_KEYS:
+            continue
         default = getattr(defaults, key, None)
         if value is None or default is None or not isinstance(default, (bool, int, float, str)):
             continue
