@@ -1,11 +1,11 @@
 """The classes a command works with: archit's base model classes and tasks by name (or ``package.module:Class``), the
 base model class that fits a checkpoint, and the archit task that reproduces a transformers task model's head."""
-import importlib
 import re
 from typing import Any, Dict, List, Optional
 
 from ..instantiation import basemodels, tasks
 from ..instantiation.abstracts import BaseModel, ModelWithHead
+from ..loading import configs
 from ..loading.hfmodels import checkpoint_suffixes, declared, equivalent_suffix
 
 
@@ -21,16 +21,12 @@ class CommandError(Exception):
 def named_class(name: str, kind: str) -> type:
     """The class ``name`` stands for: a name of ``archit.instantiation.basemodels`` (``kind="base"``: ``RobertaBaseModel``)
     or ``archit.instantiation.tasks`` (``kind="task"``: ``ForMaskedLM``), or ``package.module:Class`` (``Class`` may be
-    dotted)."""
-    module_name, _, qualified = name.rpartition(":")
+    dotted), resolved as a checkpoint's task is (``archit.loading.configs.named_class``)."""
     required, where = (BaseModel, basemodels) if kind == "base" else (ModelWithHead, tasks)
     try:
-        owner: Any = importlib.import_module(module_name) if module_name else where
-        for part in qualified.split("."):
-            owner = getattr(owner, part)
-    except (ImportError, AttributeError) as error:
-        raise CommandError(f"'{name}' is neither a name of {where.__name__} nor an importable 'package.module:Class' "
-                           f"({error}).") from None
+        owner = configs.named_class(name, where.__name__)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
     if not (isinstance(owner, type) and issubclass(owner, required)):
         raise CommandError(f"'{name}' is not a {required.__name__} subclass, so not a {kind} class.")
     return owner

@@ -249,17 +249,17 @@ def _check_field_types(config_class: Type[PretrainedConfig], config_dict: Dict[s
 
 
 def named_class(name: str, default_module: str) -> Any:
-    """The class a checkpoint names: ``module:Qualified.Name``, or a bare name of ``default_module``. ``ValueError``
-    when it cannot be imported."""
+    """The class a checkpoint or a command line names: ``package.module:Qualified.Name``, or a bare (possibly dotted)
+    name of ``default_module``. ``ValueError`` saying why when it cannot be imported."""
     module_name, _, qualified = name.rpartition(":")
     try:
         owner: Any = importlib.import_module(module_name or default_module)
         for part in qualified.split("."):
             owner = getattr(owner, part)
         return owner
-    except (ImportError, AttributeError):
-        raise ValueError(f"'{name}' names neither a class of {default_module} nor an importable "
-                         f"'module:Class'.") from None
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"'{name}' is neither a name of {default_module} nor an importable 'package.module:Class' "
+                         f"({error}).") from None
 
 
 def dataclass_from_dict(cls: type, as_dict: Dict[str, Any]) -> Any:
