@@ -177,10 +177,6 @@ def _only_head_name(config_dict: Dict[str, Any], checkpoint: str = "") -> str:
     return names[0]
 
 
-def _only_head(config_dict: Dict[str, Any], checkpoint: str) -> Dict[str, Any]:
-    return config_dict["heads"][_only_head_name(config_dict, checkpoint)]
-
-
 def base_config_from_dict(config_dict: Dict[str, Any], config_class: Optional[Type[PretrainedConfig]] = None,
                           *, source: str = CONFIG_NAME, checkpoint: Optional[str] = None,
                           trust_remote_code: bool = False, **hub_kwargs: Any) -> PretrainedConfig:
