@@ -117,12 +117,15 @@ def test_discovery_reads_the_configured_simple_index(tmp_path, monkeypatch):
     assert releases.versions_from_simple(pep691, "application/vnd.pypi.simple.v1+json") == ["5.1.0"]
 
 
-def test_the_small_version_parser_orders_as_packaging_does():
+def test_one_order_of_versions_and_release_labels():
+    """packaging's, for versions; a label that is no version (a release given on the command line) first."""
     versions = ["4.36.0.dev0", "4.36.0rc1", "4.36.0", "4.36.1", "4.36.10", "4.37.0a1", "4.37.0b2", "4.37.0",
                 "4.37.0.post1", "5.0.0rc0", "5.0.0", "5.10.0"]
     shuffled = versions[::-1]
-    assert sorted(shuffled, key=releases.parse_version) == sorted(shuffled, key=Version) == versions
-    assert releases.parse_version("1.0+local") is None
+    assert sorted(shuffled, key=releases.version_key) == sorted(shuffled, key=Version) == versions
+    labels = ["5.0", "4.9", "nightly", "4.36", "5.0.0rc1", "main", "4.36.2"]
+    assert sorted(labels, key=releases.version_key) == ["main", "nightly", "4.9", "4.36", "4.36.2", "5.0.0rc1", "5.0"]
+    assert releases.parsed_version("1.0+local") == Version("1.0+local") and releases.parsed_version("main") is None
 
 
 def test_companions_cap_the_old_minors_only():
@@ -135,7 +138,7 @@ def test_companions_cap_the_old_minors_only():
 
 def test_one_table_shared_with_the_noxfile_and_only_the_standard_library():
     """The noxfile defines neither the minors nor the caps nor find-links itself; releases.py imports only stdlib (and
-    packaging, guarded), because nox's Python loads it by path."""
+    packaging, which nox depends on), because nox's Python loads it by path."""
     nox_tree = ast.parse((REPO / "noxfile.py").read_text())
     assigned = {target.id for node in ast.walk(nox_tree) if isinstance(node, ast.Assign) for target in node.targets
                 if isinstance(target, ast.Name)}
@@ -196,8 +199,9 @@ def test_classify():
 
 
 def test_markdown_of_one_checkpoint():
-    rows = [row("4.36.2", ok=False, error="ImportError: no | such", era="4.36"), row("4.57.6", diff=3e-4, era="4.50"),
-            row("5.23.0"), row("4.49.0", ok=False, error="KeyError: 'x'", era="4.36")]
+    rows = [row("4.36.2", ok=False, error="ImportError: no | such", era="4.36"),
+            row("4.49.0", ok=False, error="KeyError: 'x'", era="4.36"), row("4.57.6", diff=3e-4, era="4.50"),
+            row("5.23.0")]  # Oldest first, as archit matrix sorts them.
     text = render_markdown(rows, 1e-5, "archit matrix: tagger")
     lines = text.splitlines()
     body = [line for line in lines if line.startswith("| 4.") or line.startswith("| 5.")]
@@ -209,7 +213,7 @@ def test_markdown_of_one_checkpoint():
                                         "atol on 4.57.6.")
     many = [row(f"4.{minor}.0", ok=False, error="E") for minor in range(40, 45)]
     assert summary_line(many, 1e-5) == "NOT THE SAME: fails on 4.40.0 … 4.44.0 (5 releases)."
-    assert summary_line([row("5.23.0"), row("4.57.6", diff=2e-7)], 1e-5).startswith("same outputs on all 2 releases "
+    assert summary_line([row("4.57.6", diff=2e-7), row("5.23.0")], 1e-5).startswith("same outputs on all 2 releases "
                                                                                      "(max |diff| 2e-07")
 
 
@@ -387,7 +391,7 @@ def test_resolution_error_reads_uv_and_caches(tmp_path, monkeypatch):
         calls.append(kwargs["input"])
         return subprocess.CompletedProcess(command, 1, "", stderr)
 
-    monkeypatch.setattr(releases, "_uv_command", lambda: ["uv"])
+    monkeypatch.setattr(releases, "uv_command", lambda: ["uv"])
     cache = tmp_path / "resolutions.json"
     error = releases.resolution_error(["transformers~=5.25.0"], cache=cache, run=run)
     assert error.startswith("Because only kernels<=0.17.2 is available")

@@ -29,7 +29,7 @@ from .. import __version__ as archit_version
 from ..loading.commits import exclusive_lock
 from . import releases
 from .classes import CommandError, named_class
-from .matrix_report import classify, diff_text, release_key, render_html, render_markdown, summary_line
+from .matrix_report import classify, diff_text, render_html, render_markdown, summary_line
 from .matrix_worker import max_abs_diff
 
 WORKER_TIMEOUT_S = 900
@@ -79,14 +79,10 @@ def environment_key(release: str) -> str:
 
 
 def _uv() -> List[str]:
-    found = shutil.which("uv")
-    if found:
-        return [found]
-    try:
-        subprocess.run([sys.executable, "-m", "uv", "--version"], capture_output=True, check=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
+    command = releases.uv_command()
+    if command is None:
         raise CommandError("archit matrix makes its environments with uv, which is not installed (pip install uv).")
-    return [sys.executable, "-m", "uv"]
+    return command
 
 
 def tool_error(stderr: str) -> str:
@@ -170,7 +166,7 @@ def run_matrix(probes: List[Dict[str, Any]], release_labels: Sequence[str], out:
     """Every probe on every release: the rows of ``matrix.json`` (oldest release first). Releases run newest first
     (``reference`` first when given), so that each probe's reference logits are known when the next release finishes
     and every progress line can say same/differs."""
-    order = sorted(release_labels, key=release_key, reverse=True)
+    order = sorted(release_labels, key=releases.version_key, reverse=True)
     if reference is not None:
         order = [reference] + [label for label in order if label != reference]
     references: Dict[str, Dict[str, Any]] = {}  # probe -> {"version", "logits"}
@@ -200,7 +196,7 @@ def run_matrix(probes: List[Dict[str, Any]], release_labels: Sequence[str], out:
             row["run_seconds"] = round(seconds - row["env_seconds"], 2)
         progress(_progress_line(label, release_rows, env, seconds))
         rows += release_rows
-    return sorted(rows, key=lambda row: release_key(row["release"]))
+    return sorted(rows, key=lambda row: releases.version_key(row["release"]))
 
 
 def _progress_line(label: str, rows: List[Dict[str, Any]], env: Dict[str, Any], seconds: float) -> str:
