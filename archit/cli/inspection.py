@@ -24,7 +24,7 @@ from ..loading.files import (
     read_tensor_headers,
 )
 from ..loading.hfmodels import transformers_head_config
-from ..loading.planning import Mismatch
+from ..loading.planning import Mismatch, listing_of
 from .classes import (
     CommandError,
     fitting_base_class,
@@ -364,9 +364,7 @@ def _size(size: float) -> str:
     return f"{size:.1f} TB"
 
 
-def _listing(keys: Iterable[str], shown: int = 4) -> str:
+def _listing(keys: Iterable[str]) -> str:
+    """``"none"``, or the count and the first four keys (``planning.listing_of``, as the loader's messages list them)."""
     keys = list(keys)
-    if not keys:
-        return "none"
-    more = f", ... and {len(keys) - shown} more" if len(keys) > shown else ""
-    return f"{len(keys)}: " + ", ".join(keys[:shown]) + more
+    return listing_of(keys, shown=4) if keys else "none"
