@@ -274,7 +274,8 @@ def test_the_worker_in_this_environment_gives_transformers_logits(tmp_path, monk
     transformers token classifier with archit and saves transformers' own logits on the fixed input; 1.0 fails with
     the installer's line. (Two real releases: tests/test_matrix_slow.py.)"""
     save_transformers_model(transformers.RobertaForTokenClassification, roberta_config(num_labels=5), tmp_path / "ckpt")
-    environments = {"2.0": {"python": sys.executable, "seconds": 0.0}, "1.0": {"error": "no 1.0", "seconds": 0.1}}
+    environments = {"2.0": matrix.Environment(python=sys.executable, seconds=0.0, created=False),
+                    "1.0": matrix.FailedEnvironment(error="no 1.0", seconds=0.1)}
     monkeypatch.setattr(matrix, "build_environment", lambda label, cache: environments[label])
     probes = [{"name": "tagger", "checkpoint": str(tmp_path / "ckpt"), "base": "RobertaBaseModel",
                "task": "ForSingleLabelTokenClassification", "head_config": None}]
@@ -290,6 +291,24 @@ def test_the_worker_in_this_environment_gives_transformers_logits(tmp_path, monk
     with torch.no_grad():
         expected = reference(**fixed_inputs(tasks.ForSingleLabelTokenClassification, 99)).logits
     assert_same_outputs(load_file(str(tmp_path / "out" / new["logits_file"]))["logits"], expected)
+
+
+
+def test_a_worker_answering_for_other_probes_fails_every_probe_saying_so(tmp_path, monkeypatch):
+    """Results are matched to probes by position: a worker that answers fewer rows, or rows for other probes, makes a
+    failed row for every probe of that release, saying so, instead of rows dropped or credited to the wrong probe."""
+    monkeypatch.setattr(matrix, "build_environment",
+                        lambda label, cache: matrix.Environment(python=sys.executable, seconds=0.0, created=False))
+    probes = [{"name": name, "checkpoint": str(tmp_path / name), "base": "RobertaBaseModel", "task": "ForMaskedLM",
+               "head_config": None} for name in ("first", "second")]
+    answers = {"4.57": [{"probe": "first", "ok": False, "error": "E"}],
+               "5.24": [{"probe": "second", "ok": False, "error": "E"}, {"probe": "first", "ok": False, "error": "E"}]}
+    monkeypatch.setattr(matrix, "run_worker", lambda python, probes, out, atol: answers[out.name])
+    rows = matrix.run_matrix(probes, ["4.57", "5.24"], tmp_path / "out", tmp_path / "cache", 1e-5)
+    assert [(row["release"], row["probe"], row["status"]) for row in rows] == [
+        ("4.57", "first", FAILS), ("4.57", "second", FAILS), ("5.24", "first", FAILS), ("5.24", "second", FAILS)]
+    assert rows[0]["error"] == "the worker answered for the probes ['first'], not for ['first', 'second']"
+    assert rows[2]["error"] == "the worker answered for the probes ['second', 'first'], not for ['first', 'second']"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -347,7 +366,7 @@ def build_in_child(cache, results):
     try:
         results.put(matrix.build_environment("4.57", cache))
     except Exception as error:  # Two runs making one environment at once collide (without the lock).
-        results.put({"error": repr(error), "created": None, "python": None})
+        results.put(matrix.FailedEnvironment(error=repr(error), seconds=0.0))
 
 
 @pytest.mark.skipif(not Path("/proc/locks").exists() or not hasattr(os, "fork"),
@@ -370,9 +389,10 @@ def test_two_runs_make_one_environment(tmp_path, monkeypatch):
         run.join(30)
         assert run.exitcode == 0
     assert (tmp_path / "uv.log").read_text().count("start") == 1
-    assert sorted(outcome["created"] for outcome in outcomes) == [False, True]
-    assert outcomes[0]["python"] == outcomes[1]["python"]
-    assert Path(outcomes[0]["python"]).parent.parent.joinpath(".complete").exists()
+    assert all(isinstance(outcome, matrix.Environment) for outcome in outcomes), outcomes
+    assert sorted(outcome.created for outcome in outcomes) == [False, True]
+    assert outcomes[0].python == outcomes[1].python
+    assert Path(outcomes[0].python).parent.parent.joinpath(".complete").exists()
 
 
 def test_newest_installable_minor_skips_what_the_index_cannot_resolve():
