@@ -10,12 +10,12 @@
     nox -s report                ``archit matrix`` over the probe checkpoints on every minor: ``report/`` and the
                                  README's compatibility table; ``nox -s report -- 4.36 5.24`` limits the minors
 
-The list of minors, the companion caps and the torch/find-links logic live in ``archit/cli/releases.py`` (stdlib only,
-loaded here by file path because nox's own Python need not have archit installed); ``archit matrix`` uses the same
-module, so its environments are the sessions' environments. The minors are the newest patch of each minor from 4.36 on
-as the package index lists them (``PIP_INDEX_URL`` / pip's ``index-url``, else PyPI; asked with a 3 s timeout at most
-once an hour, the answer cached in ``~/.cache/archit/releases.json``), so a new transformers minor gets a session with no
-change here; offline (or with ``ARCHIT_RELEASES_OFFLINE=1``) the built-in ``TRANSFORMERS_MINORS`` stand. A minor whose
+The list of minors, the companion caps and the torch/find-links logic live in ``archit/cli/releases.py`` (the
+standard library and ``packaging`` only, which nox itself depends on; loaded here by file path because nox's own Python
+need not have archit installed); ``archit matrix`` uses the same module, so its environments are the sessions'
+environments. The minors are the newest patch of each minor from 4.36 on as the package index lists them
+(``PIP_INDEX_URL`` / pip's ``index-url``, else PyPI; asked with a 3 s timeout at most once an hour, the answer cached in
+``~/.cache/archit/releases.json``), so a new transformers minor gets a session with no change here; offline (or with ``ARCHIT_RELEASES_OFFLINE=1``) the built-in ``TRANSFORMERS_MINORS`` stand. A minor whose
 requirements the index cannot resolve (a release that needs a companion release the index does not carry yet) is
 skipped, and the newest minor that resolves is the newest era boundary.
 
@@ -45,8 +45,8 @@ nox.options.tags = ["lint", "eras"]  # plain `nox`; any -s/-t/-k on the command 
 
 
 def _load_module(path: str):
-    """One of archit's stdlib-only modules (``archit/cli/releases.py``, ``matrix_report.py``), loaded by file path: nox's
-    own Python may not have archit (or torch) installed."""
+    """An archit module that imports only the standard library and ``packaging`` (``archit/cli/releases.py``), loaded by
+    file path: nox's own Python may not have archit (or torch) installed, but has ``packaging``, which nox requires."""
     spec = importlib.util.spec_from_file_location(f"archit_{Path(path).stem}", Path(__file__).parent / path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

@@ -6,9 +6,11 @@ against the folder, its parameter count and dtypes against the tensors read with
 loading would do (load, initialise anew, leave unused, convert) against what ``from_pretrained(...,
 output_loading_info=True)`` does. ``export`` is checked by loading its output in plain transformers."""
 import contextlib
+import dataclasses
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 import torch
 import transformers
 
+from archit.cli.inspection import CheckpointDescription, WeightFile, inspect_checkpoint
 from archit.cli.main import main
 from archit.instantiation.basemodels import AutoBaseModel, BertBaseModel, RobertaBaseModel
 from archit.instantiation.heads import (
@@ -46,6 +49,7 @@ from test_load_archit import write_published_archit_checkpoint
 from test_load_base import write_prefixed_checkpoint
 
 MIXTRAL = Path(__file__).resolve().parent / "data" / "converted" / "tf4.57" / "transformers" / "mixtral_base"
+README = Path(__file__).resolve().parents[1] / "README.md"
 JSON_KEYS = ["kind", "model_type", "architectures", "task", "head_config", "tied", "files", "parameters", "dtypes",
              "base_model_class", "would_load", "would_initialise", "unused", "converted"]
 
@@ -274,6 +278,24 @@ def test_inspect_text_output(roberta_bare, tmp_path):
     assert rows["initialise"] == "none" and rows["unused"] == "none" and rows["converted"] == "none"
     assert rows["would load"] == f"{len(inspect_json(tmp_path)['would_load'])} tensors"
     assert rows["parameters"] == f"{sum(t.numel() for t in read_checkpoint_tensors(tmp_path).values()):,} (float32)"
+
+
+
+def test_the_json_is_the_typed_description_with_the_readmes_keys(roberta_bare, tmp_path):
+    """``--json`` prints ``CheckpointDescription.to_dict()``: its fields, in their order, and no other keys; they are
+    the keys the README lists. In Python, the description's parts are typed too."""
+    roberta_token_classifier(roberta_bare).save_pretrained(str(tmp_path))
+    description = inspect_checkpoint(str(tmp_path))
+    printed = inspect_json(tmp_path)
+    assert printed == description.to_dict()
+    assert list(printed) == [field.name for field in dataclasses.fields(CheckpointDescription)]
+    readme = README.read_text()
+    listed = readme[readme.index("`--json` prints one object with the keys"):readme.index("which inspect never imports")]
+    assert set(re.findall(r"`(\w+)`", listed)) - {"auto_map"} == set(printed)
+    assert description.files.weights == (WeightFile("model.safetensors", (tmp_path / "model.safetensors").stat().st_size),)
+    assert description.would_load == tuple(printed["would_load"]) and description.plan_error is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        description.kind = "base"
 
 
 TEXT_LABELS = ("checkpoint", "kind", "model", "task", "head config", "files", "parameters", "base class", "plan",

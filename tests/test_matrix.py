@@ -117,12 +117,15 @@ def test_discovery_reads_the_configured_simple_index(tmp_path, monkeypatch):
     assert releases.versions_from_simple(pep691, "application/vnd.pypi.simple.v1+json") == ["5.1.0"]
 
 
-def test_the_small_version_parser_orders_as_packaging_does():
+def test_one_order_of_versions_and_release_labels():
+    """packaging's, for versions; a label that is no version (a release given on the command line) first."""
     versions = ["4.36.0.dev0", "4.36.0rc1", "4.36.0", "4.36.1", "4.36.10", "4.37.0a1", "4.37.0b2", "4.37.0",
                 "4.37.0.post1", "5.0.0rc0", "5.0.0", "5.10.0"]
     shuffled = versions[::-1]
-    assert sorted(shuffled, key=releases.parse_version) == sorted(shuffled, key=Version) == versions
-    assert releases.parse_version("1.0+local") is None
+    assert sorted(shuffled, key=releases.version_key) == sorted(shuffled, key=Version) == versions
+    labels = ["5.0", "4.9", "nightly", "4.36", "5.0.0rc1", "main", "4.36.2"]
+    assert sorted(labels, key=releases.version_key) == ["main", "nightly", "4.9", "4.36", "4.36.2", "5.0.0rc1", "5.0"]
+    assert releases.parsed_version("1.0+local") == Version("1.0+local") and releases.parsed_version("main") is None
 
 
 def test_companions_cap_the_old_minors_only():
@@ -135,7 +138,7 @@ def test_companions_cap_the_old_minors_only():
 
 def test_one_table_shared_with_the_noxfile_and_only_the_standard_library():
     """The noxfile defines neither the minors nor the caps nor find-links itself; releases.py imports only stdlib (and
-    packaging, guarded), because nox's Python loads it by path."""
+    packaging, which nox depends on), because nox's Python loads it by path."""
     nox_tree = ast.parse((REPO / "noxfile.py").read_text())
     assigned = {target.id for node in ast.walk(nox_tree) if isinstance(node, ast.Assign) for target in node.targets
                 if isinstance(target, ast.Name)}
@@ -196,8 +199,9 @@ def test_classify():
 
 
 def test_markdown_of_one_checkpoint():
-    rows = [row("4.36.2", ok=False, error="ImportError: no | such", era="4.36"), row("4.57.6", diff=3e-4, era="4.50"),
-            row("5.23.0"), row("4.49.0", ok=False, error="KeyError: 'x'", era="4.36")]
+    rows = [row("4.36.2", ok=False, error="ImportError: no | such", era="4.36"),
+            row("4.49.0", ok=False, error="KeyError: 'x'", era="4.36"), row("4.57.6", diff=3e-4, era="4.50"),
+            row("5.23.0")]  # Oldest first, as archit matrix sorts them.
     text = render_markdown(rows, 1e-5, "archit matrix: tagger")
     lines = text.splitlines()
     body = [line for line in lines if line.startswith("| 4.") or line.startswith("| 5.")]
@@ -209,7 +213,7 @@ def test_markdown_of_one_checkpoint():
                                         "atol on 4.57.6.")
     many = [row(f"4.{minor}.0", ok=False, error="E") for minor in range(40, 45)]
     assert summary_line(many, 1e-5) == "NOT THE SAME: fails on 4.40.0 … 4.44.0 (5 releases)."
-    assert summary_line([row("5.23.0"), row("4.57.6", diff=2e-7)], 1e-5).startswith("same outputs on all 2 releases "
+    assert summary_line([row("4.57.6", diff=2e-7), row("5.23.0")], 1e-5).startswith("same outputs on all 2 releases "
                                                                                      "(max |diff| 2e-07")
 
 
@@ -270,7 +274,8 @@ def test_the_worker_in_this_environment_gives_transformers_logits(tmp_path, monk
     transformers token classifier with archit and saves transformers' own logits on the fixed input; 1.0 fails with
     the installer's line. (Two real releases: tests/test_matrix_slow.py.)"""
     save_transformers_model(transformers.RobertaForTokenClassification, roberta_config(num_labels=5), tmp_path / "ckpt")
-    environments = {"2.0": {"python": sys.executable, "seconds": 0.0}, "1.0": {"error": "no 1.0", "seconds": 0.1}}
+    environments = {"2.0": matrix.Environment(python=sys.executable, seconds=0.0, created=False),
+                    "1.0": matrix.FailedEnvironment(error="no 1.0", seconds=0.1)}
     monkeypatch.setattr(matrix, "build_environment", lambda label, cache: environments[label])
     probes = [{"name": "tagger", "checkpoint": str(tmp_path / "ckpt"), "base": "RobertaBaseModel",
                "task": "ForSingleLabelTokenClassification", "head_config": None}]
@@ -286,6 +291,24 @@ def test_the_worker_in_this_environment_gives_transformers_logits(tmp_path, monk
     with torch.no_grad():
         expected = reference(**fixed_inputs(tasks.ForSingleLabelTokenClassification, 99)).logits
     assert_same_outputs(load_file(str(tmp_path / "out" / new["logits_file"]))["logits"], expected)
+
+
+
+def test_a_worker_answering_for_other_probes_fails_every_probe_saying_so(tmp_path, monkeypatch):
+    """Results are matched to probes by position: a worker that answers fewer rows, or rows for other probes, makes a
+    failed row for every probe of that release, saying so, instead of rows dropped or credited to the wrong probe."""
+    monkeypatch.setattr(matrix, "build_environment",
+                        lambda label, cache: matrix.Environment(python=sys.executable, seconds=0.0, created=False))
+    probes = [{"name": name, "checkpoint": str(tmp_path / name), "base": "RobertaBaseModel", "task": "ForMaskedLM",
+               "head_config": None} for name in ("first", "second")]
+    answers = {"4.57": [{"probe": "first", "ok": False, "error": "E"}],
+               "5.24": [{"probe": "second", "ok": False, "error": "E"}, {"probe": "first", "ok": False, "error": "E"}]}
+    monkeypatch.setattr(matrix, "run_worker", lambda python, probes, out, atol: answers[out.name])
+    rows = matrix.run_matrix(probes, ["4.57", "5.24"], tmp_path / "out", tmp_path / "cache", 1e-5)
+    assert [(row["release"], row["probe"], row["status"]) for row in rows] == [
+        ("4.57", "first", FAILS), ("4.57", "second", FAILS), ("5.24", "first", FAILS), ("5.24", "second", FAILS)]
+    assert rows[0]["error"] == "the worker answered for the probes ['first'], not for ['first', 'second']"
+    assert rows[2]["error"] == "the worker answered for the probes ['second', 'first'], not for ['first', 'second']"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -343,7 +366,7 @@ def build_in_child(cache, results):
     try:
         results.put(matrix.build_environment("4.57", cache))
     except Exception as error:  # Two runs making one environment at once collide (without the lock).
-        results.put({"error": repr(error), "created": None, "python": None})
+        results.put(matrix.FailedEnvironment(error=repr(error), seconds=0.0))
 
 
 @pytest.mark.skipif(not Path("/proc/locks").exists() or not hasattr(os, "fork"),
@@ -366,9 +389,10 @@ def test_two_runs_make_one_environment(tmp_path, monkeypatch):
         run.join(30)
         assert run.exitcode == 0
     assert (tmp_path / "uv.log").read_text().count("start") == 1
-    assert sorted(outcome["created"] for outcome in outcomes) == [False, True]
-    assert outcomes[0]["python"] == outcomes[1]["python"]
-    assert Path(outcomes[0]["python"]).parent.parent.joinpath(".complete").exists()
+    assert all(isinstance(outcome, matrix.Environment) for outcome in outcomes), outcomes
+    assert sorted(outcome.created for outcome in outcomes) == [False, True]
+    assert outcomes[0].python == outcomes[1].python
+    assert Path(outcomes[0].python).parent.parent.joinpath(".complete").exists()
 
 
 def test_newest_installable_minor_skips_what_the_index_cannot_resolve():
@@ -387,7 +411,7 @@ def test_resolution_error_reads_uv_and_caches(tmp_path, monkeypatch):
         calls.append(kwargs["input"])
         return subprocess.CompletedProcess(command, 1, "", stderr)
 
-    monkeypatch.setattr(releases, "_uv_command", lambda: ["uv"])
+    monkeypatch.setattr(releases, "uv_command", lambda: ["uv"])
     cache = tmp_path / "resolutions.json"
     error = releases.resolution_error(["transformers~=5.25.0"], cache=cache, run=run)
     assert error.startswith("Because only kernels<=0.17.2 is available")

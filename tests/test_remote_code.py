@@ -21,7 +21,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from archit.cli.inspection import inspect_checkpoint, render
+from archit.cli.inspection import CustomCode, inspect_checkpoint, render
 from archit.cli.main import main as archit_command
 from archit.cli.matrix_worker import fixed_inputs, run_probe
 from archit.instantiation.basemodels import AutoBaseModel
@@ -234,10 +234,9 @@ def test_refused_without_trust_and_no_code_runs(tmp_path):
 
     # archit inspect describes it, and says why it plans nothing, without importing the code.
     description = inspect_checkpoint(str(folder))
-    assert description["custom_code"] == {
-        "files": ["configuration_rc_refused.py", "modeling_rc_refused.py"],
-        "auto_map": read_json(folder / "config.json")["auto_map"]}
-    assert "trust_remote_code=True" in description["plan_error"]
+    assert description.custom_code == CustomCode(files=("configuration_rc_refused.py", "modeling_rc_refused.py"),
+                                                 auto_map=read_json(folder / "config.json")["auto_map"])
+    assert "trust_remote_code=True" in description.plan_error
     assert "configuration_rc_refused.py, modeling_rc_refused.py" in render(description)
     assert traces(tmp_path) == []
 

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 
 import pytest
+import safetensors.torch
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -23,8 +24,9 @@ from archit.instantiation.basemodels import RobertaBaseModel
 from archit.instantiation.heads import TokenClassificationHeadConfig
 from archit.instantiation.tasks import ForSingleLabelTokenClassification
 from archit.loading.commits import DirectoryCommit
+from archit.loading.files import SAFETENSORS_DTYPES, named_dtype, read_tensor_headers
 from archit.loading.integrity import DIGEST_KEY
-from archit.loading.writing import SAFETENSORS_DTYPES, SafetensorsLayout
+from archit.loading.writing import WRITTEN_DTYPES, SafetensorsLayout
 
 from conftest import perturb_, roberta_config
 
@@ -50,9 +52,35 @@ def written_by_safetensors(tmp_path, tensors, metadata) -> bytes:
     return (tmp_path / "reference.safetensors").read_bytes()
 
 
+
+def test_the_one_dtype_table_is_torchs_and_safetensors(tmp_path):
+    """``files.SAFETENSORS_DTYPES`` (read by the header check, the header reader and the writer): each entry is the
+    dtype safetensors means by that name, of the size torch gives its elements, and the table's order is the order in
+    which safetensors stores dtypes (the last first)."""
+    installed = getattr(safetensors.torch, "_TYPES", {})
+    known = {}
+    for name, (torch_name, size) in SAFETENSORS_DTYPES.items():
+        dtype = named_dtype(torch_name)
+        if dtype is None or installed.get(name) != dtype:
+            continue  # This torch or safetensors lacks it.
+        assert torch.empty(0, dtype=dtype).element_size() == size, name
+        known[name] = dtype
+    assert {"F32", "BF16", "F16", "I64", "BOOL"} <= set(known)
+    tensors = {name: torch.zeros(2, dtype=dtype) for name, dtype in known.items()}
+    save_file(tensors, str(tmp_path / "every.safetensors"))
+    headers = read_tensor_headers([str(tmp_path / "every.safetensors")])
+    assert {name: header.dtype for name, header in headers.items()} == \
+        {name: SAFETENSORS_DTYPES[name][0] for name in known}
+    header = json.loads((tmp_path / "every.safetensors").read_bytes()[8:8 + int.from_bytes(
+        (tmp_path / "every.safetensors").read_bytes()[:8], "little")])
+    stored_order = sorted(known, key=lambda name: header[name]["data_offsets"][0])
+    assert stored_order == list(known)[::-1]
+    assert list(WRITTEN_DTYPES.values()) == [name for name in known if name != "C64"]
+
+
 names = st.text(max_size=6).filter(lambda name: name != "__metadata__")
 shapes = st.lists(st.integers(0, 5), max_size=3).map(tuple)
-tensor_specs = st.dictionaries(names, st.tuples(st.sampled_from(list(SAFETENSORS_DTYPES)), shapes), max_size=8)
+tensor_specs = st.dictionaries(names, st.tuples(st.sampled_from(list(WRITTEN_DTYPES)), shapes), max_size=8)
 metadata = st.none() | st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=1)  # More: in hash order
 
 
@@ -70,7 +98,7 @@ def test_same_bytes_as_save_file(specs, metadata, chunk, tmp_path_factory, monke
 def test_every_dtype_and_edge_shape(tmp_path):
     """One file with every dtype archit writes itself, a bf16 scalar, empty tensors, and names sorting differently as
     bytes and as characters."""
-    tensors = {f"layer.{i}.{str(dtype)[6:]}": random_tensor(dtype, (3, 4), i) for i, dtype in enumerate(SAFETENSORS_DTYPES)}
+    tensors = {f"layer.{i}.{str(dtype)[6:]}": random_tensor(dtype, (3, 4), i) for i, dtype in enumerate(WRITTEN_DTYPES)}
     tensors.update({"scalar": random_tensor(torch.bfloat16, (), 99), "empty": torch.zeros(0, 4),
                     "empty.bf16": torch.zeros(4, 0, dtype=torch.bfloat16), "é": torch.ones(2), "z": torch.ones(2),
                     "\u00ff\u0100": torch.ones(1, dtype=torch.int64)})

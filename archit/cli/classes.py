@@ -1,12 +1,12 @@
 """The classes a command works with: archit's base model classes and tasks by name (or ``package.module:Class``), the
 base model class that fits a checkpoint, and the archit task that reproduces a transformers task model's head."""
-import importlib
 import re
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from ..instantiation import basemodels, tasks
 from ..instantiation.abstracts import BaseModel, ModelWithHead
-from ..loading.hfmodels import checkpoint_suffixes
+from ..loading import configs
+from ..loading.hfmodels import checkpoint_suffixes, declared, equivalent_suffix
 
 
 class CommandError(Exception):
@@ -21,16 +21,12 @@ class CommandError(Exception):
 def named_class(name: str, kind: str) -> type:
     """The class ``name`` stands for: a name of ``archit.instantiation.basemodels`` (``kind="base"``: ``RobertaBaseModel``)
     or ``archit.instantiation.tasks`` (``kind="task"``: ``ForMaskedLM``), or ``package.module:Class`` (``Class`` may be
-    dotted)."""
-    module_name, _, qualified = name.rpartition(":")
+    dotted), resolved as a checkpoint's task is (``archit.loading.configs.named_class``)."""
     required, where = (BaseModel, basemodels) if kind == "base" else (ModelWithHead, tasks)
     try:
-        owner: Any = importlib.import_module(module_name) if module_name else where
-        for part in qualified.split("."):
-            owner = getattr(owner, part)
-    except (ImportError, AttributeError) as error:
-        raise CommandError(f"'{name}' is neither a name of {where.__name__} nor an importable 'package.module:Class' "
-                           f"({error}).") from None
+        owner = configs.named_class(name, where.__name__)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
     if not (isinstance(owner, type) and issubclass(owner, required)):
         raise CommandError(f"'{name}' is not a {required.__name__} subclass, so not a {kind} class.")
     return owner
@@ -48,38 +44,17 @@ def fitting_base_class(model_type: Optional[str]) -> type:
     return basemodels.AutoBaseModel
 
 
-# What a transformers task model's head is (by the suffix of its class name), and the archit task that imports it.
-_TRANSFORMERS_HEADS = {
-    "ForTokenClassification": ("token classification", tasks.ForSingleLabelTokenClassification),
-    "ForSequenceClassification": ("sequence classification", tasks.ForSingleLabelSequenceClassification),
-    "ForQuestionAnswering": ("extractive question answering", tasks.ForExtractiveQA),
-    "ForMaskedLM": ("masked language modelling", tasks.ForMaskedLM),
-    "ForCausalLM": ("causal language modelling", tasks.ForCausalLM),
-}
-# A sequence classifier's problem_type says which loss it was trained with, so which archit task it is.
-_SEQUENCE_TASKS = {"multi_label_classification": tasks.ForMultiLabelSequenceClassification,
-                   "regression": tasks.ForSequenceRegression}
-
-_TASK_HEADS = {
-    tasks.ForSingleLabelTokenClassification: "token classification",
-    tasks.ForSingleLabelSequenceClassification: "sequence classification (single label)",
-    tasks.ForMultiLabelSequenceClassification: "sequence classification (multi-label)",
-    tasks.ForSequenceRegression: "sequence regression",
-    tasks.ForExtractiveQA: "extractive question answering",
-    tasks.ForCausalLM: "causal language modelling",
-    tasks.ForMaskedLM: "masked language modelling",
-    tasks.ForExtractiveAQA: "extractive question answering with answerability",
-    tasks.ForSingleAnswerMultipleChoice: "multiple choice",
-    tasks.ForDependencyParsing: "dependency parsing",
-}
+def _builtin_tasks() -> List[type]:
+    return [getattr(tasks, name) for name in tasks.TASKS]
 
 
 def transformers_head(base_model_class: type, config_dict: Dict[str, Any]) -> Optional[str]:
     """What the head of a transformers task checkpoint does, from its ``architectures`` (``RobertaForTokenClassification``:
-    ``"token classification"``; a head archit does not know: its name in words); ``None`` for a base model."""
-    suffixes = checkpoint_suffixes(base_model_class, config_dict)
-    if suffixes:
-        return _TRANSFORMERS_HEADS[suffixes[0]][0]
+    ``"token classification"``, the ``purpose`` of the archit head computing the same; a head archit does not know: its
+    name in words); ``None`` for a base model."""
+    task = transformers_task(base_model_class, config_dict)
+    if task is not None:
+        return declared(task.headClass(), "purpose")
     for architecture in config_dict.get("architectures") or []:
         match = re.search(r"For([A-Z]\w*)$", architecture)
         if match:
@@ -91,18 +66,20 @@ def transformers_head(base_model_class: type, config_dict: Dict[str, Any]) -> Op
 
 def transformers_task(base_model_class: type, config_dict: Dict[str, Any]) -> Optional[type]:
     """The archit task whose head is the one of the transformers task checkpoint (before archit checks that the head
-    computes the same function on this family), or ``None``."""
+    computes the same function on this family), or ``None``: of archit's tasks whose head has the checkpoint's
+    transformers equivalent (``hfEquivalentSuffix()``), the one whose ``hf_problem_type`` is the checkpoint's
+    ``problem_type`` (a sequence classifier's says which loss it was trained with), else the first of ``tasks.TASKS``."""
     suffixes = checkpoint_suffixes(base_model_class, config_dict)
     if not suffixes:
         return None
-    if suffixes[0] == "ForSequenceClassification":
-        return _SEQUENCE_TASKS.get(config_dict.get("problem_type"), tasks.ForSingleLabelSequenceClassification)
-    return _TRANSFORMERS_HEADS[suffixes[0]][1]
+    fitting = [task for task in _builtin_tasks() if equivalent_suffix(task.headClass(), None) == suffixes[0]]
+    stored = config_dict.get("problem_type")
+    return next((task for task in fitting if declared(task, "hf_problem_type") == stored), fitting[0] if fitting else None)
 
 
 def task_head(task: type) -> str:
-    """What an archit task's head does, in words (the class name for a task of one's own)."""
-    return _TASK_HEADS.get(task, task.__name__)
+    """What an archit task's head does, in words: the task's ``purpose`` (its class name when it declares none)."""
+    return declared(task, "purpose") or task.__name__
 
 
 def is_task_architecture(architecture: str, base_model_class: type) -> bool:

@@ -44,7 +44,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     description = inspect_checkpoint(args.checkpoint)
-    sys.stdout.write((json.dumps(description, indent=2) if args.json else render(description)) + "\n")
+    sys.stdout.write((json.dumps(description.to_dict(), indent=2) if args.json else render(description)) + "\n")
     return 0
 
 

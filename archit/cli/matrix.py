@@ -20,8 +20,9 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Union
 
 from safetensors.torch import load_file
 
@@ -29,7 +30,7 @@ from .. import __version__ as archit_version
 from ..loading.commits import exclusive_lock
 from . import releases
 from .classes import CommandError, named_class
-from .matrix_report import classify, diff_text, release_key, render_html, render_markdown, summary_line
+from .matrix_report import classify, diff_text, render_html, render_markdown, summary_line
 from .matrix_worker import max_abs_diff
 
 WORKER_TIMEOUT_S = 900
@@ -79,14 +80,10 @@ def environment_key(release: str) -> str:
 
 
 def _uv() -> List[str]:
-    found = shutil.which("uv")
-    if found:
-        return [found]
-    try:
-        subprocess.run([sys.executable, "-m", "uv", "--version"], capture_output=True, check=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
+    command = releases.uv_command()
+    if command is None:
         raise CommandError("archit matrix makes its environments with uv, which is not installed (pip install uv).")
-    return [sys.executable, "-m", "uv"]
+    return command
 
 
 def tool_error(stderr: str) -> str:
@@ -97,23 +94,40 @@ def tool_error(stderr: str) -> str:
     return (telling or lines or ["the installer failed without a message"])[0]
 
 
-def build_environment(release: str, cache: Path) -> Dict[str, Any]:
-    """The Python of ``release``'s cached environment, making the environment first when there is none:
-    ``{"python": path, "seconds": s, "created": bool}``; ``{"error": line}`` when it cannot be installed. Two
+@dataclass(frozen=True)
+class Environment:
+    """A release's environment, ready for the worker: its Python, the seconds it took to get it (0 when cached), and
+    whether this run made it."""
+    python: str
+    seconds: float
+    created: bool
+
+
+@dataclass(frozen=True)
+class FailedEnvironment:
+    """A release whose environment cannot be installed: the installer's telling line (``tool_error``), and the seconds
+    spent trying."""
+    error: str
+    seconds: float
+
+
+def build_environment(release: str, cache: Path) -> Union[Environment, FailedEnvironment]:
+    """The Python of ``release``'s cached environment, making the environment first when there is none; a
+    ``FailedEnvironment`` when it cannot be installed. Two
     ``archit matrix`` runs that need the same environment at once make it once: the second waits for the first, under
     the lock ``<folder>.lock`` next to it (no lock without ``fcntl``: Windows)."""
     folder = cache / environment_key(release)
     python = folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     if (folder / ".complete").exists():
-        return {"python": str(python), "seconds": 0.0, "created": False}
+        return Environment(python=str(python), seconds=0.0, created=False)
     cache.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(str(folder) + ".lock"):
         if (folder / ".complete").exists():  # Made by another run while this one waited.
-            return {"python": str(python), "seconds": 0.0, "created": False}
+            return Environment(python=str(python), seconds=0.0, created=False)
         return _make_environment(release, folder, python)
 
 
-def _make_environment(release: str, folder: Path, python: Path) -> Dict[str, Any]:
+def _make_environment(release: str, folder: Path, python: Path) -> Union[Environment, FailedEnvironment]:
     shutil.rmtree(folder, ignore_errors=True)
     start = time.perf_counter()
     uv = _uv()
@@ -124,12 +138,12 @@ def _make_environment(release: str, folder: Path, python: Path) -> Dict[str, Any
         done = subprocess.run(step, capture_output=True, text=True)
         if done.returncode != 0:
             shutil.rmtree(folder, ignore_errors=True)
-            return {"error": tool_error(done.stderr), "seconds": time.perf_counter() - start}
+            return FailedEnvironment(error=tool_error(done.stderr), seconds=time.perf_counter() - start)
     if archit_source() is None:
         _copy_installed_archit(python)
     (folder / ".complete").write_text(json.dumps({"release": release, "requirements": environment_requirements(release),
                                                   "archit": _archit_requirement()}))
-    return {"python": str(python), "seconds": time.perf_counter() - start, "created": True}
+    return Environment(python=str(python), seconds=time.perf_counter() - start, created=True)
 
 
 def run_worker(python: str, probes: List[Dict[str, Any]], out: Path, atol: float) -> List[Dict[str, Any]]:
@@ -149,7 +163,7 @@ def run_worker(python: str, probes: List[Dict[str, Any]], out: Path, atol: float
         error = f"the worker ran longer than {WORKER_TIMEOUT_S} s"
     if error is None:
         return json.loads((out / "result.json").read_text())
-    return [{"probe": probe["name"], "ok": False, "error": error} for probe in probes]
+    return _failed(probes, error)
 
 
 def _last_line(text: str) -> str:
@@ -170,7 +184,7 @@ def run_matrix(probes: List[Dict[str, Any]], release_labels: Sequence[str], out:
     """Every probe on every release: the rows of ``matrix.json`` (oldest release first). Releases run newest first
     (``reference`` first when given), so that each probe's reference logits are known when the next release finishes
     and every progress line can say same/differs."""
-    order = sorted(release_labels, key=release_key, reverse=True)
+    order = sorted(release_labels, key=releases.version_key, reverse=True)
     if reference is not None:
         order = [reference] + [label for label in order if label != reference]
     references: Dict[str, Dict[str, Any]] = {}  # probe -> {"version", "logits"}
@@ -178,11 +192,13 @@ def run_matrix(probes: List[Dict[str, Any]], release_labels: Sequence[str], out:
     for label in order:
         start = time.perf_counter()
         env = build_environment(label, cache)
-        results = ([{"probe": probe["name"], "ok": False, "error": f"environment: {env['error']}"} for probe in probes]
-                   if "error" in env else run_worker(env["python"], probes, out / "logits" / label, atol))
+        if isinstance(env, FailedEnvironment):
+            results = _failed(probes, f"environment: {env.error}")
+        else:
+            results = _one_per_probe(probes, run_worker(env.python, probes, out / "logits" / label, atol))
         release_rows = []
-        for probe, result in zip(probes, results):
-            row = {**_row_defaults(label, probe), **result, "env_seconds": round(env["seconds"], 2)}
+        for probe, result in zip(probes, results, strict=True):
+            row = {**_row_defaults(label, probe), **result, "env_seconds": round(env.seconds, 2)}
             if row["ok"]:
                 logits = load_file(str(out / "logits" / label / row["logits_file"]))
                 row["logits_file"] = f"logits/{label}/{row['logits_file']}"
@@ -200,14 +216,30 @@ def run_matrix(probes: List[Dict[str, Any]], release_labels: Sequence[str], out:
             row["run_seconds"] = round(seconds - row["env_seconds"], 2)
         progress(_progress_line(label, release_rows, env, seconds))
         rows += release_rows
-    return sorted(rows, key=lambda row: release_key(row["release"]))
+    return sorted(rows, key=lambda row: releases.version_key(row["release"]))
 
 
-def _progress_line(label: str, rows: List[Dict[str, Any]], env: Dict[str, Any], seconds: float) -> str:
+def _failed(probes: List[Dict[str, Any]], error: str) -> List[Dict[str, Any]]:
+    """A failed result for every probe, saying why."""
+    return [{"probe": probe["name"], "ok": False, "error": error} for probe in probes]
+
+
+def _one_per_probe(probes: List[Dict[str, Any]], results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The worker's results, one per probe in the probes' order; when they are not (a worker of another archit, or one
+    that stopped short), a failed result for every probe saying so, rather than rows dropped or given to the wrong
+    probe."""
+    asked, answered = [probe["name"] for probe in probes], [result.get("probe") for result in results]
+    if answered == asked:
+        return results
+    return _failed(probes, f"the worker answered for the probes {answered}, not for {asked}")
+
+
+def _progress_line(label: str, rows: List[Dict[str, Any]], env: Union[Environment, FailedEnvironment],
+                   seconds: float) -> str:
     version = next((row["transformers"] for row in rows if row.get("transformers")), label)
     era = next((row["era"] for row in rows if row.get("era")), "–")
-    timing = f"env {'made' if env.get('created') else 'cached' if 'python' in env else 'failed'} " \
-             f"{env['seconds']:.1f} s, {seconds:.1f} s in all"
+    state = "failed" if isinstance(env, FailedEnvironment) else "made" if env.created else "cached"
+    timing = f"env {state} {env.seconds:.1f} s, {seconds:.1f} s in all"
     if len(rows) == 1:
         (row,) = rows
         what = (f"fails: {row['error']}" if row["status"] == "fails" else

@@ -1,6 +1,8 @@
 """What ``archit matrix`` makes of its rows: each row's status (same / differs / fails) and the matrix as Markdown, as one
 self-contained HTML page and as the README's compressed compatibility table. Pure functions of the rows (plain dicts,
-as in ``matrix.json``); the columns are the probes (one for a single checkpoint), the rows the releases."""
+as in ``matrix.json``); the columns are the probes (one for a single checkpoint), the rows the releases, in the order of
+the rows given: oldest release first, as ``archit matrix`` sorts them (``releases.version_key``, the one order of
+versions)."""
 import html
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -20,17 +22,8 @@ def classify(row: Dict[str, Any], atol: float) -> str:
     return DIFFERS if row["max_abs_diff"] > atol else SAME
 
 
-def release_key(version: str):
-    """Sorts ``4.9`` before ``4.36`` and a release before a bogus label."""
-    parts = []
-    for part in version.split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        parts.append(int(digits) if digits else -1)
-    return tuple(parts)
-
-
 def _releases(rows: Sequence[Dict[str, Any]]) -> List[str]:
-    return sorted({row["release"] for row in rows}, key=release_key)
+    return list(dict.fromkeys(row["release"] for row in rows))
 
 
 def _probes(rows: Sequence[Dict[str, Any]]) -> List[str]:
@@ -87,8 +80,8 @@ def summary_line(rows: Sequence[Dict[str, Any]], atol: float) -> str:
     parts = []
     for status in (FAILS, DIFFERS, UNCHECKED):
         for probe in _probes(rows):
-            versions = [row.get("transformers") or row["release"] for row in sorted(rows, key=lambda r: release_key(
-                r["release"])) if row["probe"] == probe and row["status"] == status]
+            versions = [row.get("transformers") or row["release"] for row in rows
+                        if row["probe"] == probe and row["status"] == status]
             if versions:
                 listed = ", ".join(versions) if len(versions) <= 3 else \
                     f"{versions[0]} … {versions[-1]} ({len(versions)} releases)"

@@ -2,8 +2,8 @@
 noxfile (its sessions per minor) and ``archit matrix`` (its environments per release), so that both install the same
 torch build and the same period-correct companions, and both learn of a new transformers minor from the package index.
 
-This module imports nothing but the standard library (``packaging`` when it is there): the noxfile loads it by file
-path, from nox's own Python, where archit (and torch) need not be installed.
+This module imports nothing but the standard library and ``packaging`` (a dependency of nox itself, and of archit): the
+noxfile loads it by file path, from nox's own Python, where archit (and torch) need not be installed.
 
 - ``TRANSFORMERS_MINORS``: the built-in list of minors, used when the index cannot be reached.
 - ``discover_releases()``: the newest patch of every minor from ``TRANSFORMERS_FLOOR`` on, read from the package index
@@ -12,6 +12,7 @@ path, from nox's own Python, where archit (and torch) need not be installed.
 - ``torch_requirement()`` and ``pip_find_links()``: the one torch build, found where pip is configured to find it.
 - ``newest_installable(minors)`` / ``resolution_error(requirements)``: the newest minor the configured index can
   install (a new release may need a companion release the index does not carry yet), asked of uv and cached.
+- ``version_key(label)``: the one order of versions and release labels (``archit matrix`` sorts its rows by it).
 """
 from __future__ import annotations
 
@@ -25,14 +26,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-try:  # nox's Python may lack it; the small parser below then orders the versions.
-    from packaging.version import InvalidVersion as _InvalidVersion
-    from packaging.version import Version as _Version
-except ImportError:  # pragma: no cover - depends on the interpreter
-    _Version = None
-    _InvalidVersion = ValueError
+from packaging.version import InvalidVersion, Version
 
 TRANSFORMERS_FLOOR = "4.36"
 # Every minor with a release on PyPI when this list was last written: 4.36-4.57 and 5.0-5.24. Only the fallback for an
@@ -128,45 +124,20 @@ def index_url() -> Optional[str]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Versions
 
-_VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)(?:[-_.]?(a|b|rc|alpha|beta|c)[-_.]?(\d*))?(?:[-_.]?post[-_.]?(\d*))?"
-                      r"(?:[-_.]?dev[-_.]?(\d*))?$", re.IGNORECASE)
-_PRE_RANK = {"a": 0, "alpha": 0, "b": 1, "beta": 1, "c": 2, "rc": 2}
-
-
-def parse_version(text: str) -> Optional[tuple]:
-    """A sort key for a release version (PEP 440's common forms: ``5.0.0``, ``5.0.0rc1``, ``4.36.0.dev0``,
-    ``4.1.post1``), without ``packaging``; ``None`` for anything else (local versions, epochs)."""
-    match = _VERSION.match(text.strip())
-    if not match:
+def parsed_version(text: str) -> Optional[Version]:
+    """``packaging``'s ``Version`` of ``text``, or ``None`` when it is no PEP 440 version."""
+    try:
+        return Version(text)
+    except InvalidVersion:
         return None
-    release, pre, pre_n, post, dev = match.groups()
-    numbers = tuple(int(n) for n in release.split("."))
-    numbers += (0,) * (3 - len(numbers))
-    # A final release sorts after its pre-releases, a dev release before them.
-    pre_key = (_PRE_RANK[pre.lower()], int(pre_n or 0)) if pre else ((-1, 0) if dev is not None and not post else (3, 0))
-    return (numbers, pre_key, int(post or 0) if post is not None else -1,
-            int(dev or 0) if dev is not None else float("inf"))
 
 
-def is_prerelease(text: str) -> bool:
-    """Whether a version is a pre- or dev release (``5.0.0rc1``, ``4.36.0.dev0``)."""
-    if _Version is not None:
-        try:
-            return _Version(text).is_prerelease
-        except _InvalidVersion:
-            return True
-    match = _VERSION.match(text.strip())
-    return not match or bool(match.group(2)) or match.group(5) is not None
-
-
-def version_key(text: str):
-    """A sort key for a version: ``packaging``'s ``Version`` where installed, else ``parse_version``'s tuple."""
-    if _Version is not None:
-        try:
-            return _Version(text)
-        except _InvalidVersion:
-            return None
-    return parse_version(text)
+def version_key(label: str) -> Tuple[int, Any]:
+    """The one order of transformers versions and release labels: PEP 440's (``4.9`` before ``4.36``, ``5.0.0rc1``
+    before ``5.0.0``, a minor such as ``4.57`` with its ``.0`` patch); a label that is no version sorts before every
+    version, by its text."""
+    version = parsed_version(label)
+    return (0, label) if version is None else (1, version)
 
 
 def newest_per_minor(versions: Sequence[str], pre: bool = False, floor: str = TRANSFORMERS_FLOOR) -> Dict[str, str]:
@@ -174,8 +145,8 @@ def newest_per_minor(versions: Sequence[str], pre: bool = False, floor: str = TR
     ...}``); pre-releases only with ``pre`` (a minor with only pre-releases then enters too)."""
     best: Dict[str, tuple] = {}
     for version in versions:
-        key = version_key(version)
-        if key is None or (is_prerelease(version) and not pre):
+        key = parsed_version(version)
+        if key is None or (key.is_prerelease and not pre):
             continue
         minor = minor_of(version)
         if minor_key(minor) < minor_key(floor):
@@ -300,7 +271,7 @@ RESOLVE_TIMEOUT_S = 120.0
 _NO_SOLUTION = "No solution found"
 
 
-def _uv_command() -> Optional[List[str]]:
+def uv_command() -> Optional[List[str]]:
     """How to run uv from this Python: ``uv`` on the PATH, else ``python -m uv``; ``None`` without uv."""
     found = shutil.which("uv")
     if found:
@@ -329,7 +300,7 @@ def resolution_error(requirements: Sequence[str], cache: Optional[Path] = None,
     entry = stored.get(key) if isinstance(stored, dict) else None
     if isinstance(entry, dict) and time.time() - entry.get("time", 0) < RESOLVE_CACHE_SECONDS:
         return entry.get("error")
-    uv = _uv_command()
+    uv = uv_command()
     if uv is None:
         return None
     try:

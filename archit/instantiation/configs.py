@@ -226,8 +226,9 @@ class HeadConfig(RecursiveSerialisable):
 PC = TypeVar("PC", bound=PretrainedConfig)
 HC = TypeVar("HC", bound=HeadConfig)
 
-_BOOKKEEPING = ("transformers_version", "architectures", "archit_version", "_name_or_path", "name_or_path", "task")
-"""Keys of a stored ``config.json`` that record where it came from, not settings."""
+BOOKKEEPING_KEYS = ("transformers_version", "architectures", "archit_version", "_name_or_path", "name_or_path", "task")
+"""Keys of a stored ``config.json`` that record where it came from, not settings: a config read from it sets none of
+them (``CombinedConfig`` and ``MultiHeadConfig``), and its save writes them anew."""
 _IMPLEMENTATION_FIELDS = ("_attn_implementation", "_experts_implementation")
 """What transformers chose to run the body with (set on the body's config): a model-with-head reports the body's."""
 
@@ -253,7 +254,7 @@ class CombinedConfig(RecursivePretrainedConfig, Generic[PC, HC]):
     def __init__(self, base_model_config: Union[dict, PC, None] = None, head_config: Union[dict, HC, None] = None,
                  base_model_config_class: Optional[Type[PC]] = None, head_config_class: Optional[Type[HC]] = None,
                  **kwargs: Any):
-        for key in _BOOKKEEPING:
+        for key in BOOKKEEPING_KEYS:
             kwargs.pop(key, None)
         if base_model_config is None and base_model_config_class is not None and head_config is not None:
             base_model_config, kwargs = base_model_config_class(**kwargs), {}  # A transformers config unpacked.

@@ -1,4 +1,15 @@
-"""Heads: modules that turn a base model's output into logits, each with a dataclass config."""
+"""Heads: modules that turn a base model's output into logits, each with a dataclass config.
+
+Besides ``config_class`` and ``hf_equivalent_suffix``, a head whose transformers equivalent exists declares what
+``archit.loading.hfmodels`` needs to go between the two (a subclass inherits these; a head declaring none is taken as
+deciding nothing in transformers' config):
+    - ``hf_config_fields``: head config field -> the field of transformers' config that means the same in the equivalent
+      task model (``num_labels`` -> ``num_labels``, ``tie_weights`` -> ``tie_word_embeddings``): written into the config
+      of an export, read from the config of a transformers task checkpoint loaded without a head config;
+    - ``hf_equivalent_config``: head config values that transformers' head always has (its sequence classifiers pool the
+      first token), given to a head config read from a transformers task checkpoint;
+    - ``purpose``: what the head does, in words (``archit inspect`` says it of a transformers task checkpoint).
+"""
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
@@ -40,6 +51,8 @@ class TokenClassificationHead(Head[TokenClassificationHeadConfig]):
     """Dropout and a linear layer per token, as transformers' ``XForTokenClassification``."""
     config_class = TokenClassificationHeadConfig
     hf_equivalent_suffix = "ForTokenClassification"
+    hf_config_fields = {"num_labels": "num_labels"}
+    purpose = "token classification"
 
     def __init__(self, base_config: BaseModelConfig, head_config: TokenClassificationHeadConfig):
         super().__init__(base_config, head_config)
@@ -69,6 +82,9 @@ class SequenceClassificationHeadConfig(HeadConfigWithLabels):
 class SequenceClassificationHead(Head[SequenceClassificationHeadConfig]):
     """Pool (see ``SequenceClassificationHeadConfig.pooling``), then dropout-dense-tanh-dropout-dense."""
     config_class = SequenceClassificationHeadConfig
+    hf_config_fields = {"num_labels": "num_labels"}
+    hf_equivalent_config = {"pooling": "first"}
+    purpose = "sequence classification"
 
     def __init__(self, base_config: BaseModelConfig, head_config: SequenceClassificationHeadConfig):
         super().__init__(base_config, head_config)
@@ -93,9 +109,10 @@ class SequenceClassificationHead(Head[SequenceClassificationHeadConfig]):
     def hfEquivalentSuffix(cls, head_config=None) -> str:
         """The task's transformers classes, ``"ForSequenceClassification"``, as the published ArchIt answers (LaMoTO
         reads it to tell a checkpoint of this task). For a given head config, whether that head computes what theirs
-        does: RoBERTa's and BERT's sequence classifiers pool the first token; the mean-pooling head has no
-        equivalent (``"/"``)."""
-        if head_config is None or getattr(head_config, "pooling", "mean") == "first":
+        does: RoBERTa's and BERT's sequence classifiers pool the first token (``hf_equivalent_config``); the
+        mean-pooling head has no equivalent (``"/"``)."""
+        if head_config is None or all(getattr(head_config, field, None) == value
+                                      for field, value in cls.hf_equivalent_config.items()):
             return "ForSequenceClassification"
         return "/"
 
@@ -125,6 +142,8 @@ class MaskedLMHead(Head[MaskedLMHeadConfig]):
     """
     config_class = MaskedLMHeadConfig
     hf_equivalent_suffix = "ForMaskedLM"
+    hf_config_fields = {"tie_weights": "tie_word_embeddings"}
+    purpose = "masked language modelling"
 
     def __init__(self, base_config: BaseModelConfig, head_config: MaskedLMHeadConfig):
         super().__init__(base_config, head_config)
@@ -158,6 +177,8 @@ class CausalLMHead(Head[CausalLMHeadConfig]):
     """The output matrix, without bias (GPT-2, Llama, ...)."""
     config_class = CausalLMHeadConfig
     hf_equivalent_suffix = "ForCausalLM"
+    hf_config_fields = {"tie_weights": "tie_word_embeddings"}
+    purpose = "causal language modelling"
 
     def __init__(self, base_config: BaseModelConfig, head_config: CausalLMHeadConfig):
         super().__init__(base_config, head_config)
@@ -181,6 +202,7 @@ class ExtractiveQAHead(Head[ExtractiveQAHeadConfig]):
     """Start and end logits per token (B x L x 2), as transformers' ``XForQuestionAnswering``."""
     config_class = ExtractiveQAHeadConfig
     hf_equivalent_suffix = "ForQuestionAnswering"
+    purpose = "extractive question answering"
 
     def __init__(self, base_config: BaseModelConfig, head_config: ExtractiveQAHeadConfig):
         super().__init__(base_config, head_config)

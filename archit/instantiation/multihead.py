@@ -29,7 +29,7 @@ from ..loading.files import HEAD_WEIGHTS_NAME, wrong_dtype_kind
 from ..loading.keys import CORE_PATH
 from . import tasks as builtin_tasks
 from .abstracts import AllHiddenStatesAndPooling, BaseModel, ModelWithHead, _without_persistent_state
-from .configs import CombinedConfig, HeadConfig, _to_serialisable
+from .configs import BOOKKEEPING_KEYS, CombinedConfig, HeadConfig, _to_serialisable
 
 __all__ = ["ModelWithHeads", "ModelWithHeadsOutput", "MultiHeadConfig", "HeadSpec"]
 
@@ -69,8 +69,7 @@ class MultiHeadConfig(CombinedConfig):
             raise ValueError("MultiHeadConfig needs a base_model_config (a transformers config or its dictionary).")
         if isinstance(base_model_config, dict):
             base_model_config = base_config_from_dict(base_model_config, base_model_config_class)
-        for key in ("transformers_version", "architectures", "archit_version", "_name_or_path", "name_or_path",
-                    "head_config"):
+        for key in (*BOOKKEEPING_KEYS, "head_config"):
             kwargs.pop(key, None)
         PretrainedConfig.__init__(self, **kwargs)
         object.__setattr__(self, "base_model_config", base_model_config)

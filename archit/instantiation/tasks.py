@@ -1,5 +1,14 @@
 """Tasks: which head a task uses (``head_class``), its loss (``loss_class``, a cross-entropy unless said otherwise) and how
-the loss is computed from logits and labels (``computeLoss``, unless the default ``flatLoss`` fits)."""
+the loss is computed from logits and labels (``computeLoss``, unless the default ``flatLoss`` fits).
+
+A task also declares, and a subclass inherits:
+    - ``hf_problem_type``: transformers' ``problem_type`` for the loss it trains with, where transformers' equivalent
+      task model reads one (its sequence classifiers: ``"single_label_classification"``,
+      ``"multi_label_classification"``, ``"regression"``); ``ModelWithHead.toHuggingFace`` writes it into the exported
+      config (a task declaring none: ``None``, and transformers guesses from the labels), and ``archit inspect`` reads
+      it back to tell which task a transformers checkpoint is;
+    - ``purpose``: what the task is, in words (``archit inspect`` says it; a task declaring none is named by its class).
+"""
 import dataclasses
 from typing import Optional, Tuple, Union
 
@@ -46,17 +55,22 @@ __all__ = [*TASKS, "AllHiddenStatesAndPooling", "BaseModel", "BaseModelConfig", 
 class ForSingleLabelTokenClassification(ModelWithHead[PC, TokenClassificationHeadConfig]):
     """One class per token; labels B x L with -100 for tokens without a label."""
     head_class = TokenClassificationHead
+    purpose = "token classification"
 
 
 class ForSingleLabelSequenceClassification(ModelWithHead[PC, SequenceClassificationHeadConfig]):
     """One class per text; labels B, integers in [0, num_labels)."""
     head_class = SequenceClassificationHead
+    hf_problem_type = "single_label_classification"
+    purpose = "sequence classification (single label)"
 
 
 class ForMultiLabelSequenceClassification(ModelWithHead[PC, SequenceClassificationHeadConfig]):
     """Any number of classes per text; labels B x num_labels of 0/1."""
     head_class = SequenceClassificationHead
     loss_class = BCEWithLogitsLoss
+    hf_problem_type = "multi_label_classification"
+    purpose = "sequence classification (multi-label)"
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
         return self.loss_function(logits, labels.to(logits.device, logits.dtype))
@@ -66,6 +80,8 @@ class ForSequenceRegression(ModelWithHead[PC, SequenceClassificationHeadConfig])
     """num_labels real numbers per text; labels B (num_labels 1) or B x num_labels."""
     head_class = SequenceClassificationHead
     loss_class = MSELoss
+    hf_problem_type = "regression"
+    purpose = "sequence regression"
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
         labels = labels.to(logits.device, logits.dtype)
@@ -77,6 +93,7 @@ class ForSequenceRegression(ModelWithHead[PC, SequenceClassificationHeadConfig])
 class ForExtractiveQA(ModelWithHead[PC, ExtractiveQAHeadConfig]):
     """Answer span in the context; labels B x 2 (start, end). Positions past the input are ignored."""
     head_class = ExtractiveQAHead
+    purpose = "extractive question answering"
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
         return extractiveQALoss(self.loss_function, logits, labels.to(logits.device))
@@ -99,6 +116,7 @@ def extractiveQALoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> Fl
 class ForCausalLM(ModelWithHead[PC, CausalLMHeadConfig]):
     """Next-token prediction; labels B x L (usually the input ids), shifted inside."""
     head_class = CausalLMHead
+    purpose = "causal language modelling"
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
         return flatLoss(self.loss_function, logits[:, :-1, :], labels[:, 1:])
@@ -113,6 +131,7 @@ class ForCausalLM(ModelWithHead[PC, CausalLMHeadConfig]):
 class ForMaskedLM(ModelWithHead[PC, MaskedLMHeadConfig]):
     """Masked-token prediction; labels B x L with -100 for tokens that were not masked."""
     head_class = MaskedLMHead
+    purpose = "masked language modelling"
 
     def get_output_embeddings(self) -> Optional[nn.Linear]:
         return self.head.dense2
@@ -130,6 +149,7 @@ class ForExtractiveAQA(ModelWithHead[PC, ExtractiveAQAHeadConfig]):
     one kind of label, it is that term alone (unweighted). The UA prediction does not decide which examples count.
     """
     head_class = ExtractiveAQAHead
+    purpose = "extractive question answering with answerability"
 
     def computeLoss(self, logits: Tuple[Tensor, Tensor],
                     labels: Tuple[Optional[Tensor], Optional[Tensor]]) -> FloatTensor:
@@ -167,6 +187,7 @@ class ForSingleAnswerMultipleChoice(ForNestedBatches[PC, SequenceClassificationH
     than 0 or 1 is a ``ValueError``. (Several scores per choice, e.g. multi-task multiple choice, are not supported.)
     """
     head_class = SequenceClassificationHeadForNestedBatches
+    purpose = "multiple choice"
 
     def __init__(self, combined_config: CombinedConfig, model: BaseModel, head: Head, loss: _Loss):
         super().__init__(combined_config, model, head, loss)
@@ -207,6 +228,7 @@ class ForDependencyParsing(ForTokensGroupedByWord[PC, DependencyParsingHeadConfi
     absent: ``labels`` may be the arcs tensor alone.
     """
     head_class = DependencyParsingHead
+    purpose = "dependency parsing"
 
     def __init__(self, combined_config: CombinedConfig, model: BaseModel, head: Head, loss: _Loss):
         super().__init__(combined_config, combined_config.head_config.extended_model_config, model, head, loss)

@@ -24,7 +24,7 @@ from .configs import (
     stored_head_prefixes,
 )
 from .errors import CheckpointError
-from .files import find_weight_files, read_config_dict
+from .files import find_weight_files, named_dtype, read_config_dict
 from .hfmodels import imported_head, transformers_head_config
 from .keys import CORE_IN_BASE_MODEL, CORE_PATH, HEAD_PATH
 from .options import LoadOptions
@@ -194,8 +194,8 @@ def resolve_dtype(dtype: Any, base_dict: Dict[str, Any]) -> Optional[torch.dtype
     if dtype is None:
         return None
     if isinstance(dtype, str):
-        resolved = getattr(torch, dtype.replace("torch.", ""), None)
-        if not isinstance(resolved, torch.dtype):
+        resolved = named_dtype(dtype)
+        if resolved is None:
             raise ValueError(f"dtype '{dtype}' is not a torch dtype (e.g. 'float16', 'bfloat16', 'auto').")
         return resolved
     if not isinstance(dtype, torch.dtype):

@@ -177,10 +177,6 @@ def _only_head_name(config_dict: Dict[str, Any], checkpoint: str = "") -> str:
     return names[0]
 
 
-def _only_head(config_dict: Dict[str, Any], checkpoint: str) -> Dict[str, Any]:
-    return config_dict["heads"][_only_head_name(config_dict, checkpoint)]
-
-
 def base_config_from_dict(config_dict: Dict[str, Any], config_class: Optional[Type[PretrainedConfig]] = None,
                           *, source: str = CONFIG_NAME, checkpoint: Optional[str] = None,
                           trust_remote_code: bool = False, **hub_kwargs: Any) -> PretrainedConfig:
@@ -252,17 +248,17 @@ def _check_field_types(config_class: Type[PretrainedConfig], config_dict: Dict[s
 
 
 def named_class(name: str, default_module: str) -> Any:
-    """The class a checkpoint names: ``module:Qualified.Name``, or a bare name of ``default_module``. ``ValueError``
-    when it cannot be imported."""
+    """The class a checkpoint or a command line names: ``package.module:Qualified.Name``, or a bare (possibly dotted)
+    name of ``default_module``. ``ValueError`` saying why when it cannot be imported."""
     module_name, _, qualified = name.rpartition(":")
     try:
         owner: Any = importlib.import_module(module_name or default_module)
         for part in qualified.split("."):
             owner = getattr(owner, part)
         return owner
-    except (ImportError, AttributeError):
-        raise ValueError(f"'{name}' names neither a class of {default_module} nor an importable "
-                         f"'module:Class'.") from None
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"'{name}' is neither a name of {default_module} nor an importable 'package.module:Class' "
+                         f"({error}).") from None
 
 
 def dataclass_from_dict(cls: type, as_dict: Dict[str, Any]) -> Any:

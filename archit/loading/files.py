@@ -247,7 +247,7 @@ class CheckpointReader:
         source = self._location[key]
         if isinstance(source, dict):
             tensor = source[key]
-            return TensorHeader(tuple(tensor.shape), str(tensor.dtype).replace("torch.", ""), self._files[key])
+            return TensorHeader(tuple(tensor.shape), dtype_name(tensor.dtype), self._files[key])
         return _safetensors_header(source, key, self._files[key])
 
     def __enter__(self) -> "CheckpointReader":
@@ -258,11 +258,28 @@ class CheckpointReader:
         self._location.clear()
 
 
-# safetensors' dtype names (``get_dtype()``) as torch names them.
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "U16": "uint16", "U32": "uint32",
-                       "U64": "uint64", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
-                       "C64": "complex64"}
+# The one table of dtypes: safetensors' name of each (in a header, ``get_dtype()``) -> (torch's name of it, bytes per
+# element), in safetensors' own order of them (its ``Dtype`` enum, by increasing alignment: a file holds the tensors of
+# the last first; the writer follows it). A dtype not named here may be one of a newer safetensors release: safetensors
+# decides about it.
+SAFETENSORS_DTYPES: Dict[str, Tuple[str, int]] = {
+    "BOOL": ("bool", 1), "U8": ("uint8", 1), "I8": ("int8", 1), "F8_E5M2": ("float8_e5m2", 1),
+    "F8_E4M3": ("float8_e4m3fn", 1), "I16": ("int16", 2), "U16": ("uint16", 2), "F16": ("float16", 2),
+    "BF16": ("bfloat16", 2), "I32": ("int32", 4), "U32": ("uint32", 4), "F32": ("float32", 4), "C64": ("complex64", 8),
+    "F64": ("float64", 8), "I64": ("int64", 8), "U64": ("uint64", 8),
+}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """torch's name of a dtype, without its module: ``"bfloat16"``."""
+    return str(dtype).replace("torch.", "")
+
+
+def named_dtype(name: str) -> Optional[torch.dtype]:
+    """The torch dtype that ``name`` (``"bfloat16"`` or ``"torch.bfloat16"``) names; ``None`` when the installed torch
+    has none of that name."""
+    found = getattr(torch, name.replace("torch.", ""), None)
+    return found if isinstance(found, torch.dtype) else None
 
 
 @dataclass(frozen=True)
@@ -295,7 +312,7 @@ def read_tensor_headers(paths: List[str]) -> Dict[str, TensorHeader]:
                 loaded = open_settled(path, lambda p: _torch_load(p, "meta"))
             except Exception as error:
                 raise CheckpointError(path, f"cannot be read with torch.load(weights_only=True): {error}") from error
-            found = {key: TensorHeader(tuple(tensor.shape), str(tensor.dtype).replace("torch.", ""), path)
+            found = {key: TensorHeader(tuple(tensor.shape), dtype_name(tensor.dtype), path)
                      for key, tensor in loaded.items()}
         for key, header in found.items():
             _check_once(key, path, files)
@@ -320,17 +337,16 @@ def wrong_dtype_kind(stored: torch.dtype, target: torch.dtype, path: str, key: s
     safetensors header gives, whose bytes would load as garbage. ``None`` when the kinds agree."""
     if dtype_kind(stored) == dtype_kind(target):
         return None
-    return CheckpointError(path, f"holds it as {str(stored).replace('torch.', '')}, but {model_key} is a "
-                                    f"{str(target).replace('torch.', '')} tensor: an {dtype_kind(stored)} tensor cannot "
-                                    f"fill a {dtype_kind(target)} one (a damaged header, or a checkpoint of another "
-                                    f"model)", key=key)
+    return CheckpointError(path, f"holds it as {dtype_name(stored)}, but {model_key} is a {dtype_name(target)} "
+                                    f"tensor: an {dtype_kind(stored)} tensor cannot fill a {dtype_kind(target)} one (a "
+                                    f"damaged header, or a checkpoint of another model)", key=key)
 
 
 def _safetensors_header(handle: Any, key: str, path: str) -> TensorHeader:
     """Shape and dtype of tensor ``key`` of an open safetensors file, from its header."""
     tensor = handle.get_slice(key)
     raw = tensor.get_dtype()
-    return TensorHeader(tuple(tensor.get_shape()), _SAFETENSORS_DTYPES.get(raw, raw.lower()), path)
+    return TensorHeader(tuple(tensor.get_shape()), SAFETENSORS_DTYPES[raw][0] if raw in SAFETENSORS_DTYPES else raw.lower(), path)
 
 
 def _check_once(key: str, path: str, files: Dict[str, str]) -> None:
@@ -341,10 +357,6 @@ def _check_once(key: str, path: str, files: Dict[str, str]) -> None:
     files[key] = path
 
 
-# Bytes per element of safetensors' dtypes. A dtype not named here may be one of a newer safetensors release:
-# safetensors decides about it.
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "U16": 2,
-                "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "C64": 8}
 _MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
 
 
@@ -402,10 +414,10 @@ def _check_tensor_entry(path: str, key: str, entry: Any, data_size: int) -> None
     if offsets[1] > data_size:
         raise CheckpointError(path, f"is truncated or damaged: the tensor's data ends at byte {offsets[1]} of the data, "
                                     f"but the file holds {data_size} bytes of data", key=key)
-    if dtype in _DTYPE_BYTES and offsets[1] - offsets[0] != math.prod(shape) * _DTYPE_BYTES[dtype]:
+    if dtype in SAFETENSORS_DTYPES and offsets[1] - offsets[0] != math.prod(shape) * SAFETENSORS_DTYPES[dtype][1]:
         raise CheckpointError(path, f"is damaged: {dtype} of shape {shape} takes "
-                                    f"{math.prod(shape) * _DTYPE_BYTES[dtype]} bytes, but its data_offsets span "
-                                    f"{offsets[1] - offsets[0]}", key=key)
+                                    f"{math.prod(shape) * SAFETENSORS_DTYPES[dtype][1]} bytes, but its data_offsets "
+                                    f"span {offsets[1] - offsets[0]}", key=key)
 
 
 def open_safetensors(path: str) -> Any:
@@ -415,7 +427,7 @@ def open_safetensors(path: str) -> Any:
     try:
         return open_settled(path, lambda p: safe_open(p, framework="pt", device="cpu"))
     except Exception as error:
-        unknown = next((k for k, e in header.items() if k != "__metadata__" and e["dtype"] not in _DTYPE_BYTES), None)
+        unknown = next((k for k, e in header.items() if k != "__metadata__" and e["dtype"] not in SAFETENSORS_DTYPES), None)
         if unknown is not None:
             raise CheckpointError(path, f"is damaged or too new: dtype {header[unknown]['dtype']!r} is unknown to this "
                                         f"safetensors ({error})", key=unknown) from error

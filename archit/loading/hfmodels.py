@@ -3,7 +3,9 @@ To and from transformers' own task models (``RobertaForTokenClassification``, ``
   - which head weights of a transformers task checkpoint an archit task imports, and the head config that reproduces
     that head when the user gives none;
   - ``ModelWithHead.toHuggingFace``: the equivalent transformers model holding the same weights.
-Both directions read the same key table (``BaseModel.hfHeadKeys``) and the same key renaming (``keys.py``).
+Both directions read the same key table (``BaseModel.hfHeadKeys``), the same key renaming (``keys.py``) and what the
+task and head classes declare about their transformers equivalents (``declared``: the transformers config fields a head
+config decides, a task's ``problem_type``), so that a subclass exports and imports as its parent does.
 """
 import copy
 import dataclasses
@@ -102,8 +104,9 @@ def resolve_head_keys(head_keys: Dict[str, str], hf_model: Optional[PreTrainedMo
 def transformers_head_config(cls: type, base_model_class: type, config_dict: Dict[str, Any]) -> Optional[Any]:
     """
     For a transformers task checkpoint loaded without a head config: the head config under which the head of ``cls``
-    computes what the checkpoint's head computes (``num_labels`` from ``id2label``, ``tie_weights`` from
-    ``tie_word_embeddings``, first-token pooling), or ``None`` when the checkpoint has no such head.
+    computes what the checkpoint's head computes, or ``None`` when the checkpoint has no such head. Its fields are what
+    the head class declares: ``hf_config_fields`` read from the checkpoint's config (``num_labels`` from ``id2label``,
+    ``tie_weights`` from ``tie_word_embeddings``) and ``hf_equivalent_config`` (first-token pooling).
     """
     suffixes = checkpoint_suffixes(base_model_class, config_dict)
     if not suffixes:
@@ -111,9 +114,9 @@ def transformers_head_config(cls: type, base_model_class: type, config_dict: Dic
     head_class = cls.headClass()
     config_class = head_class.configClass()
     fields = {f.name for f in dataclasses.fields(config_class)}
-    values = {"num_labels": len(config_dict.get("id2label") or {}) or config_dict.get("num_labels", 2),
-              "tie_weights": config_dict.get("tie_word_embeddings", True),
-              "pooling": "first"}
+    values = {**declared(head_class, "hf_equivalent_config"),
+              **{head_field: transformers_field(config_dict, hf_field)
+                 for head_field, hf_field in declared(head_class, "hf_config_fields").items()}}
     try:
         head_config = config_class(**{k: v for k, v in values.items() if k in fields})
     except TypeError:
@@ -125,6 +128,34 @@ def transformers_head_config(cls: type, base_model_class: type, config_dict: Dic
     logger.info("No head config given: using %s, the head of the checkpoint's %s.", head_config,
                 config_dict.get("architectures"))
     return head_config
+
+
+# What a task or head class that declares nothing about its transformers equivalent is taken to declare. What each
+# means: the docstrings of archit.instantiation.heads (heads) and archit.instantiation.tasks (tasks).
+_UNDECLARED: Dict[str, Any] = {
+    "hf_config_fields": {},  # head config field -> transformers config field meaning the same
+    "hf_equivalent_config": {},  # head config values transformers' equivalent head always has
+    "hf_problem_type": None,  # transformers' problem_type of the task's loss
+    "purpose": None,  # what the head or task does, in words
+}
+
+
+def declared(cls: type, fact: str) -> Any:
+    """What a task or head class (or a parent of it) declares as ``fact`` (one of ``_UNDECLARED``), or what a class
+    declaring nothing is taken to declare."""
+    return getattr(cls, fact, _UNDECLARED[fact])
+
+
+# The value a transformers config dictionary holds for a field, where transformers does not write it out.
+_TRANSFORMERS_DEFAULTS = {"num_labels": 2, "tie_word_embeddings": True}
+
+
+def transformers_field(config_dict: Dict[str, Any], field: str) -> Any:
+    """A field of a transformers ``config.json``, as transformers' config would answer it: ``num_labels`` is the number
+    of ``id2label`` entries; a field left out has transformers' default."""
+    if field == "num_labels" and config_dict.get("id2label"):
+        return len(config_dict["id2label"])
+    return config_dict.get(field, _TRANSFORMERS_DEFAULTS.get(field))
 
 
 def to_hugging_face(model: nn.Module, share_weights: bool = False, verify: bool = True) -> PreTrainedModel:
@@ -142,7 +173,7 @@ def to_hugging_face(model: nn.Module, share_weights: bool = False, verify: bool 
         raise NotImplementedError(f"{name} has no transformers equivalent for model_type '{family}': archit does not "
                                   f"know where its {suffix} class keeps this head.")
     config = copy.deepcopy(base.config)
-    _configure(config, model, suffix)
+    _configure(config, model)
     hf_model = empty_task_model(suffix, config)
     if hf_model is None:
         raise NotImplementedError(f"{name} has no transformers equivalent: transformers has no {suffix} class for "
@@ -189,23 +220,19 @@ def hf_logits(output: Any) -> Tensor:
     return output.logits
 
 
-def _configure(config: Any, model: nn.Module, suffix: str) -> None:
-    """The transformers config fields that the head config decides."""
+def _configure(config: Any, model: nn.Module) -> None:
+    """The transformers config fields that the task and its head config decide: the head class's ``hf_config_fields``
+    (a head config's ``num_labels`` of 0 says nothing), the task's ``hf_problem_type``."""
     head_config = model.config.head_config
     config.architectures = None
-    num_labels = getattr(head_config, "num_labels", 0)
-    if suffix in ("ForTokenClassification", "ForSequenceClassification") and num_labels:
-        if getattr(config, "num_labels", None) != num_labels:
-            config.num_labels = num_labels
-    if suffix == "ForSequenceClassification":
-        config.problem_type = _PROBLEM_TYPES.get(type(model).__name__)
-    if suffix in ("ForMaskedLM", "ForCausalLM"):
-        config.tie_word_embeddings = bool(getattr(head_config, "tie_weights", False))
-
-
-_PROBLEM_TYPES = {"ForSingleLabelSequenceClassification": "single_label_classification",
-                  "ForMultiLabelSequenceClassification": "multi_label_classification",
-                  "ForSequenceRegression": "regression"}
+    for head_field, hf_field in declared(model.headClass(), "hf_config_fields").items():
+        value = getattr(head_config, head_field, None)
+        if hf_field == "num_labels":
+            if value and getattr(config, "num_labels", None) != value:  # Setting it makes id2label anew.
+                config.num_labels = value
+        elif value is not None:
+            setattr(config, hf_field, value)
+    config.problem_type = declared(type(model), "hf_problem_type")
 
 
 def _verify_same_logits(model: nn.Module, hf_model: PreTrainedModel, name: str, atol: float = 1e-4) -> None:

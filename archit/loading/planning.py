@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
-import torch
 from torch import nn
 
 from .. import _compat as compat
 from .building import Built, Layout
 from .errors import CheckpointError
-from .files import TensorHeader, wrong_dtype_kind
+from .files import TensorHeader, named_dtype, wrong_dtype_kind
 from .keys import CORE_IN_BASE_MODEL, CORE_PATH, KeyNaming, rename_checkpoint_keys
 from .options import LoadOptions
 
@@ -153,8 +152,8 @@ def _placements(units: List[compat.ConversionUnit], targets: Mapping[str, str], 
         if header is not None and header.shape != shape:
             mismatched.append((target, header.shape, shape))
             continue
-        stored_dtype = getattr(torch, header.dtype, None) if header is not None else None
-        if wrong_kind is None and isinstance(stored_dtype, torch.dtype):
+        stored_dtype = named_dtype(header.dtype) if header is not None else None
+        if wrong_kind is None and stored_dtype is not None:
             error = wrong_dtype_kind(stored_dtype, expected[target].dtype, header.path, keys[0], target)
             wrong_kind = None if error is None else Refusal(error.problem, error.path, error.key)
         placements.append(Placement(unit, target, keys, header))

@@ -23,7 +23,14 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from .commits import DirectoryCommit, start_writeback
-from .files import CONFIG_NAME, check_safetensors_header, read_json_file, weight_file_variant
+from .files import (
+    CONFIG_NAME,
+    SAFETENSORS_DTYPES,
+    check_safetensors_header,
+    named_dtype,
+    read_json_file,
+    weight_file_variant,
+)
 from .integrity import (
     DIGEST_KEY,
     DIGEST_PLACEHOLDER,
@@ -34,17 +41,14 @@ from .integrity import (
     hashing_pool,
 )
 
-# safetensors' names of the dtypes archit writes itself, in safetensors' order of them (its ``Dtype`` enum, increasing
-# alignment): it stores tensors by dtype, the last of this list first, then by name. Only those the installed
-# safetensors writes too (its ``_TYPES``; older releases lack float8 and unsigned 16-64 bit): the others go through
-# save_file, which raises for them or writes them as it does.
-SAFETENSORS_DTYPES = {dtype: name for dtype, name in (
-    (torch.bool, "BOOL"), (torch.uint8, "U8"), (torch.int8, "I8"), (getattr(torch, "float8_e5m2", None), "F8_E5M2"),
-    (getattr(torch, "float8_e4m3fn", None), "F8_E4M3"), (torch.int16, "I16"), (getattr(torch, "uint16", None), "U16"),
-    (torch.float16, "F16"), (torch.bfloat16, "BF16"), (torch.int32, "I32"), (getattr(torch, "uint32", None), "U32"),
-    (torch.float32, "F32"), (torch.float64, "F64"), (torch.int64, "I64"), (getattr(torch, "uint64", None), "U64"),
-) if dtype is not None and getattr(safetensors.torch, "_TYPES", {}).get(name) == dtype}
-_SAFETENSORS_RANK = {dtype: rank for rank, dtype in enumerate(SAFETENSORS_DTYPES)}
+# The dtypes archit writes itself (torch's dtype -> safetensors' name), in safetensors' order of them
+# (``files.SAFETENSORS_DTYPES``): it stores tensors by dtype, the last of this list first, then by name. Only those the
+# installed torch and safetensors both have (older releases lack float8 and unsigned 16-64 bit), complex64 excepted (the
+# writer never took it on): the others go through save_file, which raises for them or writes them as it does.
+_INSTALLED_DTYPES = getattr(safetensors.torch, "_TYPES", {})
+WRITTEN_DTYPES = {_INSTALLED_DTYPES[name]: name for name, (torch_name, _) in SAFETENSORS_DTYPES.items()
+                  if name != "C64" and name in _INSTALLED_DTYPES and _INSTALLED_DTYPES[name] == named_dtype(torch_name)}
+_SAFETENSORS_RANK = {dtype: rank for rank, dtype in enumerate(WRITTEN_DTYPES)}
 _HASH_QUEUE = 8
 
 
@@ -61,12 +65,12 @@ class SafetensorsLayout:
 
     @classmethod
     def of(cls, tensors: Dict[str, Tensor], metadata: Optional[Dict[str, str]]) -> Optional["SafetensorsLayout"]:
-        """``None`` where ``save_file`` is needed: a dtype not in ``SAFETENSORS_DTYPES``, a tensor that is not a dense
+        """``None`` where ``save_file`` is needed: a dtype not in ``WRITTEN_DTYPES``, a tensor that is not a dense
         CPU tensor, a big-endian machine (save_file byte-swaps), no tensor but metadata (safetensors 0.4-0.8 write a
         header that is not JSON then). Metadata entries are written in their order (safetensors writes them in the
         order of a Rust hash map: the files are the same bytes as save_file's when there is at most one entry)."""
         if sys.byteorder != "little" or (not tensors and metadata is not None) or not all(
-                tensor.dtype in SAFETENSORS_DTYPES and tensor.device.type == "cpu" and tensor.layout == torch.strided
+                tensor.dtype in WRITTEN_DTYPES and tensor.device.type == "cpu" and tensor.layout == torch.strided
                 and tensor.is_contiguous() for tensor in tensors.values()):
             return None
         order = sorted(tensors, key=lambda key: (-_SAFETENSORS_RANK[tensors[key].dtype], key.encode("utf-8")))
@@ -74,7 +78,7 @@ class SafetensorsLayout:
         offset = 0
         for key in order:
             tensor = tensors[key]
-            header[key] = {"dtype": SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+            header[key] = {"dtype": WRITTEN_DTYPES[tensor.dtype], "shape": list(tensor.shape),
                            "data_offsets": [offset, offset + tensor_nbytes(tensor)]}
             offset += tensor_nbytes(tensor)
         return cls(header, order, tensors)
