@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -115,9 +116,20 @@ def _minor_params(minors: tuple[str, ...]) -> list:
 
 @nox.session(tags=["lint"])
 def lint(session: nox.Session) -> None:
-    """Run ruff over the code (configuration in pyproject.toml)."""
-    session.install("ruff")
+    """Run ruff over the code and mypy over archit/ and compat/ (configuration in pyproject.toml). mypy reads compat/
+    as the package it installs as, archit._compat, in a tree of links (archit/'s entries and _compat -> compat/); it
+    prints paths in that tree: archit/_compat/x.py is compat/x.py."""
+    session.install("ruff", "mypy")
     session.run("ruff", "check", *(path for path in LINT_PATHS if os.path.exists(path)), *session.posargs)
+    tree = Path(session.create_tmp()) / "typecheck"
+    shutil.rmtree(tree, ignore_errors=True)
+    (tree / "archit").mkdir(parents=True)
+    for entry in Path("archit").iterdir():
+        (tree / "archit" / entry.name).symlink_to(entry.resolve())
+    (tree / "archit" / "_compat").symlink_to(Path("compat").resolve())
+    config = str(Path("pyproject.toml").resolve())
+    with session.chdir(tree):
+        session.run("mypy", "--config-file", config, "--no-incremental", "-p", "archit")
 
 
 @nox.session(tags=["lint"])

@@ -45,7 +45,7 @@ def hide_kwargs_from_signature(forward: F) -> F:
     reach ``**kwargs``; only ``inspect.signature`` changes, and no wrapper is added to the call path.
     """
     signature = inspect.signature(forward)
-    forward.__signature__ = signature.replace(parameters=[
+    forward.__signature__ = signature.replace(parameters=[  # type: ignore[attr-defined]
         p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD])
     return forward
 
@@ -147,6 +147,11 @@ class ConversionUnit:
     themselves under another name: the sources then need not be views of the file, only read."""
 
 
+def reading(get_tensor: Callable[[str], Tensor], key: str, name: str) -> Callable[[], Dict[str, Tensor]]:
+    """A unit's ``convert``: checkpoint tensor ``key`` under the model key ``name``."""
+    return lambda: {name: get_tensor(key)}
+
+
 def first_match_renaming(key_mapping: Optional[Mapping[str, str]]) -> Callable[[str], str]:
     """A key renaming by ``{regex: replacement}``, the first pattern that matches winning: what ``from_pretrained``'s
     ``key_mapping=`` does on 4.50-4.57 (4.36-4.49 have no such argument; archit gives them the same meaning)."""
@@ -167,7 +172,7 @@ def renaming_units(keys: Sequence[str], get_tensor: Callable[[str], Tensor],
     units = []
     for key in keys:
         name = rename(key)
-        units.append(ConversionUnit(name, [key], lambda key=key, name=name: {name: get_tensor(key)}, name != key))
+        units.append(ConversionUnit(name, [key], reading(get_tensor, key, name), name != key))
     return units
 
 

@@ -2,7 +2,19 @@
 
 Helpers that are the same in every era live in ``all_eras`` and are re-exported by the facade (``__init__``) directly.
 """
-from typing import Callable, ContextManager, Dict, List, Mapping, Optional, Protocol, Sequence, runtime_checkable
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Type,
+    runtime_checkable,
+)
 
 import torch
 from torch import Tensor
@@ -18,7 +30,7 @@ class Backend(Protocol):
     ERA: str
     """The first transformers release of the era this backend serves, e.g. ``"4.50"``."""
 
-    PreTrainedWrapper: type
+    PreTrainedWrapper: Type[Any]
     """A ``PreTrainedModel`` subclass for models whose attention and weights live in a wrapped transformers core:
     it leaves the attention implementation to the core, initialises nothing itself and ties weights through
     ``tie_weights()`` only."""

@@ -1,6 +1,7 @@
 """Backend for transformers 5.x: dataclass configs with ``dtype``; attention checked at every ``PreTrainedModel.__init__``
 by ``_check_and_adjust_attn_implementation``; a common initialisation scheme run from ``post_init``."""
 import copy
+import functools
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
@@ -18,7 +19,7 @@ from transformers.initialization import no_init_weights as no_init_weights
 from transformers.models.auto.auto_factory import add_generation_mixin_to_remote_model
 from transformers.models.modernbert.configuration_modernbert import ModernBertConfig
 
-from .all_eras import ConversionUnit, WrapperWithoutOwnWeights
+from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, reading
 
 ERA = "5.0"
 
@@ -64,7 +65,7 @@ def convert_checkpoint(model: PreTrainedModel, keys: Sequence[str], get_tensor: 
         if renamed not in meta_state and key in meta_state:  # As 5.5+'s loader: the key needed no rule.
             renamed, pattern = rename_source_key(key, [], [], prefix, meta_state)
         if renamed not in meta_state:
-            units.append(ConversionUnit(key, [key], lambda key=key: {key: get_tensor(key)}, False))
+            units.append(ConversionUnit(key, [key], reading(get_tensor, key, key), False))
             continue
         if pattern is None:
             transform = pending.setdefault(renamed, WeightRenaming(key, renamed))
@@ -76,8 +77,8 @@ def convert_checkpoint(model: PreTrainedModel, keys: Sequence[str], get_tensor: 
         converted[renamed] = converted.get(renamed, False) or isinstance(transform, WeightConverter) \
             or _without_prefix(renamed, prefix) != _without_prefix(key, prefix)
     for name, transform in pending.items():
-        units.append(ConversionUnit(name, sources[name], lambda name=name, transform=transform: _run(transform, name, model),
-                                    converted[name], isinstance(transform, WeightConverter)))
+        units.append(ConversionUnit(name, sources[name], functools.partial(_run, transform, name, model), converted[name],
+                                    isinstance(transform, WeightConverter)))
     return units
 
 

@@ -192,7 +192,7 @@ def era_module_problems(source: str, module: str, protocol_source: str) -> list[
         value = bindings.get(name)
         if annotation == "str" and not (isinstance(value, ast.Constant) and isinstance(value.value, str)):
             problems.append(f"{module}.{name} is not a string")
-        if annotation == "type" and not isinstance(value, (ast.ClassDef, ast.ImportFrom, ast.Import, type(None))):
+        if annotation in ("type", "Type[Any]") and not isinstance(value, (ast.ClassDef, ast.ImportFrom, ast.Import, type(None))):
             problems.append(f"{module}.{name} is not a class")
     for name, declared in sorted(methods.items()):
         node = bindings.get(name)

@@ -1,7 +1,7 @@
 """The classes a command works with: archit's base model classes and tasks by name (or ``package.module:Class``), the
 base model class that fits a checkpoint, and the archit task that reproduces a transformers task model's head."""
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Type
 
 from ..instantiation import basemodels, tasks
 from ..instantiation.abstracts import BaseModel, ModelWithHead
@@ -44,11 +44,11 @@ def fitting_base_class(model_type: Optional[str]) -> type:
     return basemodels.AutoBaseModel
 
 
-def _builtin_tasks() -> List[type]:
+def _builtin_tasks() -> List[Type[Any]]:
     return [getattr(tasks, name) for name in tasks.TASKS]
 
 
-def transformers_head(base_model_class: type, config_dict: Dict[str, Any]) -> Optional[str]:
+def transformers_head(base_model_class: Type[Any], config_dict: Dict[str, Any]) -> Optional[str]:
     """What the head of a transformers task checkpoint does, from its ``architectures`` (``RobertaForTokenClassification``:
     ``"token classification"``, the ``purpose`` of the archit head computing the same; a head archit does not know: its
     name in words); ``None`` for a base model."""
@@ -64,7 +64,7 @@ def transformers_head(base_model_class: type, config_dict: Dict[str, Any]) -> Op
     return None
 
 
-def transformers_task(base_model_class: type, config_dict: Dict[str, Any]) -> Optional[type]:
+def transformers_task(base_model_class: Type[Any], config_dict: Dict[str, Any]) -> Optional[Type[Any]]:
     """The archit task whose head is the one of the transformers task checkpoint (before archit checks that the head
     computes the same function on this family), or ``None``: of archit's tasks whose head has the checkpoint's
     transformers equivalent (``hfEquivalentSuffix()``), the one whose ``hf_problem_type`` is the checkpoint's
@@ -77,12 +77,12 @@ def transformers_task(base_model_class: type, config_dict: Dict[str, Any]) -> Op
     return next((task for task in fitting if declared(task, "hf_problem_type") == stored), fitting[0] if fitting else None)
 
 
-def task_head(task: type) -> str:
+def task_head(task: Type[Any]) -> str:
     """What an archit task's head does, in words: the task's ``purpose`` (its class name when it declares none)."""
     return declared(task, "purpose") or task.__name__
 
 
-def is_task_architecture(architecture: str, base_model_class: type) -> bool:
+def is_task_architecture(architecture: str, base_model_class: Type[Any]) -> bool:
     """Whether a name of ``architectures`` is a task model rather than the base model (``RobertaModel``, ...)."""
     return bool(re.search(r"For[A-Z]", architecture)
                 or checkpoint_suffixes(base_model_class, {"architectures": [architecture]}))

@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type
 
 from ..instantiation.multihead import ModelWithHeads, task_of
 from ..loading import LoadPlan, plan_base_loading, plan_heads_loading, plan_loading
@@ -168,7 +168,7 @@ def _read(checkpoint: str) -> Tuple[Dict[str, Any], List[str], Dict[str, TensorH
 
 
 def _describe_archit(description: CheckpointDescription, config_dict: Dict[str, Any], checkpoint: str,
-                     base_class: type) -> CheckpointDescription:
+                     base_class: Type[Any]) -> CheckpointDescription:
     """The description of an archit checkpoint, as far as it gets: a planning error leaves what was told before it."""
     d = replace(description, head_config=config_dict.get("head_config"))
     try:
@@ -179,7 +179,7 @@ def _describe_archit(description: CheckpointDescription, config_dict: Dict[str, 
                          lambda: plan_heads_loading(ModelWithHeads, checkpoint, base_class))
         if config_dict.get("task"):
             d = replace(d, kind="archit", task=config_dict["task"])
-            task = task_of(d.task)
+            task = task_of(config_dict["task"])
             d = replace(d, head=task_head(task))
             return _plan(d, task.__name__, base_class, lambda: plan_loading(task, checkpoint, base_class))
         d = replace(d, kind="archit" if "archit_version" in config_dict else "archit-published",
@@ -191,7 +191,7 @@ def _describe_archit(description: CheckpointDescription, config_dict: Dict[str, 
 
 
 def _describe_transformers(description: CheckpointDescription, config_dict: Dict[str, Any], checkpoint: str,
-                           base_class: type) -> CheckpointDescription:
+                           base_class: Type[Any]) -> CheckpointDescription:
     """The description of a transformers checkpoint (a base model or a task model), as far as it gets."""
     d = description
     try:
@@ -204,7 +204,7 @@ def _describe_transformers(description: CheckpointDescription, config_dict: Dict
         d = replace(d, head=transformers_head(base_class, config_dict))
         task = transformers_task(base_class, config_dict)
         head_config = transformers_head_config(task, base_class, config_dict) if task is not None else None
-        if head_config is None:
+        if task is None or head_config is None:
             d = replace(d, note=f"archit has no head computing what the head of {', '.join(architectures)} computes "
                                 f"on model type '{d.model_type}': planned as a base model, so the head's tensors count "
                                 f"as unused.")
@@ -216,7 +216,7 @@ def _describe_transformers(description: CheckpointDescription, config_dict: Dict
         return replace(d, plan_error=str(error))
 
 
-def _plan(description: CheckpointDescription, class_name: str, base_class: Optional[type],
+def _plan(description: CheckpointDescription, class_name: str, base_class: Optional[Type[Any]],
           plan: Callable[[], LoadPlan]) -> CheckpointDescription:
     """The description with the ``LoadPlan`` that ``from_pretrained`` would execute (or why there is none)."""
     arguments = "CHECKPOINT" + (f", {base_class.__name__}" if base_class is not None else "")
@@ -251,7 +251,7 @@ def _stored_head(spec: Any) -> StoredHead:
                       tied=bool(head_config.get("tie_weights", False)))
 
 
-def _key_prefix(base_class: type, base_dict: Dict[str, Any], headers: Dict[str, TensorHeader]) -> Optional[str]:
+def _key_prefix(base_class: Type[Any], base_dict: Dict[str, Any], headers: Dict[str, TensorHeader]) -> Optional[str]:
     """The architecture prefix (``roberta.``) when the checkpoint's keys carry it, as task models' keys do."""
     try:
         config = base_config_from_dict(base_dict, base_class.configClass())
@@ -265,8 +265,8 @@ def _key_prefix(base_class: type, base_dict: Dict[str, Any], headers: Dict[str, 
 def _files(checkpoint: str, weight_files: List[str]) -> WeightFiles:
     folder = Path(checkpoint)
     safetensors = is_safetensors(weight_files[0])
-    index = SAFE_WEIGHTS_INDEX_NAME if safetensors else WEIGHTS_INDEX_NAME
-    index = index if resolve_local(str(folder), index) is not None else None
+    index_name = SAFE_WEIGHTS_INDEX_NAME if safetensors else WEIGHTS_INDEX_NAME
+    index = index_name if resolve_local(str(folder), index_name) is not None else None
     weights = tuple(WeightFile(name=checkpoint_name(path), bytes=open_settled(path, os.path.getsize))
                     for path in weight_files)
     return WeightFiles(format="safetensors" if safetensors else "bin", sharded=index is not None, index=index,
@@ -313,9 +313,9 @@ def render(description: CheckpointDescription) -> str:
         rows.append(("", d.note))
     if d.would_load is not None:
         rows.append(("would load", f"{len(d.would_load)} tensors"))
-        rows.append(("initialise", _listing(d.would_initialise)))
-        rows.append(("unused", _listing(d.unused)))
-        rows.append(("converted", _listing(d.converted)))
+        rows.append(("initialise", _listing(d.would_initialise or ())))
+        rows.append(("unused", _listing(d.unused or ())))
+        rows.append(("converted", _listing(d.converted or {})))
         if d.mismatched:
             rows.append(("mismatched", _listing([f"{key} (file {stored}, model {model})"
                                                  for key, stored, model in d.mismatched])))

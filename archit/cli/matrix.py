@@ -259,7 +259,7 @@ def resolve_releases(labels: Optional[Sequence[str]], everything: bool, pre: boo
     discovered, _ = releases.discover_releases(pre=pre)
     if everything:
         return list(discovered.values())
-    return [discovered.get(label, label) if label.count(".") == 1 else label for label in labels]
+    return [discovered.get(label, label) if label.count(".") == 1 else label for label in labels or ()]
 
 
 def check_probes(probes: List[Dict[str, Any]]) -> None:
@@ -268,7 +268,7 @@ def check_probes(probes: List[Dict[str, Any]]) -> None:
     for probe in probes:
         if not Path(probe["checkpoint"]).exists():
             raise CommandError(f"'{probe['checkpoint']}' does not exist.")
-        task = named_class(probe["task"], "task")
+        task: Any = named_class(probe["task"], "task")
         named_class(probe["base"], "base")
         head_config = probe.get("head_config")
         if head_config is not None:

@@ -50,12 +50,12 @@ def diff_text(value: Optional[float]) -> str:
 
 def _version_of(rows: Sequence[Dict[str, Any]], release: str) -> str:
     """The installed transformers version of a release (``4.57.3`` for ``4.57``)."""
-    installed = {row.get("transformers") for row in rows if row["release"] == release} - {None}
+    installed = {str(row["transformers"]) for row in rows if row["release"] == release and row.get("transformers")}
     return installed.pop() if len(installed) == 1 else release
 
 
 def _era(rows: Sequence[Dict[str, Any]], release: str) -> str:
-    eras = {row.get("era") for row in rows if row["release"] == release} - {None}
+    eras = {str(row["era"]) for row in rows if row["release"] == release and row.get("era") is not None}
     return ", ".join(sorted(eras)) or "–"
 
 

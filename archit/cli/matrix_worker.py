@@ -13,7 +13,7 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import torch
 from safetensors.torch import save_file
@@ -33,7 +33,7 @@ def first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
-def fixed_inputs(task: type, vocab_size: int) -> Dict[str, torch.Tensor]:
+def fixed_inputs(task: Type[Any], vocab_size: int) -> Dict[str, torch.Tensor]:
     """The one input every release gets: token ids from a generator seeded with ``SEED``, in the shape the task takes
     (``B x L``; ``B x choices x L`` for multiple choice; ``B x words x subwords`` for dependency parsing), no padding."""
     generator = torch.Generator().manual_seed(SEED)
@@ -69,7 +69,7 @@ def _vocab_size(model) -> int:
     return getattr(config, "vocab_size", None) or CHARACTERS
 
 
-def _load(task: Any, base: type, checkpoint: str, head_config: Any, trust_remote_code: bool) -> Any:
+def _load(task: Any, base: Type[Any], checkpoint: str, head_config: Any, trust_remote_code: bool) -> Any:
     return task.from_pretrained(checkpoint, base, head_config, dtype=torch.float32, attn_implementation="eager",
                                 output_loading_info=True, trust_remote_code=trust_remote_code)
 

@@ -67,7 +67,10 @@ NO_INDEX_ENV = "ARCHIT_RELEASES_OFFLINE"  # set to 1: never ask the index, use T
 def minor_key(version: str) -> Tuple[int, int]:
     """``"4.57"`` or ``"4.57.3"`` -> ``(4, 57)``."""
     major, minor = version.split(".")[:2]
-    return int(major), int(re.match(r"\d+", minor).group())
+    digits = re.match(r"\d+", minor)
+    if digits is None:
+        raise ValueError(f"{version!r} is not a version: its minor {minor!r} does not start with a number")
+    return int(major), int(digits.group())
 
 
 def minor_of(version: str) -> str:

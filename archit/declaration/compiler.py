@@ -248,7 +248,7 @@ class _Compiler:
             self.uses_torch = True
         return f"nn.{klass.__name__}({arguments})", problem
 
-    def _class_reference(self, klass: type) -> str:
+    def _class_reference(self, klass: Type[Any]) -> str:
         top = klass.__qualname__.split(".")[0]
         self.imports.add((klass.__module__, top))
         return klass.__qualname__
@@ -301,18 +301,18 @@ def _render_class(declaration: _ClassDeclaration) -> List[str]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Constructor arguments.
 
-def _init_parameters(klass: type) -> Dict[str, inspect.Parameter]:
+def _init_parameters(klass: Type[Any]) -> Dict[str, inspect.Parameter]:
     try:
-        signature = inspect.signature(klass.__init__)  # type: ignore[misc]  # the class's own, by design
+        signature = inspect.signature(klass.__init__)
     except (TypeError, ValueError):
         return {}
     return {name: p for name, p in signature.parameters.items()
             if name not in _SKIPPED_PARAMETERS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
-def _signature_source(klass: type) -> Tuple[str, str]:
+def _signature_source(klass: Type[Any]) -> Tuple[str, str]:
     """``(parameters, call)`` reproducing ``klass.__init__``'s signature and passing everything on to it."""
-    signature = inspect.signature(klass.__init__)  # type: ignore[misc]  # the class's own, by design
+    signature = inspect.signature(klass.__init__)
     parameters, call, keyword_only = ["self"], [], False
     for name, p in list(signature.parameters.items())[1:]:
         if p.kind is p.VAR_POSITIONAL:
@@ -342,7 +342,7 @@ def _open_signature(signature: inspect.Signature) -> Tuple[str, str]:
     return ", ".join(["self", *first, "*args", "**kwargs"]), ", ".join([*first, "*args", "**kwargs"])
 
 
-def _constructor_arguments(klass: type, expected: nn.Module, root_config: Any,
+def _constructor_arguments(klass: Type[Any], expected: nn.Module, root_config: Any,
                            config_available: bool) -> Tuple[Dict[str, Any], Optional[str]]:
     """Arguments of ``klass(...)`` that rebuild ``expected``: the config where the constructor takes one, values of
     same-named attributes or sizes found in ``expected``, and among those the combination whose result matches
@@ -416,7 +416,7 @@ def _render_arguments(kwargs: Dict[str, Any], parameters: Dict[str, inspect.Para
     return ", ".join(rendered)
 
 
-def _arguments_from_attributes(klass: type, module: nn.Module) -> Tuple[Dict[str, Any], Optional[str]]:
+def _arguments_from_attributes(klass: Type[Any], module: nn.Module) -> Tuple[Dict[str, Any], Optional[str]]:
     """Constructor arguments of a torch built-in, read from its attributes (``in_features``, ``eps``, ``bias``, ...)."""
     kwargs: Dict[str, Any] = {}
     for name, p in _init_parameters(klass).items():
@@ -431,7 +431,7 @@ def _arguments_from_attributes(klass: type, module: nn.Module) -> Tuple[Dict[str
     return kwargs, None
 
 
-def _build_matches(klass: type, kwargs: Dict[str, Any], expected: nn.Module) -> bool:
+def _build_matches(klass: Type[Any], kwargs: Dict[str, Any], expected: nn.Module) -> bool:
     """Whether ``klass(**kwargs)``, built on the meta device, has ``expected``'s structure."""
     try:
         with init_empty_weights(), warnings.catch_warnings():
@@ -466,7 +466,7 @@ def _attribute_values(module: nn.Module, name: str) -> List[Any]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Small helpers.
 
-def _is_torch_builtin(klass: type) -> bool:
+def _is_torch_builtin(klass: Type[Any]) -> bool:
     return klass.__module__.startswith("torch.nn") and getattr(nn, klass.__name__, None) is klass
 
 

@@ -398,8 +398,9 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
 
     def tie_weights(self, *args, **kwargs) -> None:
         """Make the head's output matrix the input embedding matrix, when the head config asks for tying."""
-        if self.tiesWeights():
-            self.get_output_embeddings().weight = self.get_input_embeddings().weight
+        output = self.get_output_embeddings()
+        if self.tiesWeights() and output is not None:
+            output.weight = self.get_input_embeddings().weight
 
     def __getattr__(self, item: str):
         """Also resolves dotted paths (``model._core``), as the published ArchIt did."""
@@ -464,8 +465,8 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
                    loss if loss is not None else cls.buildLoss())
 
     @classmethod
-    def from_pretrained(cls, checkpoint: str, base_model_class: Type[BaseModel], head_config: Optional[HC] = None,
-                        **kwargs) -> Self:
+    def from_pretrained(cls, checkpoint: str, base_model_class: Type[BaseModel],  # type: ignore[override]
+                        head_config: Optional[HC] = None, **kwargs) -> Self:  # The published ArchIt's signature.
         """
         Load from a local folder or hub id holding
           - a base model checkpoint (``embeddings.*`` or ``roberta.embeddings.*``): the head is new (``head_config`` needed);
@@ -493,7 +494,7 @@ def flatLoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> FloatTenso
     return loss_function(logits.reshape(-1, logits.size(-1)), labels.to(logits.device).reshape(-1))
 
 
-def _declared(cls: type, attribute: str, method: str) -> Any:
+def _declared(cls: Type[Any], attribute: str, method: str) -> Any:
     """``cls``'s class attribute ``attribute``; ``NotImplementedError`` when the class leaves it ``None``."""
     value = getattr(cls, attribute)
     if value is None:
@@ -502,7 +503,7 @@ def _declared(cls: type, attribute: str, method: str) -> Any:
     return value
 
 
-def _read_declared_attributes(cls: type, owner: type, **methods: str) -> None:
+def _read_declared_attributes(cls: Type[Any], owner: Type[Any], **methods: str) -> None:
     """
     For each ``attribute=method`` pair: where ``cls``'s own body sets the class attribute but does not override the
     class method that reads it, make the method ``owner``'s (which reads the attribute) even if a parent of ``cls``

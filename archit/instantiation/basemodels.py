@@ -90,7 +90,7 @@ def _modernbert_config() -> type:
     return ModernBertConfig
 
 
-class ModernBertBaseModel(BaseModel["ModernBertConfig"]):
+class ModernBertBaseModel(BaseModel["ModernBertConfig"]):  # type: ignore[valid-type]  # None before 4.48
     """
     ModernBERT (transformers >= 4.48; on older releases every use of this class raises ``ImportError``). It has no
     pooler and no overall dropout: heads use its ``classifier_dropout``, as its own task models and the published

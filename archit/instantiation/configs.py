@@ -112,7 +112,7 @@ class RecursiveAccessible(ABC):
 _FALLBACKS: Dict[type, Tuple[str, ...]] = {}
 
 
-def _fallbacks(cls: type) -> Tuple[str, ...]:
+def _fallbacks(cls: Type[Any]) -> Tuple[str, ...]:
     """``cls._fallback_fields()``, asked once per class (attribute access is frequent)."""
     if cls not in _FALLBACKS:
         _FALLBACKS[cls] = tuple(cls._fallback_fields() or ())

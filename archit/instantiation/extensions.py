@@ -8,7 +8,7 @@ They are not ``BaseModel`` subclasses because they are oblivious to which transf
 import logging
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, List, Optional, Sequence, Tuple, Type, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -111,7 +111,7 @@ POSITIONS_AFTER_PADDING = frozenset({
 ``max_position_embeddings`` can never be used."""
 
 
-def usableContextLength(base_model_class: type, raw_config: Any) -> Optional[int]:
+def usableContextLength(base_model_class: Type[Any], raw_config: Any) -> Optional[int]:
     """
     The longest token sequence the base model can embed (``None``: no limit). ``standardiseConfig(...).context_length``
     is the number of position embeddings; RoBERTa and its kin (``POSITIONS_AFTER_PADDING``) give the first token

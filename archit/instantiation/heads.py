@@ -11,7 +11,7 @@ deciding nothing in transformers' config):
     - ``purpose``: what the head does, in words (``archit inspect`` says it of a transformers task checkpoint).
 """
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Optional, Tuple
+from typing import Any, ClassVar, Dict, Optional, Tuple, Type
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +36,7 @@ class HeadConfigWithLabels(HeadConfig):
     num_labels: int = field(default=0, kw_only=True)  # Defaults so that tasks can fill it in.
 
 
-def _require_labels(head: type, head_config: HeadConfigWithLabels) -> None:
+def _require_labels(head: Type[Any], head_config: HeadConfigWithLabels) -> None:
     if head_config.num_labels <= 0:
         raise ValueError(f"{head.__name__} needs num_labels > 0 in its {type(head_config).__name__}, "
                          f"got num_labels={head_config.num_labels}.")
@@ -213,7 +213,7 @@ class ExtractiveQAHead(Head[ExtractiveQAHeadConfig]):
         return self.dense(encoder_output.last_hidden_state)
 
 
-def _require_vocabulary(head: type, base_config: BaseModelConfig) -> None:
+def _require_vocabulary(head: Type[Any], base_config: BaseModelConfig) -> None:
     if base_config.vocab_size is None:
         raise ValueError(f"{head.__name__} predicts tokens of the base model's vocabulary, but this base model has "
                          f"none (vocab_size is None: it reads characters, as CANINE does).")

@@ -64,7 +64,7 @@ class MultiHeadConfig(CombinedConfig):
 
     def __init__(self, base_model_config: Union[dict, PretrainedConfig, None] = None,
                  heads: Optional[Mapping[str, Any]] = None, loss_weights: Optional[Mapping[str, float]] = None,
-                 base_model_config_class: Optional[type] = None, **kwargs):
+                 base_model_config_class: Optional[Type[Any]] = None, **kwargs):
         if base_model_config is None:
             raise ValueError("MultiHeadConfig needs a base_model_config (a transformers config or its dictionary).")
         if isinstance(base_model_config, dict):
@@ -353,7 +353,7 @@ def _body_description(model: BaseModel) -> Dict[str, Any]:
             "vocab_size": standard.vocab_size}
 
 
-def _check_head(name: str, task: type, head_config: Any) -> None:
+def _check_head(name: str, task: Type[Any], head_config: Any) -> None:
     """Refuse names that cannot be module names and tasks that cannot share one body pass."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"Head names must be Python identifiers (they name modules: heads.<name>.*), got {name!r}.")

@@ -5,7 +5,7 @@ checkpoint is read in)."""
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Type
 
 import torch
 from accelerate import init_empty_weights
@@ -57,8 +57,8 @@ class Built:
     """Whether tying was left as the head config says because deciding it needs tensor data (planning only)."""
 
 
-def build_model_with_head(cls: type, checkpoint: str, base_model_class: type, head_config: Any, options: LoadOptions,
-                          reader_class: type, head_class: Optional[type] = None) -> Built:
+def build_model_with_head(cls: Type[Any], checkpoint: str, base_model_class: Type[Any], head_config: Any, options: LoadOptions,
+                          reader_class: Type[Any], head_class: Optional[Type[Any]] = None) -> Built:
     """``cls`` on ``base_model_class`` for a checkpoint of any kind (see ``ModelWithHead.from_pretrained``);
     ``head_class``: a subclass of the task's head class to build instead (``load_model_from_parts``)."""
     config_dict = read_config_dict(checkpoint, **options.hub)
@@ -92,7 +92,7 @@ def build_model_with_head(cls: type, checkpoint: str, base_model_class: type, he
                  tie_undecided=untied is None)
 
 
-def build_base_model(cls: type, checkpoint: str, options: LoadOptions) -> Built:
+def build_base_model(cls: Type[Any], checkpoint: str, options: LoadOptions) -> Built:
     """The base model ``cls`` alone, from a checkpoint of any kind."""
     config_dict = read_config_dict(checkpoint, **options.hub)
     base_dict, _ = split_checkpoint_config(config_dict, checkpoint)
@@ -101,8 +101,8 @@ def build_base_model(cls: type, checkpoint: str, options: LoadOptions) -> Built:
     return Built(model, config_dict, resolve_dtype(options.dtype, base_dict), Layout(CORE_IN_BASE_MODEL, None), {})
 
 
-def build_model_with_heads(cls: type, checkpoint: str, base_model_class: type, heads: Optional[Dict[str, Any]],
-                           loss_weights: Optional[Dict[str, float]], options: LoadOptions) -> Built:
+def build_model_with_heads(cls: Type[Any], checkpoint: str, base_model_class: Type[Any],
+                           heads: Optional[Mapping[str, Any]], loss_weights: Optional[Dict[str, float]], options: LoadOptions) -> Built:
     """A ``ModelWithHeads`` ``cls``: its heads are those given and those the checkpoint holds
     (``configs.heads_of_checkpoint``)."""
     config_dict = read_config_dict(checkpoint, **options.hub)
@@ -122,7 +122,7 @@ def build_model_with_heads(cls: type, checkpoint: str, base_model_class: type, h
 
 
 def _published_head_config_stores_untied_matrix(model: nn.Module, config_dict: Dict[str, Any], checkpoint: str,
-                                                options: LoadOptions, reader_class: type) -> Optional[bool]:
+                                                options: LoadOptions, reader_class: Type[Any]) -> Optional[bool]:
     """
     Whether an archit checkpoint's stored head config predates ``tie_weights`` (the published ArchIt wrote none, e.g.
     ``"head_config": {}``) while the checkpoint stores an output matrix of its own that differs from the input
@@ -155,7 +155,7 @@ def _published_head_config_stores_untied_matrix(model: nn.Module, config_dict: D
     return untied
 
 
-def base_config_of(base_model_class: type, base_dict: Dict[str, Any], checkpoint: str, options: LoadOptions):
+def base_config_of(base_model_class: Type[Any], base_dict: Dict[str, Any], checkpoint: str, options: LoadOptions):
     """The transformers config of ``base_model_class`` from the checkpoint's base config dictionary, with the
     ``from_pretrained`` overrides. A base model of any family (``AutoBaseModel``, whose config class is the generic
     ``PretrainedConfig``) takes the family from the checkpoint's ``model_type``."""

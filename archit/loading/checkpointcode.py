@@ -15,7 +15,7 @@ import logging
 import os
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Type
 
 from transformers import CONFIG_MAPPING, PretrainedConfig
 
@@ -35,7 +35,7 @@ class CodeOrigin:
     """Where the code of a trusted config class came from, and the base model class its ``AutoModel`` entry names."""
     checkpoint: str
     hub: Dict[str, Any] = field(default_factory=dict)
-    core_class: Optional[type] = None
+    core_class: Optional[Type[Any]] = None
 
 
 _TRUSTED: "weakref.WeakKeyDictionary[type, CodeOrigin]" = weakref.WeakKeyDictionary()
@@ -60,7 +60,7 @@ def code_files(config: Any) -> List[str]:
 
 
 def config_class_of_code(config_dict: Dict[str, Any], checkpoint: str, trust_remote_code: bool = False,
-                         **hub_kwargs: Any) -> Optional[type]:
+                         **hub_kwargs: Any) -> Optional[Type[Any]]:
     """
     The config class of the code that ships with the checkpoint, when its ``config.json`` (``config_dict``) names one
     and the caller trusts it (``trust_remote_code``); its ``AutoModel`` class is imported too. ``None`` when the
@@ -97,13 +97,13 @@ def code_origin(config: PretrainedConfig) -> Optional[CodeOrigin]:
     return _TRUSTED.get(type(config))
 
 
-def core_class_of_code(config: PretrainedConfig) -> Optional[type]:
+def core_class_of_code(config: PretrainedConfig) -> Optional[Type[Any]]:
     """The base model class (``AutoModel`` entry) of the trusted code ``config``'s class comes from; else ``None``."""
     origin = code_origin(config)
     return origin.core_class if origin is not None else None
 
 
-def task_class_of_code(config: PretrainedConfig, auto_class: str) -> Optional[type]:
+def task_class_of_code(config: PretrainedConfig, auto_class: str) -> Optional[Type[Any]]:
     """The class the trusted code of ``config``'s class names for ``auto_class`` (``"AutoModelForTokenClassification"``,
     ...), imported from where that code came from; ``None`` when the code names none or ``config`` is not of it."""
     origin = code_origin(config)

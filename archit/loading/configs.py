@@ -8,7 +8,7 @@ import os
 import typing
 from dataclasses import fields, is_dataclass
 from enum import Enum
-from typing import Any, Dict, Optional, Tuple, Type
+from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
 from transformers import CONFIG_MAPPING, PretrainedConfig
 
@@ -42,7 +42,7 @@ def config_path(checkpoint: str) -> str:
 
 
 def split_checkpoint_config(config_dict: Dict[str, Any], checkpoint: str, head_config: Optional[Any] = None,
-                            head_config_class: Optional[type] = None) -> Tuple[Dict[str, Any], Optional[Any]]:
+                            head_config_class: Optional[Type[Any]] = None) -> Tuple[Dict[str, Any], Optional[Any]]:
     """
     ``(base model config dict, head config)`` of a checkpoint's ``config.json``: an archit checkpoint nests both, a
     transformers checkpoint is the base config alone. A ``head_config`` given wins; otherwise the stored one is read
@@ -112,7 +112,7 @@ def stored_head_prefixes(config_dict: Dict[str, Any]) -> Dict[str, str]:
     return {f"{HEADS_PATH}{_only_head_name(config_dict)}.": ""}
 
 
-def head_spec_of(spec: Any) -> Tuple[type, Any]:
+def head_spec_of(spec: Any) -> Tuple[Type[Any], Any]:
     """A head's ``(task class, head config)`` from such a pair or from its stored dictionary (``{"task": name,
     "head_config": {...}}``, as a multi-head checkpoint stores each head)."""
     if isinstance(spec, dict):
@@ -122,7 +122,7 @@ def head_spec_of(spec: Any) -> Tuple[type, Any]:
     return task, head_config
 
 
-def heads_of_checkpoint(config_dict: Dict[str, Any], heads: Optional[Dict[str, Any]],
+def heads_of_checkpoint(config_dict: Dict[str, Any], heads: Optional[Mapping[str, Any]],
                         checkpoint: str) -> Tuple[Dict[str, Tuple[type, Any]], Dict[str, str]]:
     """
     For a model with several heads loaded from a checkpoint's ``config.json``: the heads to build (name -> ``(task,
@@ -261,7 +261,7 @@ def named_class(name: str, default_module: str) -> Any:
                          f"({error}).") from None
 
 
-def dataclass_from_dict(cls: type, as_dict: Dict[str, Any]) -> Any:
+def dataclass_from_dict(cls: Type[Any], as_dict: Dict[str, Any]) -> Any:
     """
     Build dataclass ``cls`` from a dictionary, recursively for fields that are dataclasses or enums.
     Keys that are not fields of ``cls`` are passed to its constructor too (and fail there if it does not take them).
@@ -314,7 +314,7 @@ def _type_name(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
-def _enum_member(enum_class: type, value: Any, name: str) -> Enum:
+def _enum_member(enum_class: Type[Any], value: Any, name: str) -> Enum:
     try:
         return enum_class(value)
     except ValueError:

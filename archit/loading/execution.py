@@ -3,7 +3,7 @@
 on devices; report what was done."""
 import logging
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Type
 
 import torch
 from accelerate.utils import set_module_tensor_to_device
@@ -163,7 +163,7 @@ def _owning_head(model: nn.Module, module_name: str) -> nn.Module:
     raise RuntimeError(f"{module_name} of {type(model).__name__} belongs to no head that could initialise it.")
 
 
-def report(cls: type, checkpoint: str, info: Dict[str, Any], core_path: str, expect_new_head: bool) -> None:
+def report(cls: Type[Any], checkpoint: str, info: Dict[str, Any], core_path: str, expect_new_head: bool) -> None:
     """Log what the load did; ``core_path`` tells base model weights from the task's own (head, scalar mix, ...)."""
     new_base = [k for k in info["missing_keys"] if k.startswith(core_path)]
     new_head = [k for k in info["missing_keys"] if not k.startswith(core_path)]

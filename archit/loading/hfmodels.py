@@ -12,7 +12,7 @@ import dataclasses
 import inspect
 import logging
 from types import SimpleNamespace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import torch
 import transformers
@@ -28,7 +28,7 @@ from .keys import CORE_PATH, HEAD_PATH, KeyNaming, candidate_names
 logger = logging.getLogger(__name__)
 
 
-def checkpoint_suffixes(base_model_class: type, config_dict: Dict[str, Any]) -> List[str]:
+def checkpoint_suffixes(base_model_class: Type[Any], config_dict: Dict[str, Any]) -> List[str]:
     """The archit head suffixes (``ForTokenClassification``, ...) of the transformers task architectures a checkpoint's
     ``config.json`` lists, family aliases (GPT-2's ``LMHeadModel``) resolved."""
     aliases = base_model_class.hfArchitectureSuffixes()
@@ -39,7 +39,7 @@ def checkpoint_suffixes(base_model_class: type, config_dict: Dict[str, Any]) -> 
     return suffixes
 
 
-def equivalent_suffix(head_class: type, head_config: Any) -> str:
+def equivalent_suffix(head_class: Type[Any], head_config: Any) -> str:
     """``head_class.hfEquivalentSuffix(head_config)``: the transformers ``XForY`` suffix whose head computes what this
     head with this config computes (``"/"``: none). An override written for the published ArchIt takes no head config,
     and is called without one."""
@@ -51,7 +51,7 @@ def equivalent_suffix(head_class: type, head_config: Any) -> str:
     return method(head_config)
 
 
-def imported_head(cls: type, base_model_class: type, base_config: Any, config_dict: Dict[str, Any],
+def imported_head(cls: Type[Any], base_model_class: Type[Any], base_config: Any, config_dict: Dict[str, Any],
                   head_config: Any) -> Tuple[Dict[str, str], Optional[PreTrainedModel]]:
     """
     When the checkpoint is a transformers task model whose head computes what the head of ``cls`` with ``head_config``
@@ -101,7 +101,7 @@ def resolve_head_keys(head_keys: Dict[str, str], hf_model: Optional[PreTrainedMo
     return resolved
 
 
-def transformers_head_config(cls: type, base_model_class: type, config_dict: Dict[str, Any]) -> Optional[Any]:
+def transformers_head_config(cls: Type[Any], base_model_class: Type[Any], config_dict: Dict[str, Any]) -> Optional[Any]:
     """
     For a transformers task checkpoint loaded without a head config: the head config under which the head of ``cls``
     computes what the checkpoint's head computes, or ``None`` when the checkpoint has no such head. Its fields are what
@@ -140,7 +140,7 @@ _UNDECLARED: Dict[str, Any] = {
 }
 
 
-def declared(cls: type, fact: str) -> Any:
+def declared(cls: Type[Any], fact: str) -> Any:
     """What a task or head class (or a parent of it) declares as ``fact`` (one of ``_UNDECLARED``), or what a class
     declaring nothing is taken to declare."""
     return getattr(cls, fact, _UNDECLARED[fact])

@@ -6,9 +6,7 @@ tensors it does not supply are initialised, each by its owner (the head, or the 
 answer the same plan without reading tensor data; ``archit inspect`` renders it.
 """
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
-
-from torch import nn
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
 from .building import Built, build_base_model, build_model_with_head, build_model_with_heads
 from .commits import read_consistently
@@ -18,19 +16,19 @@ from .options import LoadOptions
 from .planning import LoadPlan, make_plan
 
 T = TypeVar("T")
-Loaded = Union[nn.Module, Tuple[nn.Module, Dict[str, List]]]
+Loaded = Any  # The model, or (model, loading info) with output_loading_info=True: callers annotate it as Self.
 """The model, or with ``output_loading_info=True`` the model and what the load did."""
 
 
-def load_model_with_head(cls: type, checkpoint: str, base_model_class: type, head_config: Any = None,
-                         head_class: Optional[type] = None, **kwargs: Any) -> Loaded:
+def load_model_with_head(cls: Type[Any], checkpoint: str, base_model_class: Type[Any], head_config: Any = None,
+                         head_class: Optional[Type[Any]] = None, **kwargs: Any) -> Loaded:
     """``ModelWithHead.from_pretrained``: the model-with-head ``cls`` on ``base_model_class``, from any checkpoint.
     ``head_class``: a subclass of the task's head class to build instead of it (``load_model_from_parts``)."""
     return _consistently(checkpoint, kwargs, lambda checkpoint, options: _load(cls, checkpoint, options, build_model_with_head(
         cls, checkpoint, base_model_class, head_config, options, CheckpointReader, head_class)))
 
 
-def load_model_from_parts(cls: type, checkpoint: str, model_args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Loaded:
+def load_model_from_parts(cls: Type[Any], checkpoint: str, model_args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Loaded:
     """
     transformers' ``PreTrainedModel.from_pretrained`` called on a model-with-head class past its own ``from_pretrained``
     (``super(ModelWithHead, Task).from_pretrained(checkpoint, base_model, head, loss, head_config=...,
@@ -59,14 +57,14 @@ def load_model_from_parts(cls: type, checkpoint: str, model_args: Tuple[Any, ...
                                 **kwargs)
 
 
-def load_base_model(cls: type, checkpoint: str, **kwargs: Any) -> Loaded:
+def load_base_model(cls: Type[Any], checkpoint: str, **kwargs: Any) -> Loaded:
     """``BaseModel.from_pretrained``: a base model from a bare, prefixed, task or archit checkpoint (no head)."""
     return _consistently(checkpoint, kwargs, lambda checkpoint, options: _load(
         cls, checkpoint, options, build_base_model(cls, checkpoint, options)))
 
 
-def load_model_with_heads(cls: type, checkpoint: str, base_model_class: type, heads: Optional[Dict[str, Any]] = None,
-                          **kwargs: Any) -> Loaded:
+def load_model_with_heads(cls: Type[Any], checkpoint: str, base_model_class: Type[Any],
+                          heads: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Loaded:
     """``ModelWithHeads.from_pretrained``: the body from any checkpoint the single-task loader reads, each head from the
     checkpoint where it holds that head (a multi-head or a single-task archit checkpoint), else new
     (``configs.heads_of_checkpoint``)."""
@@ -75,7 +73,7 @@ def load_model_with_heads(cls: type, checkpoint: str, base_model_class: type, he
         cls, checkpoint, base_model_class, heads, loss_weights, options)))
 
 
-def plan_loading(cls: type, checkpoint: str, base_model_class: type, head_config: Any = None,
+def plan_loading(cls: Type[Any], checkpoint: str, base_model_class: Type[Any], head_config: Any = None,
                  **kwargs: Any) -> LoadPlan:
     """
     The ``LoadPlan`` of ``cls.from_pretrained(checkpoint, base_model_class, head_config, **kwargs)``, decided without
@@ -92,13 +90,13 @@ def plan_loading(cls: type, checkpoint: str, base_model_class: type, head_config
         cls, checkpoint, base_model_class, head_config, options, HeaderReader)))
 
 
-def plan_base_loading(cls: type, checkpoint: str, **kwargs: Any) -> LoadPlan:
+def plan_base_loading(cls: Type[Any], checkpoint: str, **kwargs: Any) -> LoadPlan:
     """``plan_loading`` for ``load_base_model`` (``BaseModel.from_pretrained``): the base model alone."""
     return _consistently(checkpoint, kwargs, lambda checkpoint, options: _plan(
         checkpoint, options, build_base_model(cls, checkpoint, options)))
 
 
-def plan_heads_loading(cls: type, checkpoint: str, base_model_class: type, heads: Optional[Dict[str, Any]] = None,
+def plan_heads_loading(cls: Type[Any], checkpoint: str, base_model_class: Type[Any], heads: Optional[Dict[str, Any]] = None,
                        **kwargs: Any) -> LoadPlan:
     """``plan_loading`` for ``load_model_with_heads`` (``ModelWithHeads.from_pretrained``)."""
     loss_weights = kwargs.pop("loss_weights", None)
@@ -121,7 +119,7 @@ def _plan(checkpoint: str, options: LoadOptions, built: Built) -> LoadPlan:
         return make_plan(built, checkpoint, options, reader)
 
 
-def _load(cls: type, checkpoint: str, options: LoadOptions, built: Built) -> Loaded:
+def _load(cls: Type[Any], checkpoint: str, options: LoadOptions, built: Built) -> Loaded:
     weights = find_weights(checkpoint, options.use_safetensors, options.variant, **options.hub)
     if options.verify:
         verify_weights(checkpoint, weights)

@@ -153,7 +153,7 @@ def _placements(units: List[compat.ConversionUnit], targets: Mapping[str, str], 
             mismatched.append((target, header.shape, shape))
             continue
         stored_dtype = named_dtype(header.dtype) if header is not None else None
-        if wrong_kind is None and stored_dtype is not None:
+        if wrong_kind is None and header is not None and stored_dtype is not None:
             error = wrong_dtype_kind(stored_dtype, expected[target].dtype, header.path, keys[0], target)
             wrong_kind = None if error is None else Refusal(error.problem, error.path, error.key)
         placements.append(Placement(unit, target, keys, header))

@@ -205,8 +205,12 @@ class WeightWriter:
         except BaseException:
             self.commit.complete(fd, digest.wait)  # Closed once no piece writes to it any more.
             raise
-        self.commit.complete(fd, lambda: os.pwrite(fd, digest.hexdigest().encode("ascii"), offset))
+        self.commit.complete(fd, lambda: _write_at(fd, digest.hexdigest().encode("ascii"), offset))
 
 
 def _is_weights(name: str) -> bool:
     return weight_file_variant(name)[0]
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    os.pwrite(fd, data, offset)
