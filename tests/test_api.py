@@ -9,7 +9,7 @@ import torch
 import transformers
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention
 
-from conftest import (
+from tests.helpers import (
     HIDDEN,
     assert_close,
     build_transformers_model,

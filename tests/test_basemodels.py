@@ -27,7 +27,7 @@ from archit.instantiation.configs import CombinedConfig
 from archit.instantiation.heads import CausalLMHeadConfig, MaskedLMHeadConfig, TokenClassificationHeadConfig
 from archit.instantiation.tasks import ForCausalLM, ForMaskedLM, ForSingleLabelTokenClassification
 
-from conftest import (
+from tests.helpers import (
     ATOL,
     HEADS,
     HIDDEN,

@@ -34,7 +34,7 @@ from archit.instantiation.tasks import (
     ForSingleLabelTokenClassification,
 )
 
-from conftest import (
+from tests.helpers import (
     TRANSFORMERS_VERSION,
     assert_same_outputs,
     bert_config,
@@ -45,8 +45,8 @@ from conftest import (
     roberta_config,
     save_transformers_model,
 )
-from test_load_archit import write_published_archit_checkpoint
-from test_load_base import write_prefixed_checkpoint
+from tests.test_load_archit import write_published_archit_checkpoint
+from tests.test_load_base import write_prefixed_checkpoint
 
 MIXTRAL = Path(__file__).resolve().parent / "data" / "converted" / "tf4.57" / "transformers" / "mixtral_base"
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -14,7 +14,7 @@ from archit.instantiation.abstracts import ModelWithHead
 from archit.instantiation.extensions import ForTokensGroupedByWord
 from archit.instantiation.multihead import ModelWithHeads
 
-from conftest import expected_era
+from tests.helpers import expected_era
 
 ARCHIT_DIR = Path(__file__).resolve().parent.parent / "archit"
 P = inspect.Parameter

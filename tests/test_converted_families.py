@@ -12,7 +12,7 @@ import torch
 import transformers
 from safetensors import safe_open
 
-from conftest import assert_close, load_archit
+from tests.helpers import assert_close, load_archit
 
 CONVERTED_DIR = Path(__file__).resolve().parent / "data" / "converted"
 TRANSFORMERS_DIR = CONVERTED_DIR / "tf4.57" / "transformers"

@@ -29,7 +29,7 @@ from archit.loading.commits import JOURNAL_NAME, TEMP_PREFIX
 from archit.loading.headfiles import read_head_files
 from archit.loading.writing import WeightWriter
 
-from conftest import assert_same_outputs, make_inputs, perturb_, roberta_config
+from tests.helpers import assert_same_outputs, make_inputs, perturb_, roberta_config
 
 THOROUGH = os.environ.get("ARCHIT_THOROUGH") == "1"
 FORK = multiprocessing.get_context("fork")

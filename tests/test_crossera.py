@@ -11,7 +11,7 @@ import transformers
 
 from archit.instantiation.tasks import ForMaskedLM, ForSingleLabelTokenClassification
 
-from conftest import ARCHS, assert_close, load_archit, read_checkpoint_tensors, read_json
+from tests.helpers import ARCHS, assert_close, load_archit, read_checkpoint_tensors, read_json
 
 CROSSERA_DIR = Path(__file__).resolve().parent / "data" / "crossera"
 FIXTURE_TASKS = ("token_classification", "masked_lm")

@@ -23,7 +23,7 @@ from archit.instantiation.basemodels import AutoBaseModel, RobertaBaseModel
 from archit.instantiation.heads import TokenClassificationHeadConfig
 from archit.instantiation.tasks import ForSingleLabelTokenClassification
 
-from conftest import perturb_, roberta_config
+from tests.helpers import perturb_, roberta_config
 
 THOROUGH = os.environ.get("ARCHIT_THOROUGH") == "1"
 settings.register_profile("archit", deadline=None, derandomize=not THOROUGH, database=None,

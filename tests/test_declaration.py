@@ -3,8 +3,8 @@ module tree as the modified instance, loads its state dict strictly and computes
 
 Every test modifies a tiny transformers model in place, renders the difference, writes the source to a module file in
 tmp_path and imports it (as a user would after committing it), then builds the root class from the config alone.
-Custom modules are defined at module level so that the generated code can import them (``from test_declaration import
-...``).
+Custom modules are defined at module level so that the generated code can import them (``from tests.test_declaration
+import ...``).
 """
 import importlib.util
 import inspect
@@ -22,7 +22,7 @@ from torch import nn
 
 from archit.declaration.compiler import printDifference, renderDifference
 
-from conftest import (
+from tests.helpers import (
     HIDDEN,
     SEQ_LEN,
     VOCAB,

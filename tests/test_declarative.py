@@ -14,7 +14,7 @@ from torch import nn
 from archit.instantiation import basemodels, heads, tasks
 from archit.instantiation.abstracts import BaseModel, Head, HeadConfig, ModelWithHead
 
-from conftest import assert_close, bert_config, make_inputs, roberta_config
+from tests.helpers import assert_close, bert_config, make_inputs, roberta_config
 
 HAS_MODERNBERT = hasattr(transformers, "ModernBertModel")
 

@@ -5,7 +5,7 @@ from typing import List, Tuple
 import pytest
 import torch
 
-from conftest import roberta_config
+from tests.helpers import roberta_config
 
 PAD, ROOT = 1, 0  # roberta_config(): pad_token_id=1, bos_token_id=0 (the root "word" <s>).
 VERBS, NOUNS, DETS, ADJS = range(10, 15), range(20, 30), range(30, 33), range(40, 45)

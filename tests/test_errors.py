@@ -1,7 +1,7 @@
 """Bad input fails loudly, with an exception of a sensible type whose message names the thing at fault."""
 import pytest
 
-from conftest import ARCHS, load_archit, loading_info_keys
+from tests.helpers import ARCHS, load_archit, loading_info_keys
 
 ROBERTA = ARCHS["roberta"]
 

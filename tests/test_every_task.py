@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import (
+from tests.helpers import (
     VOCAB,
     assert_same_outputs,
     llama_config,

@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import (
+from tests.helpers import (
     ARCHS,
     build_transformers_model,
     make_inputs,
@@ -206,7 +206,7 @@ def test_no_equivalent_is_a_clear_error(index):
 # AutoBaseModel: the transformers class is whatever the family has for the task.
 
 def _family(name: str):
-    from test_basemodels import FAMILIES
+    from tests.test_basemodels import FAMILIES
     family = FAMILIES[name]
     if not family.available():
         pytest.skip(f"transformers {transformers.__version__} has no {family.core_class}")

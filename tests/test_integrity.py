@@ -27,7 +27,7 @@ from archit.instantiation.tasks import ForSingleLabelTokenClassification
 from archit.loading import plan_loading
 from archit.loading.integrity import verify_checkpoint
 
-from conftest import assert_same_outputs, make_inputs, perturb_, roberta_config, save_transformers_model
+from tests.helpers import assert_same_outputs, make_inputs, perturb_, roberta_config, save_transformers_model
 
 THOROUGH = os.environ.get("ARCHIT_THOROUGH") == "1"
 DATA = Path(__file__).parent / "data"

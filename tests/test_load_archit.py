@@ -8,7 +8,7 @@ import torch
 import transformers
 from safetensors.torch import save_file
 
-from conftest import (
+from tests.helpers import (
     ARCHS,
     assert_close,
     assert_same_outputs,

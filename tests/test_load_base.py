@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import (
+from tests.helpers import (
     assert_close,
     assert_same_last_hidden_state,
     load_archit,

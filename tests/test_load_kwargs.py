@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import ARCHS, load_archit, loading_info_keys, read_checkpoint_tensors
+from tests.helpers import ARCHS, load_archit, loading_info_keys, read_checkpoint_tensors
 
 ROBERTA = ARCHS["roberta"]
 

@@ -17,7 +17,7 @@ from archit.instantiation.heads import TokenClassificationHeadConfig
 from archit.instantiation.tasks import ForSingleLabelTokenClassification
 from archit.loading.pages import FilePages
 
-from conftest import TRANSFORMERS_VERSION, roberta_config, save_transformers_model
+from tests.helpers import TRANSFORMERS_VERSION, roberta_config, save_transformers_model
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from conftest import (
+from tests.helpers import (
     ARCHS,
     assert_close,
     load_archit,

@@ -4,7 +4,7 @@ setting of the instance: it is not saved with the weights, and a reload uses wha
 import torch
 import torch.nn.functional as F
 
-from conftest import (
+from tests.helpers import (
     ARCHS,
     SEQ_LEN,
     assert_close,

@@ -35,7 +35,13 @@ from archit.cli.matrix_report import (
 from archit.cli.matrix_worker import fixed_inputs, flat_logits, max_abs_diff
 from archit.instantiation import tasks
 
-from conftest import assert_same_outputs, expected_era, roberta_config, save_transformers_model, transformers_reference
+from tests.helpers import (
+    assert_same_outputs,
+    expected_era,
+    roberta_config,
+    save_transformers_model,
+    transformers_reference,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 

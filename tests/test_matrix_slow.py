@@ -16,7 +16,7 @@ from archit.cli.matrix_report import COLOURS
 from archit.cli.matrix_worker import fixed_inputs
 from archit.instantiation.tasks import ForSingleLabelTokenClassification
 
-from conftest import assert_same_outputs, roberta_config, save_transformers_model
+from tests.helpers import assert_same_outputs, roberta_config, save_transformers_model
 
 pytestmark = pytest.mark.slow
 

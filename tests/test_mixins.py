@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import ARCHS, assert_close, make_inputs
+from tests.helpers import ARCHS, assert_close, make_inputs
 
 COEFFICIENT = 0.3
 

@@ -28,7 +28,7 @@ from archit.instantiation.tasks import (
     ForSingleLabelTokenClassification,
 )
 
-from conftest import (
+from tests.helpers import (
     HIDDEN,
     assert_same_outputs,
     llama_config,

@@ -30,8 +30,8 @@ from archit.instantiation.tasks import (
 )
 from archit.loading import plan_base_loading, plan_heads_loading, plan_loading
 
-from conftest import bert_config, gpt2_config, perturb_, roberta_config, save_transformers_model
-from test_remote_code import write_code_checkpoint
+from tests.helpers import bert_config, gpt2_config, perturb_, roberta_config, save_transformers_model
+from tests.test_remote_code import write_code_checkpoint
 
 DATA = Path(__file__).parent / "data" / "converted" / "tf4.57"
 TAGGER = TokenClassificationHeadConfig(num_labels=3)

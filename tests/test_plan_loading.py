@@ -13,7 +13,7 @@ from archit.instantiation.tasks import ForMaskedLM, ForSingleLabelTokenClassific
 from archit.loading import plan_loading
 from archit.loading.files import read_tensor_headers
 
-from conftest import HIDDEN, load_archit, read_checkpoint_tensors
+from tests.helpers import HIDDEN, load_archit, read_checkpoint_tensors
 
 
 def token_classifier(checkpoint, num_labels: int = 3, **kwargs):

@@ -5,7 +5,7 @@ import io
 import pytest
 from transformers.utils import logging as transformers_logging
 
-from conftest import ARCHS, load_archit
+from tests.helpers import ARCHS, load_archit
 
 
 class Terminal(io.StringIO):

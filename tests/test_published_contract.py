@@ -39,7 +39,7 @@ from archit.instantiation.tasks import (
 )
 from archit.util import dataclass_from_dict
 
-from conftest import (
+from tests.helpers import (
     assert_close,
     bert_config,
     build_transformers_model,

@@ -32,7 +32,7 @@ from archit.instantiation.standardisation import read_standard_fields
 from archit.instantiation.tasks import ForExtractiveQA, ForSingleLabelTokenClassification
 from archit.loading import plan_loading
 
-from conftest import (
+from tests.helpers import (
     assert_same_outputs,
     expected_era,
     read_checkpoint_tensors,

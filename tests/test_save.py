@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import ARCHS, assert_same_outputs, load_archit, make_inputs, read_checkpoint_tensors, read_json
+from tests.helpers import ARCHS, assert_same_outputs, load_archit, make_inputs, read_checkpoint_tensors, read_json
 
 
 def task_cases():

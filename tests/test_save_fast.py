@@ -28,7 +28,7 @@ from archit.loading.files import SAFETENSORS_DTYPES, named_dtype, read_tensor_he
 from archit.loading.integrity import DIGEST_KEY
 from archit.loading.writing import WRITTEN_DTYPES, SafetensorsLayout
 
-from conftest import perturb_, roberta_config
+from tests.helpers import perturb_, roberta_config
 
 THOROUGH = os.environ.get("ARCHIT_THOROUGH") == "1"
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import ARCHS, assert_close, load_archit, make_inputs, transformers_reference
+from tests.helpers import ARCHS, assert_close, load_archit, make_inputs, transformers_reference
 
 ROBERTA = ARCHS["roberta"]
 

@@ -26,7 +26,7 @@ from archit.instantiation.tasks import (
     ForSingleLabelTokenClassification,
 )
 
-from conftest import make_inputs, perturb_, read_json, roberta_config, save_transformers_model
+from tests.helpers import make_inputs, perturb_, read_json, roberta_config, save_transformers_model
 
 NUM_LABELS = 3
 

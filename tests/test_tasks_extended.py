@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import (
+from tests.helpers import (
     ARCHS,
     assert_close,
     assert_same_outputs,
@@ -541,7 +541,7 @@ def test_dependency_parsing_trains_and_reloads(roberta_bare, tmp_path, num_label
 def test_dependency_parsing_from_bare_checkpoint_initialises_new_tensors(roberta_bare):
     from archit.instantiation.extensions import PoolingAndStridingConfig
 
-    from conftest import read_checkpoint_tensors
+    from tests.helpers import read_checkpoint_tensors
     model = load_parser(roberta_bare, small_parser_config(
         num_labels=2, extended_model_config=PoolingAndStridingConfig(layer_pooling=3)))
     tensors = dict(model.named_parameters())

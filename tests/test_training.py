@@ -21,7 +21,7 @@ from archit.instantiation.tasks import (
     ForSingleLabelTokenClassification,
 )
 
-from conftest import BATCH, SEQ_LEN, VOCAB, assert_same_outputs, roberta_config
+from tests.helpers import BATCH, SEQ_LEN, VOCAB, assert_same_outputs, roberta_config
 
 NUM_LABELS = 3
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import ARCHS, load_archit, read_checkpoint_tensors
+from tests.helpers import ARCHS, load_archit, read_checkpoint_tensors
 
 
 def lm_setup(kind):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import (
+from tests.helpers import (
     ARCHS,
     assert_same_last_hidden_state,
     assert_same_outputs,

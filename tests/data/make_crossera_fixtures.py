@@ -17,9 +17,9 @@ import transformers
 from packaging.version import Version
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(TESTS_DIR), str(TESTS_DIR.parent)]
+sys.path[:0] = [str(TESTS_DIR.parent)]  # the repository root, whose tests/ package holds the helpers
 
-from conftest import make_inputs, perturb_, roberta_config, save_transformers_model  # noqa: E402
+from tests.helpers import make_inputs, perturb_, roberta_config, save_transformers_model  # noqa: E402
 
 OUT_ROOT = TESTS_DIR / "data" / "crossera"
 

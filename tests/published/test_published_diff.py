@@ -19,10 +19,11 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
-from published_helpers import make_tiny_roberta_base  # noqa: E402
 from transformers import RobertaForMaskedLM  # noqa: E402
 
 from archit import printDifference  # noqa: E402
+
+from tests.published.published_helpers import make_tiny_roberta_base  # noqa: E402
 
 # The test's own bug, not archit's: ``DummyModule`` is a plain class, not a ``torch.nn.Module``, and
 # ``torch.nn.Module.__setattr__`` (every torch release; ``ModuleList.__setitem__`` goes through it) raises TypeError

@@ -29,7 +29,6 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import torch  # noqa: E402
-from published_helpers import make_tiny_roberta_base  # noqa: E402
 from transformers import AutoModelForTokenClassification, AutoTokenizer, RobertaModel  # noqa: E402
 
 from archit.instantiation.basemodels import RobertaBaseModel  # noqa: E402
@@ -40,6 +39,8 @@ from archit.instantiation.tasks import (  # noqa: E402
     TokenClassificationHeadConfig,
 )
 from archit.util import torchPrint  # noqa: E402
+
+from tests.published.published_helpers import make_tiny_roberta_base  # noqa: E402
 
 
 def test_equivalence_robertafortokens(tmp_path):
