@@ -9,6 +9,15 @@ import torch
 import transformers
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention
 
+from archit.instantiation import abstracts, configs, heads, tasks
+from archit.instantiation.abstracts import AllHiddenStatesAndPooling, BaseModel, BaseModelConfig
+from archit.instantiation.basemodels import RobertaBaseModel
+from archit.instantiation.configs import CombinedConfig
+from archit.instantiation.heads import CausalLMHeadConfig, MaskedLMHeadConfig, TokenClassificationHeadConfig
+from archit.instantiation.tasks import ForSingleLabelTokenClassification
+from archit.loading.files import CheckpointReader, find_weight_files
+from archit.util import checkpointToStateDict, dataclass_from_dict, parameterCount, parameterCountBaseVsHead
+
 from tests.helpers import (
     HIDDEN,
     assert_close,
@@ -42,18 +51,15 @@ def test_published_name_imports(module_name, name):
 
 
 def test_config_names_are_the_same_objects_in_abstracts_and_configs():
-    from archit.instantiation import abstracts, configs
     for name in PUBLISHED_NAMES["archit.instantiation.configs"]:
         assert getattr(abstracts, name) is getattr(configs, name)
 
 
 def test_all_hidden_states_and_pooling_is_the_transformers_output_class():
-    from archit.instantiation.abstracts import AllHiddenStatesAndPooling
     assert AllHiddenStatesAndPooling is BaseModelOutputWithPoolingAndNoAttention
 
 
 def test_tasks_name_their_head_classes():
-    from archit.instantiation import heads, tasks
     expected = {
         "ForSingleLabelTokenClassification": heads.TokenClassificationHead,
         "ForSingleLabelSequenceClassification": heads.SequenceClassificationHead,
@@ -68,7 +74,6 @@ def test_tasks_name_their_head_classes():
 
 
 def test_tasks_build_their_losses():
-    from archit.instantiation import tasks
     expected = {
         "ForSingleLabelTokenClassification": torch.nn.CrossEntropyLoss,
         "ForSingleLabelSequenceClassification": torch.nn.CrossEntropyLoss,
@@ -83,7 +88,6 @@ def test_tasks_build_their_losses():
 
 
 def test_lm_head_configs_tie_by_default():
-    from archit.instantiation.heads import CausalLMHeadConfig, MaskedLMHeadConfig
     assert MaskedLMHeadConfig().tie_weights is True
     assert CausalLMHeadConfig().tie_weights is True
 
@@ -97,7 +101,6 @@ CORE_CLASSES = {"roberta": (transformers.RobertaConfig, transformers.RobertaMode
 
 
 def test_base_model_classes_name_config_and_core(arch):
-    from archit.instantiation.abstracts import BaseModel
     config_cls, core_cls = CORE_CLASSES[arch.name]
     assert issubclass(arch.base_class, BaseModel)
     assert issubclass(BaseModel, transformers.PreTrainedModel)
@@ -106,7 +109,6 @@ def test_base_model_classes_name_config_and_core(arch):
 
 
 def test_standardise_config(arch):
-    from archit.instantiation.abstracts import BaseModelConfig
     config = arch.make_config()
     standard = arch.base_class.standardiseConfig(config)
     assert isinstance(standard, BaseModelConfig)
@@ -129,7 +131,6 @@ def test_build_core_has_no_pooler(arch):
 
 
 def test_base_model_forward_equals_transformers_core(arch):
-    from archit.instantiation.abstracts import AllHiddenStatesAndPooling
     config = arch.make_config()
     torch.manual_seed(0)
     base = arch.base_class(config).eval()
@@ -148,8 +149,6 @@ def test_base_model_forward_equals_transformers_core(arch):
 # Configs.
 
 def test_combined_config_from_bare_checkpoint(roberta_bare):
-    from archit.instantiation.configs import CombinedConfig
-    from archit.instantiation.heads import TokenClassificationHeadConfig
     head_config = TokenClassificationHeadConfig(num_labels=3)
     combined = CombinedConfig.from_pretrained(str(roberta_bare), head_config=head_config,
                                               base_model_config_class=transformers.RobertaConfig)
@@ -183,14 +182,11 @@ class Outer:
 
 
 def test_dataclass_from_dict_nested_and_enum():
-    from archit.util import dataclass_from_dict
     expected = Outer(name="x", inner=Inner(width=7, colour=Colour.BLUE))
     assert dataclass_from_dict(Outer, {"name": "x", "inner": {"width": 7, "colour": "blue"}}) == expected
 
 
 def test_dataclass_from_dict_head_config():
-    from archit.instantiation.heads import MaskedLMHeadConfig, TokenClassificationHeadConfig
-    from archit.util import dataclass_from_dict
     assert dataclass_from_dict(TokenClassificationHeadConfig, {"num_labels": 4}) \
         == TokenClassificationHeadConfig(num_labels=4)
     # A stored MLM head config without epsilon and activation is the published ArchIt's: its head used these.
@@ -199,7 +195,6 @@ def test_dataclass_from_dict_head_config():
 
 
 def test_parameter_count():
-    from archit.util import parameterCount
     module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     module[0].weight.requires_grad_(False)
     total = sum(p.numel() for p in module.parameters())
@@ -209,10 +204,6 @@ def test_parameter_count():
 
 
 def test_parameter_count_base_vs_head():
-    from archit.instantiation.basemodels import RobertaBaseModel
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
-    from archit.util import parameterCountBaseVsHead
     model = ForSingleLabelTokenClassification.fromModelAndHeadConfig(
         RobertaBaseModel(roberta_config()), TokenClassificationHeadConfig(num_labels=3))
     model.base_model.embeddings.requires_grad_(False)
@@ -229,7 +220,6 @@ def test_parameter_count_base_vs_head():
 
 @pytest.mark.parametrize("layout", ["safetensors", "sharded-safetensors", "bin"])
 def test_checkpoint_to_state_dict(tmp_path, layout):
-    from archit.util import checkpointToStateDict
     model = build_transformers_model(transformers.RobertaForTokenClassification, roberta_config(num_labels=3))
     if layout == "bin":
         model.config.save_pretrained(str(tmp_path))
@@ -249,7 +239,6 @@ def test_checkpoint_to_state_dict(tmp_path, layout):
 def test_checkpoint_reader_reads_every_shard_and_keeps_no_path_list(tmp_path):
     """CheckpointReader holds each key's source (an open safetensors file, or a loaded ``.bin`` dict) and no list of
     the paths it was built from, which nothing read; leaving it closes the files and forgets the keys."""
-    from archit.loading.files import CheckpointReader, find_weight_files
     model = build_transformers_model(transformers.RobertaForTokenClassification, roberta_config(num_labels=3))
     model.save_pretrained(str(tmp_path), max_shard_size="50KB")
     paths = find_weight_files(str(tmp_path))

@@ -5,6 +5,8 @@ References are transformers' own classes on the same checkpoint (``AutoModel.fro
 and for ``standardiseConfig`` the values the test itself put into the config under each family's own names."""
 import importlib
 import logging
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
@@ -419,8 +421,6 @@ def test_modernbert_without_modernbert_says_which_release(tmp_path):
 def test_importing_base_models_does_not_import_modernberts_modeling_file():
     """ModernBERT's modeling module compiles on import (torch._inductor on 4.5x: tens of MiB and seconds); importing
     archit's base models must not pay for it unless ModernBERT is used."""
-    import subprocess
-    import sys
     script = ("import sys; import archit.instantiation.basemodels; "
               "print('transformers.models.modernbert.modeling_modernbert' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

@@ -19,6 +19,7 @@ import pytest
 import torch
 import transformers
 
+import archit.cli.main as cli
 from archit.cli.inspection import CheckpointDescription, WeightFile, inspect_checkpoint
 from archit.cli.main import main
 from archit.instantiation.basemodels import AutoBaseModel, BertBaseModel, RobertaBaseModel
@@ -409,8 +410,6 @@ def test_export_refuses_a_head_without_transformers_equivalent(roberta_bare, tmp
 
 
 def test_an_unforeseen_failure_is_one_line_unless_verbose(roberta_bare, monkeypatch, capsys):
-    import archit.cli.main as cli
-
     def fail(checkpoint):
         raise RuntimeError("something archit did not foresee")
 

@@ -10,6 +10,7 @@ import pytest
 import transformers
 
 from archit import _compat as compat_package
+from archit._compat import all_eras
 from archit.instantiation.abstracts import ModelWithHead
 from archit.instantiation.extensions import ForTokensGroupedByWord
 from archit.instantiation.multihead import ModelWithHeads
@@ -21,42 +22,35 @@ P = inspect.Parameter
 
 
 def test_era_matches_installed_transformers():
-    from archit import _compat as compat
-    assert compat.ERA == expected_era()
+    assert compat_package.ERA == expected_era()
 
 
 def test_backend_satisfies_protocol():
-    from archit import _compat as compat
-    assert getattr(compat.Backend, "_is_protocol", False), "Backend must be a typing.Protocol"
-    assert typing.Protocol in compat.Backend.__mro__
-    assert isinstance(compat.backend, compat.Backend)
+    assert getattr(compat_package.Backend, "_is_protocol", False), "Backend must be a typing.Protocol"
+    assert typing.Protocol in compat_package.Backend.__mro__
+    assert isinstance(compat_package.backend, compat_package.Backend)
 
 
 def test_protocol_is_not_trivially_satisfied():
     """The runtime check must actually look at members: an empty object does not pass it."""
-    from archit import _compat as compat
-    assert not isinstance(object(), compat.Backend)
+    assert not isinstance(object(), compat_package.Backend)
 
 
 def test_every_era_module_satisfies_the_protocol_with_only_what_differs():
     """Each era module provides every member of the contract itself; helpers that are the same in every era are not
     re-exported by the era modules but come from ``all_eras`` through the facade."""
-    from archit._compat import all_eras
-
-    from archit import _compat as compat
-
-    members = {name for name in vars(compat.Backend) if not name.startswith("_")} | set(
-        typing.get_type_hints(compat.Backend))
+    members = {name for name in vars(compat_package.Backend) if not name.startswith("_")} | set(
+        typing.get_type_hints(compat_package.Backend))
     shared = {name for name, value in vars(all_eras).items()
               if not name.startswith("_") and getattr(value, "__module__", None) == all_eras.__name__}
     assert not members & shared, f"the protocol lists helpers that are the same in every era: {members & shared}"
-    backend = compat.backend
+    backend = compat_package.backend
     for name in members:
         assert hasattr(backend, name), f"{backend.__name__} lacks {name}"
-    for name in set(compat.__all__) & shared:  # the facade takes shared helpers from all_eras, not from the era
-        assert getattr(compat, name) is getattr(all_eras, name), name
-    for name in compat.__all__:
-        assert hasattr(compat, name), name
+    for name in set(compat_package.__all__) & shared:  # the facade takes shared helpers from all_eras, not from the era
+        assert getattr(compat_package, name) is getattr(all_eras, name), name
+    for name in compat_package.__all__:
+        assert hasattr(compat_package, name), name
 
 
 def _archit_sources():

@@ -11,6 +11,11 @@ import pytest
 import torch
 import transformers
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from archit.instantiation.basemodels import AutoBaseModel
+from archit.instantiation.heads import TokenClassificationHeadConfig
+from archit.instantiation.tasks import ForCausalLM, ForSingleLabelTokenClassification
 
 from tests.helpers import assert_close, load_archit
 
@@ -29,19 +34,15 @@ def file_keys(folder: Path) -> set:
 
 
 def auto_base_model():
-    from archit.instantiation.basemodels import AutoBaseModel
     return AutoBaseModel
 
 
 def token_classifier(folder: Path, **kwargs):
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     return load_archit(ForSingleLabelTokenClassification, folder, base_class=auto_base_model(),
                        head_config=TokenClassificationHeadConfig(num_labels=3), **kwargs)
 
 
 def causal_lm(folder: Path, **kwargs):
-    from archit.instantiation.tasks import ForCausalLM
     return load_archit(ForCausalLM, folder, base_class=auto_base_model(), **kwargs)
 
 
@@ -123,7 +124,6 @@ def test_archit_checkpoint_of_another_release_loads_with_its_logits(folder):
 
 
 def _task_of(folder: Path) -> type:
-    from archit.instantiation.tasks import ForCausalLM, ForSingleLabelTokenClassification
     return ForCausalLM if "causal_lm" in folder.name else ForSingleLabelTokenClassification
 
 
@@ -144,7 +144,6 @@ def test_saves_are_in_the_original_layout_on_every_release(name, tmp_path):
 def test_key_mapping_renames_checkpoint_keys_on_every_release(tmp_path):
     """``from_pretrained(key_mapping=...)``: a checkpoint whose keys were renamed loads when the mapping renames them
     back (4.36-4.49 have no such argument in transformers; archit gives it 4.50's meaning there)."""
-    from safetensors.torch import load_file, save_file
     source = TRANSFORMERS_DIR / "mixtral_base"
     tensors = {key.replace("self_attn.", "attention_block."): t for key, t in load_file(str(source / "model.safetensors")).items()}
     save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})

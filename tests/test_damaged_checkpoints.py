@@ -17,6 +17,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
+from transformers import CONFIG_MAPPING
 
 from archit import CheckpointError
 from archit.instantiation.basemodels import AutoBaseModel, RobertaBaseModel
@@ -259,7 +260,6 @@ def test_damaged_config(data, intact, scratch):
         config["head_config"][key] = data.draw(wrong_value(3).filter(lambda v: v is not None), label="value")
         path.write_text(json.dumps(config))
     elif kind == "unknown model_type":
-        from transformers import CONFIG_MAPPING
         config["base_model_config"]["model_type"] = data.draw(
             st.one_of(st.text(max_size=12).filter(lambda t: t not in CONFIG_MAPPING), st.integers()))
         path.write_text(json.dumps(config))

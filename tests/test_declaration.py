@@ -561,6 +561,8 @@ def test_pretrained_model_round_trip(family, tmp_path, import_source):
 
 def test_published_top_level_name():
     """The published package and its tests import ``printDifference`` from the package root."""
+    # Imported here on purpose: the import from the package root is what is tested, and at module level it would
+    # shadow the compiler's printDifference and renderDifference that the other tests use.
     from archit import printDifference, renderDifference
     from archit.declaration.compiler import printDifference as in_module
     from archit.declaration.compiler import renderDifference as render_in_module

@@ -5,6 +5,10 @@ from typing import List, Tuple
 import pytest
 import torch
 
+from archit.instantiation.basemodels import RobertaBaseModel
+from archit.instantiation.heads import DependencyParsingHeadConfig
+from archit.instantiation.tasks import ForDependencyParsing
+
 from tests.helpers import roberta_config
 
 PAD, ROOT = 1, 0  # roberta_config(): pad_token_id=1, bos_token_id=0 (the root "word" <s>).
@@ -44,9 +48,6 @@ def synthetic_treebank(seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor, torch
 
 def train(num_labels: int, steps: int = 60) -> Tuple[List[float], float, float]:
     """Losses per step, and the trained parser's head and relation accuracy on the treebank."""
-    from archit.instantiation.basemodels import RobertaBaseModel
-    from archit.instantiation.heads import DependencyParsingHeadConfig
-    from archit.instantiation.tasks import ForDependencyParsing
     ids, arcs, relations = synthetic_treebank()
     torch.manual_seed(0)
     base = RobertaBaseModel(roberta_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))

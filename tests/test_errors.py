@@ -1,5 +1,13 @@
 """Bad input fails loudly, with an exception of a sensible type whose message names the thing at fault."""
+import logging
+import shutil
+
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from archit.instantiation.heads import TokenClassificationHeadConfig
+from archit.instantiation.tasks import ForSingleLabelTokenClassification
 
 from tests.helpers import ARCHS, load_archit, loading_info_keys
 
@@ -7,12 +15,10 @@ ROBERTA = ARCHS["roberta"]
 
 
 def token_head(num_labels=3):
-    from archit.instantiation.heads import TokenClassificationHeadConfig
     return TokenClassificationHeadConfig(num_labels=num_labels)
 
 
 def token_task():
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     return ForSingleLabelTokenClassification
 
 
@@ -74,9 +80,6 @@ def test_checkpoint_of_another_family_with_same_key_names_warns(bare_checkpoints
 
 
 def _with_misnamed_key(source, target, old="embeddings.word_embeddings.weight", new="embeddings.word_embedding.weight"):
-    import shutil
-
-    from safetensors.torch import load_file, save_file
     shutil.copytree(source, target)
     tensors = load_file(str(target / "model.safetensors"))
     tensors[new] = tensors.pop(old)
@@ -98,7 +101,6 @@ def test_misnamed_base_key_raises_naming_it(roberta_bare, tmp_path):
 
 
 def test_misnamed_base_key_accepted_knowingly(roberta_bare, tmp_path, caplog):
-    import torch
     checkpoint = tmp_path / "misnamed"
     tensors = _with_misnamed_key(roberta_bare, checkpoint)
     model, info = load_archit(token_task(), checkpoint, ROBERTA, head_config=token_head(),
@@ -112,7 +114,6 @@ def test_misnamed_base_key_accepted_knowingly(roberta_bare, tmp_path, caplog):
 
 def test_new_head_on_bare_checkpoint_is_no_error(roberta_bare, caplog):
     """The usual case, a new head on a base checkpoint, stays an info message."""
-    import logging
     with caplog.at_level(logging.INFO, logger="archit"):
         model, info = load_archit(token_task(), roberta_bare, ROBERTA, head_config=token_head(),
                                   output_loading_info=True)

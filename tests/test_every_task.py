@@ -8,6 +8,10 @@ import pytest
 import torch
 import transformers
 
+import archit.instantiation.heads as heads
+from archit.instantiation import tasks
+from archit.instantiation.basemodels import AutoBaseModel, RobertaBaseModel
+
 from tests.helpers import (
     VOCAB,
     assert_same_outputs,
@@ -51,7 +55,6 @@ def _words(pad: int) -> Dict[str, torch.Tensor]:
 
 
 def _heads():
-    import archit.instantiation.heads as heads
     return heads
 
 
@@ -88,17 +91,14 @@ CASES: Dict[str, TaskCase] = {
 
 
 def test_every_task_has_a_case():
-    from archit.instantiation import tasks
     assert set(CASES) == set(tasks.TASKS)
 
 
 def _roberta():
-    from archit.instantiation.basemodels import RobertaBaseModel
     return RobertaBaseModel, roberta_config()
 
 
 def _llama():
-    from archit.instantiation.basemodels import AutoBaseModel
     return AutoBaseModel, llama_config()
 
 
@@ -112,7 +112,6 @@ def _logits(output):
 @pytest.mark.parametrize("base", sorted(BASES))
 @pytest.mark.parametrize("task_name", sorted(CASES))
 def test_task_trains_saves_reloads_and_exports_or_refuses(task_name, base, tmp_path):
-    from archit.instantiation import tasks
     case = CASES[task_name]
     task = getattr(tasks, task_name)
     base_class, config = BASES[base]()

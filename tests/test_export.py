@@ -9,6 +9,25 @@ import pytest
 import torch
 import transformers
 
+import archit.instantiation.heads as heads
+import archit.instantiation.tasks as tasks
+from archit.instantiation.basemodels import AutoBaseModel
+from archit.instantiation.heads import (
+    CausalLMHeadConfig,
+    ExtractiveQAHeadConfig,
+    MaskedLMHeadConfig,
+    SequenceClassificationHeadConfig,
+    TokenClassificationHeadConfig,
+)
+from archit.instantiation.tasks import (
+    ForCausalLM,
+    ForMaskedLM,
+    ForMultiLabelSequenceClassification,
+    ForSequenceRegression,
+    ForSingleLabelSequenceClassification,
+    ForSingleLabelTokenClassification,
+)
+
 from tests.helpers import (
     ARCHS,
     build_transformers_model,
@@ -17,6 +36,7 @@ from tests.helpers import (
     read_checkpoint_tensors,
     save_transformers_model,
 )
+from tests.test_basemodels import FAMILIES
 
 EXPORT_ATOL = 1e-4
 
@@ -34,7 +54,6 @@ class Case:
 
 
 def _heads():
-    import archit.instantiation.heads as heads
     return heads
 
 
@@ -55,7 +74,6 @@ CASES = [
 
 
 def build_archit(case: Case):
-    import archit.instantiation.tasks as tasks
     arch = ARCHS[case.arch]
     torch.manual_seed(0)
     model = getattr(tasks, case.task).fromModelAndHeadConfig(arch.base_class(arch.make_config()), case.head_config())
@@ -124,7 +142,6 @@ def test_export_gives_transformers_class_with_same_weights_and_logits(case, tmp_
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_export_then_import_round_trip(case, tmp_path):
     """archit -> transformers folder -> archit gives the logits back (both directions of the key table)."""
-    import archit.instantiation.tasks as tasks
     model = build_archit(case)
     model.toHuggingFace().save_pretrained(str(tmp_path))
     back = getattr(tasks, case.task).from_pretrained(str(tmp_path), ARCHS[case.arch].base_class,
@@ -153,8 +170,6 @@ def test_untied_export_stays_untied():
 
 
 def test_problem_type_of_multi_label_and_regression():
-    from archit.instantiation.heads import SequenceClassificationHeadConfig
-    from archit.instantiation.tasks import ForMultiLabelSequenceClassification, ForSequenceRegression
     arch = ARCHS["roberta"]
     for task, problem in ((ForMultiLabelSequenceClassification, "multi_label_classification"),
                           (ForSequenceRegression, "regression")):
@@ -165,8 +180,6 @@ def test_problem_type_of_multi_label_and_regression():
 
 def test_imported_transformers_model_exports_to_itself(tmp_path):
     """A transformers checkpoint, loaded into archit and exported again, equals the original tensor for tensor."""
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     arch = ARCHS["roberta"]
     original = save_transformers_model(transformers.RobertaForTokenClassification, arch.make_config(num_labels=3),
                                        tmp_path)
@@ -178,12 +191,6 @@ def test_imported_transformers_model_exports_to_itself(tmp_path):
 
 
 def _no_equivalent_cases():
-    from archit.instantiation.heads import (
-        CausalLMHeadConfig,
-        MaskedLMHeadConfig,
-        SequenceClassificationHeadConfig,
-    )
-    from archit.instantiation.tasks import ForCausalLM, ForMaskedLM, ForSingleLabelSequenceClassification
     return [
         ("roberta", ForSingleLabelSequenceClassification, SequenceClassificationHeadConfig(num_labels=2),
          "no transformers equivalent"),
@@ -206,7 +213,6 @@ def test_no_equivalent_is_a_clear_error(index):
 # AutoBaseModel: the transformers class is whatever the family has for the task.
 
 def _family(name: str):
-    from tests.test_basemodels import FAMILIES
     family = FAMILIES[name]
     if not family.available():
         pytest.skip(f"transformers {transformers.__version__} has no {family.core_class}")
@@ -214,8 +220,6 @@ def _family(name: str):
 
 
 def _auto_case(family, task_name: str, head_config, **overrides):
-    import archit.instantiation.tasks as tasks
-    from archit.instantiation.basemodels import AutoBaseModel
     torch.manual_seed(0)
     model = getattr(tasks, task_name).fromModelAndHeadConfig(AutoBaseModel(family.config(**overrides)), head_config)
     return perturb_(model).eval()
@@ -242,9 +246,6 @@ def _assert_exports_to(model, expected_class, tmp_path):
 
 @pytest.mark.parametrize("name", ["distilbert", "electra", "xlm-roberta", "deberta-v2", "llama", "mistral", "qwen2"])
 def test_auto_token_classification_exports_to_the_family_class(name, tmp_path):
-    from archit.instantiation.basemodels import AutoBaseModel
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     family = _family(name)
     model = _auto_case(family, "ForSingleLabelTokenClassification", TokenClassificationHeadConfig(num_labels=3))
     if family.token_classification is None:  # e.g. Llama before transformers had LlamaForTokenClassification
@@ -263,18 +264,15 @@ def test_auto_token_classification_exports_to_the_family_class(name, tmp_path):
 
 @pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
 def test_auto_llama_causal_lm_exports_to_llama_for_causal_lm(tie, tmp_path):
-    from archit.instantiation.heads import CausalLMHeadConfig
     model = _auto_case(_family("llama"), "ForCausalLM", CausalLMHeadConfig(tie_weights=tie))
     _assert_exports_to(model, transformers.LlamaForCausalLM, tmp_path)
 
 
 def test_auto_xlm_roberta_masked_lm_exports_to_its_class(tmp_path):
-    from archit.instantiation.heads import MaskedLMHeadConfig
     model = _auto_case(_family("xlm-roberta"), "ForMaskedLM", MaskedLMHeadConfig(), hidden_act="gelu")
     _assert_exports_to(model, transformers.XLMRobertaForMaskedLM, tmp_path)
 
 
 def test_auto_electra_question_answering_exports_to_its_class(tmp_path):
-    from archit.instantiation.heads import ExtractiveQAHeadConfig
     model = _auto_case(_family("electra"), "ForExtractiveQA", ExtractiveQAHeadConfig())
     _assert_exports_to(model, transformers.ElectraForQuestionAnswering, tmp_path)

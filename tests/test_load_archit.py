@@ -8,6 +8,10 @@ import torch
 import transformers
 from safetensors.torch import save_file
 
+from archit.instantiation.basemodels import RobertaBaseModel
+from archit.instantiation.heads import MaskedLMHeadConfig, TokenClassificationHeadConfig
+from archit.instantiation.tasks import ForCausalLM, ForMaskedLM, ForSingleLabelTokenClassification
+
 from tests.helpers import (
     ARCHS,
     assert_close,
@@ -24,7 +28,6 @@ ROBERTA = ARCHS["roberta"]
 
 def roberta_base_from_bare(bare_dir):
     """A RobertaBaseModel whose core got the bare checkpoint's tensors through plain ``load_state_dict``."""
-    from archit.instantiation.basemodels import RobertaBaseModel
     base = RobertaBaseModel(roberta_config())
     missing, unexpected = base.base_model.load_state_dict(read_checkpoint_tensors(bare_dir), strict=False)
     assert not missing and all(k.startswith("pooler.") for k in unexpected)
@@ -38,8 +41,6 @@ def logits_of(model):
 
 
 def test_from_model_and_head_config_save_reload(roberta_bare, tmp_path):
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     head_config = TokenClassificationHeadConfig(num_labels=3)
     model = ForSingleLabelTokenClassification.fromModelAndHeadConfig(roberta_base_from_bare(roberta_bare), head_config)
     model.eval()
@@ -64,8 +65,6 @@ def write_published_archit_checkpoint(directory, reference: transformers.Roberta
 
 
 def test_published_archit_checkpoint(tmp_path):
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     reference = build_transformers_model(transformers.RobertaForTokenClassification, roberta_config(num_labels=4))
     write_published_archit_checkpoint(tmp_path, reference)
 
@@ -79,8 +78,6 @@ def test_published_archit_checkpoint(tmp_path):
 
 
 def test_caller_head_config_wins(roberta_bare, tmp_path):
-    from archit.instantiation.heads import MaskedLMHeadConfig
-    from archit.instantiation.tasks import ForMaskedLM
     untied = load_archit(ForMaskedLM, roberta_bare, ROBERTA, head_config=MaskedLMHeadConfig(tie_weights=False))
     untied.save_pretrained(str(tmp_path))
     assert json.loads((tmp_path / "config.json").read_text())["head_config"]["tie_weights"] is False
@@ -97,7 +94,6 @@ def test_published_lm_checkpoint_with_own_output_matrix_reloads_untied(tmp_path,
     """A published ArchIt LM checkpoint has ``"head_config": {}`` (no ``tie_weights``) and stores its own output matrix,
     different from the input embeddings: it reloads untied, computing what transformers' untied task model computes on
     the same tensors."""
-    from archit.instantiation.tasks import ForCausalLM, ForMaskedLM
     if task == "masked_lm":
         arch, reference_cls, task_cls = ROBERTA, transformers.RobertaForMaskedLM, ForMaskedLM
         heads = {"lm_head.dense.": "head.dense1.", "lm_head.layer_norm.": "head.layer_norm.",
@@ -131,8 +127,6 @@ def test_published_lm_checkpoint_with_own_output_matrix_reloads_untied(tmp_path,
 
 def test_published_lm_checkpoint_without_own_output_matrix_reloads_tied(tmp_path, roberta_bare):
     """The same published format storing no output matrix of its own (or the embeddings again) stays tied."""
-    from archit.instantiation.heads import MaskedLMHeadConfig
-    from archit.instantiation.tasks import ForMaskedLM
     model = load_archit(ForMaskedLM, roberta_bare, ROBERTA, head_config=MaskedLMHeadConfig())
     model.save_pretrained(str(tmp_path))
     config = json.loads((tmp_path / "config.json").read_text())
@@ -146,8 +140,6 @@ def test_published_lm_checkpoint_without_own_output_matrix_reloads_tied(tmp_path
 def test_published_lm_checkpoint_storing_the_embeddings_twice_reloads_tied(roberta_bare, tmp_path):
     """The same published format with the output matrix stored again, equal to the input embeddings, stays tied too
     (the matrices are compared, not taken as different for being two parameters of the model built empty)."""
-    from archit.instantiation.heads import MaskedLMHeadConfig
-    from archit.instantiation.tasks import ForMaskedLM
     model = load_archit(ForMaskedLM, roberta_bare, ROBERTA, head_config=MaskedLMHeadConfig())
     tensors = {key: tensor.clone().contiguous() for key, tensor in model.state_dict().items()}
     assert torch.equal(tensors["head.dense2.weight"], tensors["model._core.embeddings.word_embeddings.weight"])

@@ -4,6 +4,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from archit.instantiation.heads import TokenClassificationHeadConfig
+from archit.instantiation.tasks import ForSingleLabelTokenClassification
+
 from tests.helpers import (
     assert_close,
     assert_same_last_hidden_state,
@@ -31,8 +34,6 @@ def base_checkpoint(request, arch, bare_checkpoint, tmp_path):
 
 
 def load_token_classifier(arch, directory, num_labels=3):
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     return load_archit(ForSingleLabelTokenClassification, directory, arch,
                        head_config=TokenClassificationHeadConfig(num_labels=num_labels))
 

@@ -5,18 +5,19 @@ import shutil
 import pytest
 import torch
 
+from archit.instantiation.heads import TokenClassificationHeadConfig
+from archit.instantiation.tasks import ForSingleLabelTokenClassification
+
 from tests.helpers import ARCHS, load_archit, loading_info_keys, read_checkpoint_tensors
 
 ROBERTA = ARCHS["roberta"]
 
 
 def token_task():
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     return ForSingleLabelTokenClassification
 
 
 def load_token_classifier(directory, num_labels=3, **kwargs):
-    from archit.instantiation.heads import TokenClassificationHeadConfig
     return load_archit(token_task(), directory, ROBERTA,
                        head_config=TokenClassificationHeadConfig(num_labels=num_labels), **kwargs)
 

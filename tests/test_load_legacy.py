@@ -8,6 +8,9 @@ import torch
 import transformers
 from safetensors.torch import save_file
 
+from archit.instantiation.heads import TokenClassificationHeadConfig
+from archit.instantiation.tasks import ForSingleLabelTokenClassification
+
 from tests.helpers import (
     ARCHS,
     assert_close,
@@ -26,8 +29,6 @@ ROBERTA = ARCHS["roberta"]
 
 
 def load_token_classifier(directory, num_labels=3, **kwargs):
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     return load_archit(ForSingleLabelTokenClassification, directory, ROBERTA,
                        head_config=TokenClassificationHeadConfig(num_labels=num_labels), **kwargs)
 

@@ -9,6 +9,21 @@ import torch
 import torch.nn.functional as F
 import transformers
 
+from archit.instantiation.heads import (
+    CausalLMHeadConfig,
+    ExtractiveQAHeadConfig,
+    MaskedLMHeadConfig,
+    SequenceClassificationHeadConfig,
+    TokenClassificationHeadConfig,
+)
+from archit.instantiation.tasks import (
+    ForCausalLM,
+    ForExtractiveQA,
+    ForMaskedLM,
+    ForSingleLabelSequenceClassification,
+    ForSingleLabelTokenClassification,
+)
+
 from tests.helpers import (
     ARCHS,
     assert_close,
@@ -27,8 +42,6 @@ def assert_base_equals_checkpoint(model, directory, prefix):
 
 
 def test_token_classification(arch, tmp_path):
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     reference = save_transformers_model(arch.token_classification, arch.make_config(num_labels=5), tmp_path)
     model = load_archit(ForSingleLabelTokenClassification, tmp_path, arch,
                         head_config=TokenClassificationHeadConfig(num_labels=5))
@@ -46,8 +59,6 @@ def test_token_classification(arch, tmp_path):
 
 
 def test_extractive_qa(arch, tmp_path):
-    from archit.instantiation.heads import ExtractiveQAHeadConfig
-    from archit.instantiation.tasks import ForExtractiveQA
     reference = save_transformers_model(arch.question_answering, arch.make_config(), tmp_path)
     model = load_archit(ForExtractiveQA, tmp_path, arch, head_config=ExtractiveQAHeadConfig())
     assert_base_equals_checkpoint(model, tmp_path, arch.prefix)
@@ -73,8 +84,6 @@ def causal_labels(input_ids, attention_mask):
 
 @pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
 def test_gpt2_lm_head_model_to_causal_lm(tmp_path, tie):
-    from archit.instantiation.heads import CausalLMHeadConfig
-    from archit.instantiation.tasks import ForCausalLM
     arch = ARCHS["gpt2"]
     reference = save_transformers_model(transformers.GPT2LMHeadModel, arch.make_config(), tmp_path)
     model = load_archit(ForCausalLM, tmp_path, arch, head_config=CausalLMHeadConfig(tie_weights=tie))
@@ -103,8 +112,6 @@ def test_gpt2_lm_head_model_to_causal_lm(tmp_path, tie):
 
 @pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
 def test_roberta_for_masked_lm_to_masked_lm(tmp_path, tie):
-    from archit.instantiation.heads import MaskedLMHeadConfig
-    from archit.instantiation.tasks import ForMaskedLM
     arch = ARCHS["roberta"]
     reference = save_transformers_model(transformers.RobertaForMaskedLM, roberta_config(), tmp_path)
     model = load_archit(ForMaskedLM, tmp_path, arch, head_config=MaskedLMHeadConfig(tie_weights=tie))
@@ -136,8 +143,6 @@ def test_roberta_for_masked_lm_to_masked_lm(tmp_path, tie):
 def test_bert_for_masked_lm_reads_activation_and_epsilon_from_the_config(tmp_path):
     """BERT's LM head uses the config's hidden_act and layer_norm_eps; with values other than RoBERTa's, the logits
     only match when the archit head reads them too."""
-    from archit.instantiation.heads import MaskedLMHeadConfig
-    from archit.instantiation.tasks import ForMaskedLM
     arch = ARCHS["bert"]
     reference = save_transformers_model(transformers.BertForMaskedLM,
                                         arch.make_config(hidden_act="relu", layer_norm_eps=1e-3), tmp_path)
@@ -158,8 +163,6 @@ def test_bert_for_masked_lm_reads_activation_and_epsilon_from_the_config(tmp_pat
 def test_roberta_for_sequence_classification_with_first_token_pooling(tmp_path, give_head_config):
     """RoBERTa's classification head (first token, dense, tanh, out_proj) is the sequence head with pooling="first";
     without a head config, the head config is read from the checkpoint (num_labels from id2label)."""
-    from archit.instantiation.heads import SequenceClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelSequenceClassification
     arch = ARCHS["roberta"]
     reference = save_transformers_model(transformers.RobertaForSequenceClassification, roberta_config(num_labels=4),
                                         tmp_path)
@@ -181,8 +184,6 @@ def test_roberta_for_sequence_classification_with_first_token_pooling(tmp_path, 
 
 def test_mean_pooling_sequence_head_is_not_imported(tmp_path, caplog):
     """The published mean-pooling head computes another function: transformers' classifier is reported unused."""
-    from archit.instantiation.heads import SequenceClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelSequenceClassification
     save_transformers_model(transformers.RobertaForSequenceClassification, roberta_config(num_labels=4), tmp_path)
     model, info = load_archit(ForSingleLabelSequenceClassification, tmp_path, ARCHS["roberta"],
                               head_config=SequenceClassificationHeadConfig(num_labels=4), output_loading_info=True)

@@ -4,6 +4,17 @@ setting of the instance: it is not saved with the weights, and a reload uses wha
 import torch
 import torch.nn.functional as F
 
+from archit.instantiation.heads import (
+    ExtractiveQAHeadConfig,
+    SequenceClassificationHeadConfig,
+    TokenClassificationHeadConfig,
+)
+from archit.instantiation.tasks import (
+    ForExtractiveQA,
+    ForSingleLabelSequenceClassification,
+    ForSingleLabelTokenClassification,
+)
+
 from tests.helpers import (
     ARCHS,
     SEQ_LEN,
@@ -23,8 +34,6 @@ def token_labels(input_ids, attention_mask):
 
 
 def test_weighted_loss_from_pretrained(roberta_bare, tmp_path):
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     loss = torch.nn.CrossEntropyLoss(weight=CLASS_WEIGHTS)
     model = load_archit(ForSingleLabelTokenClassification, roberta_bare, ARCHS["roberta"],
                         head_config=TokenClassificationHeadConfig(num_labels=3), loss=loss)
@@ -48,8 +57,6 @@ def test_weighted_loss_from_pretrained(roberta_bare, tmp_path):
 
 
 def test_weighted_loss_from_model_and_head_config():
-    from archit.instantiation.heads import SequenceClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelSequenceClassification
     arch = ARCHS["bert"]
     loss = torch.nn.CrossEntropyLoss(weight=CLASS_WEIGHTS)
     model = ForSingleLabelSequenceClassification.fromModelAndHeadConfig(
@@ -85,8 +92,6 @@ class _PlainCrossEntropy(torch.nn.Module):
 def test_extractive_qa_loss_leaves_the_given_loss_unchanged(tmp_path):
     """Start/end positions past the input (L or more) are ignored and negative ones count as 0, as in transformers'
     QA models, without setting ``ignore_index`` on the caller's loss module (not even for the duration of the call)."""
-    from archit.instantiation.heads import ExtractiveQAHeadConfig
-    from archit.instantiation.tasks import ForExtractiveQA
     arch = ARCHS["roberta"]
     reference = save_transformers_model(arch.question_answering, arch.make_config(), tmp_path)
     input_ids, attention_mask = make_inputs()

@@ -7,14 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from archit.instantiation.heads import TokenClassificationHeadConfig
+from archit.instantiation.mixins import LoggingState, LossState, StatefulLossMixin
+from archit.instantiation.tasks import ForSingleLabelTokenClassification
+
 from tests.helpers import ARCHS, assert_close, make_inputs
 
 COEFFICIENT = 0.3
 
 
 def _regularised_linear(linear: torch.nn.Linear):
-    from archit.instantiation.mixins import StatefulLossMixin
-
     class RegularisedLinear(torch.nn.Linear, StatefulLossMixin):
         """A linear layer that adds the mean square of its output to the loss."""
 
@@ -32,8 +34,6 @@ def _regularised_linear(linear: torch.nn.Linear):
 
 
 def _model_with_regulariser():
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     arch = ARCHS["roberta"]
     torch.manual_seed(0)
     base = arch.base_class(arch.make_config())
@@ -67,7 +67,6 @@ def test_stateful_loss_gradient_reaches_its_module():
 
 
 def test_reported_terms_reach_a_logging_state():
-    from archit.instantiation.mixins import LoggingState
     model, module, captured = _model_with_regulariser()
     state = LoggingState(SimpleNamespace(gradient_accumulation_steps=1))
     module.registerLog(state)
@@ -81,7 +80,6 @@ def test_reported_terms_reach_a_logging_state():
 
 def test_term_without_a_name_is_refused_and_not_added():
     """addToLoss checks report_as before it adds anything: after the error, the loss holds only the earlier terms."""
-    from archit.instantiation.mixins import LossState
     module = _regularised_linear(torch.nn.Linear(4, 4))
     state = LossState()
     module.registerLoss(state)

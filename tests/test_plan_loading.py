@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import archit.loading.loader as loader
 from archit.instantiation.basemodels import RobertaBaseModel
 from archit.instantiation.heads import MaskedLMHeadConfig, TokenClassificationHeadConfig
 from archit.instantiation.tasks import ForMaskedLM, ForSingleLabelTokenClassification
@@ -23,8 +24,6 @@ def token_classifier(checkpoint, num_labels: int = 3, **kwargs):
 
 def test_plan_reads_no_tensor(roberta_bare, monkeypatch):
     """With the tensor reader gone, planning still answers, and what it answers is what loading does."""
-    import archit.loading.loader as loader
-
     class NoReading:
         def __init__(self, *args, **kwargs):
             raise AssertionError("plan_loading opened the weight files for their tensors")

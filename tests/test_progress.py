@@ -5,6 +5,10 @@ import io
 import pytest
 from transformers.utils import logging as transformers_logging
 
+from archit._compat import all_eras
+from archit.instantiation.heads import TokenClassificationHeadConfig
+from archit.instantiation.tasks import ForSingleLabelTokenClassification
+
 from tests.helpers import ARCHS, load_archit
 
 
@@ -19,8 +23,6 @@ class Log(io.StringIO):
 
 
 def load_and_save(checkpoint, tmp_path):
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     model = load_archit(ForSingleLabelTokenClassification, checkpoint, ARCHS["roberta"],
                         head_config=TokenClassificationHeadConfig(num_labels=3))
     model.save_pretrained(str(tmp_path / "saved"))
@@ -28,7 +30,6 @@ def load_and_save(checkpoint, tmp_path):
 
 @pytest.fixture
 def every_load_is_big(monkeypatch):
-    from archit._compat import all_eras
     monkeypatch.setattr(all_eras, "PROGRESS_MIN_TENSORS", 1)
 
 

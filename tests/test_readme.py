@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from transformers import RobertaForMaskedLM
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -40,7 +41,6 @@ def _check_loaded_from_checkpoint(model, checkpoint: Path) -> None:
 
 def _check_export(archit_model, folder: Path) -> None:
     """The exported folder is a RobertaForMaskedLM that plain transformers loads, with the archit model's encoder."""
-    from transformers import RobertaForMaskedLM
     reloaded = RobertaForMaskedLM.from_pretrained(str(folder))
     for key, tensor in archit_model.base_model.state_dict().items():
         assert torch.equal(reloaded.roberta.state_dict()[key], tensor), key

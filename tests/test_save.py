@@ -6,11 +6,15 @@ import json
 import pytest
 import torch
 
+from archit.instantiation import heads, tasks
+from archit.instantiation.basemodels import RobertaBaseModel
+from archit.instantiation.heads import TokenClassificationHeadConfig
+from archit.instantiation.tasks import ForSingleLabelTokenClassification
+
 from tests.helpers import ARCHS, assert_same_outputs, load_archit, make_inputs, read_checkpoint_tensors, read_json
 
 
 def task_cases():
-    from archit.instantiation import heads, tasks
     sequence, token = heads.SequenceClassificationHeadConfig, heads.TokenClassificationHeadConfig
     return {
         "token": (tasks.ForSingleLabelTokenClassification, token(num_labels=3), "roberta"),
@@ -96,9 +100,6 @@ def test_tied_matrix_saved_once(case, bare_checkpoints, tmp_path):
 def test_default_attention_survives_save_and_reload(roberta_bare, tmp_path):
     """Without attn_implementation=, the reloaded model chooses its attention as the saved one did (4.48-4.49 store a
     runtime flag that, written to config.json, froze the reload on eager) and gives the same logits."""
-    from archit.instantiation.basemodels import RobertaBaseModel
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     model = ForSingleLabelTokenClassification.from_pretrained(str(roberta_bare), RobertaBaseModel,
                                                               TokenClassificationHeadConfig(num_labels=3))
     model.save_pretrained(str(tmp_path))

@@ -4,6 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from archit.instantiation import tasks
+from archit.instantiation.heads import SequenceClassificationHeadConfig
+
 from tests.helpers import ARCHS, assert_close, load_archit, make_inputs, transformers_reference
 
 ROBERTA = ARCHS["roberta"]
@@ -22,8 +25,6 @@ def expected_sequence_logits(model, directory, input_ids, attention_mask):
 
 
 def load_sequence_task(task_name, directory, num_labels):
-    from archit.instantiation import tasks
-    from archit.instantiation.heads import SequenceClassificationHeadConfig
     return load_archit(getattr(tasks, task_name), directory, ROBERTA,
                        head_config=SequenceClassificationHeadConfig(num_labels=num_labels))
 

@@ -1,6 +1,7 @@
 """The extended tasks (extractive QA with answerability, single-answer multiple choice, dependency parsing) and the
 word-grouped and nested-batch model-with-heads under them. References are computed here: transformers' own base model on
 the same checkpoint, the heads' tensors applied with torch.nn.functional and einsum, losses written out by hand."""
+import dataclasses
 import json
 import re
 import sys
@@ -9,6 +10,25 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import RobertaConfig
+
+from archit.instantiation.abstracts import AllHiddenStatesAndPooling
+from archit.instantiation.basemodels import BertBaseModel, GPT2BaseModel, RobertaBaseModel
+from archit.instantiation.extensions import (
+    PoolingAndStridingConfig,
+    SubwordPooling,
+    flattenNestedBatches,
+    unflattenNestedBatches,
+    usableContextLength,
+)
+from archit.instantiation.heads import (
+    Biaffine,
+    DependencyParsingHeadConfig,
+    ExtractiveAQAHeadConfig,
+    SequenceClassificationHeadConfig,
+)
+from archit.instantiation.tasks import ForDependencyParsing, ForExtractiveAQA, ForSingleAnswerMultipleChoice
+from archit.util import dataclass_from_dict
 
 from tests.helpers import (
     ARCHS,
@@ -19,6 +39,7 @@ from tests.helpers import (
     load_archit,
     make_inputs,
     perturb_,
+    read_checkpoint_tensors,
     read_json,
     roberta_config,
     transformers_reference,
@@ -30,7 +51,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def small_parser_config(**overrides):
-    from archit.instantiation.heads import DependencyParsingHeadConfig
     kwargs = dict(final_hidden_size_arcs=16, final_hidden_size_relations=8, head_dropout=0.0)
     kwargs.update(overrides)
     return DependencyParsingHeadConfig(**kwargs)
@@ -83,7 +103,6 @@ def assert_finite_nonzero_grads(model, names):
 
 
 def load_parser(directory, head_config=None):
-    from archit.instantiation.tasks import ForDependencyParsing
     return load_archit(ForDependencyParsing, directory, ROBERTA, head_config=head_config)
 
 
@@ -98,11 +117,6 @@ def parser_on_bare(roberta_bare, **overrides):
 # The published README example, verbatim.
 
 def test_readme_dependency_parsing_example():
-    from transformers import RobertaConfig
-
-    from archit.instantiation.basemodels import RobertaBaseModel
-    from archit.instantiation.heads import DependencyParsingHeadConfig
-    from archit.instantiation.tasks import ForDependencyParsing
     model_with_head = ForDependencyParsing.fromModelAndHeadConfig(RobertaBaseModel(RobertaConfig()), DependencyParsingHeadConfig())
 
     assert model_with_head.config.head_config.num_labels == 0
@@ -117,6 +131,7 @@ def test_readme_dependency_parsing_example():
 def test_supar_is_never_imported():
     """Neither at import nor lazily: no module of the package names supar (the published heads imported it inside
     DependencyParsingHead.__init__)."""
+    # Imported here on purpose: what importing every module of the package puts into sys.modules is what is tested.
     import archit.instantiation.abstracts  # noqa: F401
     import archit.instantiation.basemodels  # noqa: F401
     import archit.instantiation.extensions  # noqa: F401
@@ -135,8 +150,6 @@ def test_supar_is_never_imported():
 # Extractive QA with answerability.
 
 def test_extractive_aqa_logits_and_loss(roberta_bare):
-    from archit.instantiation.heads import ExtractiveAQAHeadConfig
-    from archit.instantiation.tasks import ForExtractiveAQA
     model = load_archit(ForExtractiveAQA, roberta_bare, ROBERTA, head_config=ExtractiveAQAHeadConfig(0.3))
     perturb_(model.head)
     input_ids, attention_mask = make_inputs()
@@ -165,8 +178,6 @@ def test_extractive_aqa_logits_and_loss(roberta_bare):
 
 
 def test_extractive_aqa_without_answerable_examples(roberta_bare):
-    from archit.instantiation.heads import ExtractiveAQAHeadConfig
-    from archit.instantiation.tasks import ForExtractiveAQA
     model = load_archit(ForExtractiveAQA, roberta_bare, ROBERTA, head_config=ExtractiveAQAHeadConfig(ua_loss_weight=2.0))
     input_ids, attention_mask = make_inputs()
     out = model(input_ids=input_ids, attention_mask=attention_mask,
@@ -178,8 +189,6 @@ def test_extractive_aqa_without_answerable_examples(roberta_bare):
 
 
 def test_extractive_aqa_trains_and_reloads(roberta_bare, tmp_path):
-    from archit.instantiation.heads import ExtractiveAQAHeadConfig
-    from archit.instantiation.tasks import ForExtractiveAQA
     model = load_archit(ForExtractiveAQA, roberta_bare, ROBERTA, head_config=ExtractiveAQAHeadConfig())
     assert model.config.head_config.ua_loss_weight == 1.0
     input_ids, attention_mask = make_inputs()
@@ -211,8 +220,6 @@ def choice_inputs(batch=2, choices=3, length=6, seed=1):
 
 @pytest.mark.parametrize("arch_name", ["roberta", "bert"])
 def test_multiple_choice_equals_each_choice_alone(arch_name, bare_checkpoints):
-    from archit.instantiation.heads import SequenceClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleAnswerMultipleChoice
     arch = ARCHS[arch_name]
     model = load_archit(ForSingleAnswerMultipleChoice, bare_checkpoints[arch_name], arch,
                         head_config=SequenceClassificationHeadConfig())
@@ -243,9 +250,6 @@ def test_multiple_choice_equals_each_choice_alone(arch_name, bare_checkpoints):
 
 
 def test_multiple_choice_num_labels(roberta_bare):
-    from archit.instantiation.basemodels import RobertaBaseModel
-    from archit.instantiation.heads import SequenceClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleAnswerMultipleChoice
     given = SequenceClassificationHeadConfig()
     model = ForSingleAnswerMultipleChoice.fromModelAndHeadConfig(RobertaBaseModel(roberta_config()), given)
     assert model.head.dense2.out_features == 1 and given.num_labels == 0  # The caller's config is not changed.
@@ -258,8 +262,6 @@ def test_multiple_choice_num_labels(roberta_bare):
 
 
 def test_multiple_choice_trains_and_reloads(roberta_bare, tmp_path):
-    from archit.instantiation.heads import SequenceClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleAnswerMultipleChoice
     model = load_archit(ForSingleAnswerMultipleChoice, roberta_bare, ROBERTA,
                         head_config=SequenceClassificationHeadConfig(num_labels=1))
     input_ids, attention_mask = choice_inputs()
@@ -278,8 +280,6 @@ def test_multiple_choice_trains_and_reloads(roberta_bare, tmp_path):
 
 
 def test_nested_batch_helpers_round_trip():
-    from archit.instantiation.abstracts import AllHiddenStatesAndPooling
-    from archit.instantiation.extensions import flattenNestedBatches, unflattenNestedBatches
     hidden = torch.randn(2, 3, 5, 4)
     nested = AllHiddenStatesAndPooling(last_hidden_state=hidden, hidden_states=(hidden * 2, hidden * 3),
                                        pooler_output=hidden[:, :, 0])
@@ -299,7 +299,6 @@ def test_nested_batch_helpers_round_trip():
 @pytest.mark.parametrize("pooling", ["FIRST", "LAST", "MEAN"])
 @pytest.mark.parametrize("layer_pooling", [1, 3])
 def test_word_pooling_equals_loop(roberta_bare, pooling, layer_pooling):
-    from archit.instantiation.extensions import PoolingAndStridingConfig, SubwordPooling
     config = PoolingAndStridingConfig(layer_pooling=layer_pooling, word_pooling=SubwordPooling[pooling])
     model = load_parser(roberta_bare, small_parser_config(extended_model_config=config))
     layer_mix = None
@@ -325,9 +324,6 @@ def test_striding_over_long_inputs():
     """Context of 10 tokens (12 positions, RoBERTa positions start at pad+1=2), stride 4: windows [0,10), [4,14),
     [8,18), [12,22), [16,25); each later window contributes its last 4 tokens (the last one 3). One subword per word, first-subword pooling, so the
     word embeddings are the token embeddings."""
-    from archit.instantiation.basemodels import RobertaBaseModel
-    from archit.instantiation.extensions import PoolingAndStridingConfig, usableContextLength
-    from archit.instantiation.tasks import ForDependencyParsing
     config = roberta_config(max_position_embeddings=12)
     assert usableContextLength(RobertaBaseModel, config) == 10
     torch.manual_seed(0)
@@ -356,12 +352,6 @@ def test_striding_over_long_inputs():
 
 
 def test_base_model_without_context_limit_is_not_strided():
-    import dataclasses
-
-    from archit.instantiation.basemodels import RobertaBaseModel
-    from archit.instantiation.extensions import PoolingAndStridingConfig, usableContextLength
-    from archit.instantiation.tasks import ForDependencyParsing
-
     class UnlimitedRoberta(RobertaBaseModel):
         @classmethod
         def standardiseConfig(cls, raw_config):
@@ -380,17 +370,12 @@ def test_base_model_without_context_limit_is_not_strided():
 
 
 def test_usable_context_length():
-    from archit.instantiation.basemodels import BertBaseModel, GPT2BaseModel, RobertaBaseModel
-    from archit.instantiation.extensions import usableContextLength
     assert usableContextLength(RobertaBaseModel, roberta_config(max_position_embeddings=514)) == 512
     assert usableContextLength(BertBaseModel, bert_config(max_position_embeddings=512)) == 512
     assert usableContextLength(GPT2BaseModel, gpt2_config(n_positions=40)) == 40
 
 
 def test_word_grouped_errors_name_the_argument(caplog):
-    from archit.instantiation.basemodels import GPT2BaseModel, RobertaBaseModel
-    from archit.instantiation.extensions import PoolingAndStridingConfig
-    from archit.instantiation.tasks import ForDependencyParsing
     with pytest.raises(ValueError, match="pad_token_id"):
         ForDependencyParsing.fromModelAndHeadConfig(GPT2BaseModel(gpt2_config()), small_parser_config())
     model = ForDependencyParsing.fromModelAndHeadConfig(RobertaBaseModel(roberta_config()), small_parser_config())
@@ -411,9 +396,6 @@ def test_word_grouped_errors_name_the_argument(caplog):
 
 
 def test_subword_pooling_read_back():
-    from archit.instantiation.extensions import PoolingAndStridingConfig, SubwordPooling
-    from archit.instantiation.heads import DependencyParsingHeadConfig
-    from archit.util import dataclass_from_dict
     for value, member in [("3", SubwordPooling.MEAN), (1, SubwordPooling.FIRST), ("LAST", SubwordPooling.LAST),
                           ("last", SubwordPooling.LAST), (SubwordPooling.MEAN, SubwordPooling.MEAN)]:
         assert PoolingAndStridingConfig(word_pooling=value).word_pooling is member
@@ -428,7 +410,6 @@ def test_subword_pooling_read_back():
 # Dependency parsing.
 
 def test_biaffine_module():
-    from archit.instantiation.heads import Biaffine
     biaffine = Biaffine(5, n_out=3, scale=1, bias_x=True, bias_y=True)
     with torch.no_grad():
         biaffine.weight.normal_()
@@ -511,7 +492,6 @@ def test_dependency_parsing_standardisation_exponent(roberta_bare):
 
 @pytest.mark.parametrize("num_labels", [0, 3])
 def test_dependency_parsing_trains_and_reloads(roberta_bare, tmp_path, num_labels):
-    from archit.instantiation.extensions import PoolingAndStridingConfig
     model = parser_on_bare(roberta_bare, num_labels=num_labels,
                            extended_model_config=PoolingAndStridingConfig(layer_pooling=2, word_pooling="last"))
     ids = word_ids([5, 3], seed=6)
@@ -539,9 +519,6 @@ def test_dependency_parsing_trains_and_reloads(roberta_bare, tmp_path, num_label
 
 
 def test_dependency_parsing_from_bare_checkpoint_initialises_new_tensors(roberta_bare):
-    from archit.instantiation.extensions import PoolingAndStridingConfig
-
-    from tests.helpers import read_checkpoint_tensors
     model = load_parser(roberta_bare, small_parser_config(
         num_labels=2, extended_model_config=PoolingAndStridingConfig(layer_pooling=3)))
     tensors = dict(model.named_parameters())

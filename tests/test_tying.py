@@ -3,13 +3,14 @@
 import pytest
 import torch
 
+from archit.instantiation.heads import CausalLMHeadConfig, MaskedLMHeadConfig
+from archit.instantiation.tasks import ForCausalLM, ForMaskedLM
+
 from tests.helpers import ARCHS, load_archit, read_checkpoint_tensors
 
 
 def lm_setup(kind):
     """(task class, head config class, arch, name of the head's output Linear)"""
-    from archit.instantiation.heads import CausalLMHeadConfig, MaskedLMHeadConfig
-    from archit.instantiation.tasks import ForCausalLM, ForMaskedLM
     if kind == "mlm":
         return ForMaskedLM, MaskedLMHeadConfig, ARCHS["roberta"], "dense2"
     return ForCausalLM, CausalLMHeadConfig, ARCHS["gpt2"], "dense"

@@ -10,6 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from archit.instantiation.basemodels import RobertaBaseModel
+from archit.instantiation.heads import TokenClassificationHeadConfig
+from archit.instantiation.tasks import ForSingleLabelTokenClassification
+
 from tests.helpers import (
     ARCHS,
     assert_same_last_hidden_state,
@@ -37,8 +41,6 @@ LAYOUTS = {
 
 
 def token_classifier(roberta_bare):
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     return load_archit(ForSingleLabelTokenClassification, roberta_bare, ROBERTA,
                        head_config=TokenClassificationHeadConfig(num_labels=3))
 
@@ -80,7 +82,6 @@ def expected_variant_files(layout, directory) -> set:
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_variant_saves_beside_the_plain_weights_and_reloads(layout, roberta_bare, tmp_path):
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     model = token_classifier(roberta_bare)
     model.save_pretrained(tmp_path)
     half = copy.deepcopy(model).half()
@@ -107,7 +108,6 @@ def test_variant_saves_beside_the_plain_weights_and_reloads(layout, roberta_bare
 
 
 def test_a_folder_of_variant_files_only_names_them(roberta_bare, tmp_path):
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     token_classifier(roberta_bare).save_pretrained(tmp_path, variant="fp16", max_shard_size=SHARD)
     with pytest.raises(OSError, match=r"model\.safetensors\.index\.fp16\.json.*variant='fp16'"):
         load_archit(ForSingleLabelTokenClassification, tmp_path, ROBERTA)
@@ -138,9 +138,6 @@ def test_saving_replaces_the_files_of_the_same_variant_only(roberta_bare, tmp_pa
 def test_transformers_variant_checkpoint(sharded, tmp_path):
     """A bare base model saved by transformers with a variant: transformers reads it back with ``variant=``, and so
     do archit's base model and task model."""
-    from archit.instantiation.basemodels import RobertaBaseModel
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForSingleLabelTokenClassification
     save_transformers_model(ROBERTA.core, ROBERTA.make_config(), tmp_path, variant="fp16",
                             **({"max_shard_size": SHARD} if sharded else {}))
     # transformers names the files as archit does.
