@@ -23,6 +23,10 @@ import torch
 import transformers
 from packaging.version import Version
 
+from archit.instantiation.basemodels import AutoBaseModel
+from archit.instantiation.heads import TokenClassificationHeadConfig
+from archit.instantiation.tasks import ForCausalLM, ForSingleLabelTokenClassification
+
 TESTS_DIR = Path(__file__).resolve().parents[1]
 OUT_ROOT = TESTS_DIR / "data" / "converted"
 TRANSFORMERS_ERA_DIR = OUT_ROOT / "tf4.57" / "transformers"
@@ -80,10 +84,6 @@ def write_transformers_checkpoints() -> None:
 
 def write_archit_checkpoints(out_dir: Path) -> None:
     """archit models loaded from 4.57's checkpoints on the installed release, saved by archit."""
-    from archit.instantiation.basemodels import AutoBaseModel
-    from archit.instantiation.heads import TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForCausalLM, ForSingleLabelTokenClassification
-
     cases = {
         "mixtral_token_classification": lambda: ForSingleLabelTokenClassification.from_pretrained(
             str(TRANSFORMERS_ERA_DIR / "mixtral_base"), AutoBaseModel, TokenClassificationHeadConfig(num_labels=3),

@@ -19,6 +19,10 @@ from packaging.version import Version
 TESTS_DIR = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS_DIR.parent)]  # the repository root, whose tests/ package holds the helpers
 
+from archit.instantiation.basemodels import RobertaBaseModel  # noqa: E402
+from archit.instantiation.heads import MaskedLMHeadConfig, TokenClassificationHeadConfig  # noqa: E402
+from archit.instantiation.tasks import ForMaskedLM, ForSingleLabelTokenClassification  # noqa: E402
+
 from tests.helpers import make_inputs, perturb_, roberta_config, save_transformers_model  # noqa: E402
 
 OUT_ROOT = TESTS_DIR / "data" / "crossera"
@@ -26,8 +30,6 @@ OUT_ROOT = TESTS_DIR / "data" / "crossera"
 
 def fixture_tasks():
     """Folder name -> (task class, head config)."""
-    from archit.instantiation.heads import MaskedLMHeadConfig, TokenClassificationHeadConfig
-    from archit.instantiation.tasks import ForMaskedLM, ForSingleLabelTokenClassification
     return {
         "token_classification": (ForSingleLabelTokenClassification, TokenClassificationHeadConfig(num_labels=3)),
         "masked_lm": (ForMaskedLM, MaskedLMHeadConfig(tie_weights=True)),
@@ -35,7 +37,6 @@ def fixture_tasks():
 
 
 def main() -> Path:
-    from archit.instantiation.basemodels import RobertaBaseModel
     version = Version(transformers.__version__)
     out_dir = OUT_ROOT / f"tf{version.major}.{version.minor}"
     input_ids, attention_mask = make_inputs()
