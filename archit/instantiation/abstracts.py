@@ -398,9 +398,13 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
 
     def tie_weights(self, *args, **kwargs) -> None:
         """Make the head's output matrix the input embedding matrix, when the head config asks for tying."""
+        if not self.tiesWeights():
+            return
         output = self.get_output_embeddings()
-        if self.tiesWeights() and output is not None:
-            output.weight = self.get_input_embeddings().weight
+        if output is None:
+            raise TypeError(f"{type(self).__name__}'s head config asks to tie weights, but its head has no output "
+                            f"embeddings (get_output_embeddings() is None).")
+        output.weight = self.get_input_embeddings().weight
 
     def __getattr__(self, item: str):
         """Also resolves dotted paths (``model._core``), as the published ArchIt did."""

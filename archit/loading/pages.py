@@ -55,7 +55,7 @@ class FilePages:
         if _MADVISE is None or self._inode is None or tensor.numel() == 0:
             return
         start = tensor.data_ptr()
-        end = start + tensor.numel() * tensor.element_size()
+        end = start + tensor.nbytes
         if self._regions is None:
             self._regions = _mappings_of(self._inode)
         if not any(low <= start and end <= high for low, high in self._regions):
