@@ -26,6 +26,7 @@ from .protocol import Backend as Backend
 from .version import TRANSFORMERS_VERSION as TRANSFORMERS_VERSION
 
 ERA: str = backend.ERA
+CACHE_NAME: str = backend.CACHE_NAME
 PreTrainedWrapper: type = backend.PreTrainedWrapper
 set_attn_implementation = backend.set_attn_implementation
 set_config_dtype = backend.set_config_dtype
@@ -36,7 +37,7 @@ as_auto_model_class = backend.as_auto_model_class
 modernbert_config_class = backend.modernbert_config_class
 
 __all__ = [
-    "Backend", "backend", "ERA", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
+    "Backend", "backend", "ERA", "CACHE_NAME", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
     "set_config_dtype", "get_config_dtype", "init_core_module", "no_init_weights", "no_split_modules", "resolve_file",
     "stored_config_dict", "ConversionUnit", "convert_checkpoint", "checkpoint_layout", "progress",
     "trusts_checkpoint_code", "checkpoint_code_class", "is_checkpoint_code", "save_checkpoint_code",

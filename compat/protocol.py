@@ -30,6 +30,11 @@ class Backend(Protocol):
     ERA: str
     """The first transformers release of the era this backend serves, e.g. ``"4.50"``."""
 
+    CACHE_NAME: str
+    """The name of the key-value cache, as a model's forward keyword and as the field of its outputs:
+    ``"past_key_values"``, or ``"cache"`` from the 5.x release that renamed it (the old name then still accepted, with a
+    deprecation warning)."""
+
     PreTrainedWrapper: Type[Any]
     """A ``PreTrainedModel`` subclass for models whose attention and weights live in a wrapped transformers core:
     it leaves the attention implementation to the core, initialises nothing itself and ties weights through

@@ -15,6 +15,7 @@ except ImportError:  # 4.36-4.47
     _ModernBertConfig = None
 
 ERA = "4.36"
+CACHE_NAME = "past_key_values"
 
 
 class PreTrainedWrapper(WrapperWithoutOwnWeights):

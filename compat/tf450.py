@@ -12,6 +12,7 @@ from transformers.models.modernbert.configuration_modernbert import ModernBertCo
 from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, first_match_renaming, renaming_units
 
 ERA = "4.50"
+CACHE_NAME = "past_key_values"
 
 
 class PreTrainedWrapper(WrapperWithoutOwnWeights):

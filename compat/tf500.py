@@ -16,12 +16,15 @@ from transformers.core_model_loading import (
     revert_weight_conversion,
 )
 from transformers.initialization import no_init_weights as no_init_weights
+from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.auto.auto_factory import add_generation_mixin_to_remote_model
 from transformers.models.modernbert.configuration_modernbert import ModernBertConfig
 
 from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, reading
 
 ERA = "5.0"
+# A 5.x release renamed the key-value cache from past_key_values to cache, in forward keywords and output fields alike.
+CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 class PreTrainedWrapper(WrapperWithoutOwnWeights):

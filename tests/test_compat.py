@@ -176,6 +176,13 @@ def _imported_signature(node: ast.ImportFrom, name: str) -> inspect.Signature | 
     return signature_of(definition)
 
 
+def _is_string_expression(node: object) -> bool:
+    """A string literal, or a choice between string literals (``"a" if feature else "b"``: feature detection)."""
+    if isinstance(node, ast.IfExp):
+        return _is_string_expression(node.body) and _is_string_expression(node.orelse)
+    return isinstance(node, ast.Constant) and isinstance(node.value, str)
+
+
 def era_module_problems(source: str, module: str, protocol_source: str) -> list[str]:
     """How an era module's source departs from the protocol's: a member it lacks, an attribute of another kind, a
     function whose parameters differ in names, kinds or defaults, a public function the protocol does not list."""
@@ -184,7 +191,7 @@ def era_module_problems(source: str, module: str, protocol_source: str) -> list[
     problems = [f"{module} lacks {name}" for name in sorted({*methods, *attributes} - set(bindings))]
     for name, annotation in sorted(attributes.items()):
         value = bindings.get(name)
-        if annotation == "str" and not (isinstance(value, ast.Constant) and isinstance(value.value, str)):
+        if annotation == "str" and not _is_string_expression(value):
             problems.append(f"{module}.{name} is not a string")
         if annotation in ("type", "Type[Any]") and not isinstance(value, (ast.ClassDef, ast.ImportFrom, ast.Import, type(None))):
             problems.append(f"{module}.{name} is not a class")

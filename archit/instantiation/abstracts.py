@@ -56,7 +56,26 @@ OneOrMoreTensors = Union[Tensor, Tensors]
 HeadOutput = OneOrMoreTensors  # A head can return several tensors (e.g. QA with answerability).
 
 __all__ = ["BaseModel", "BaseModelConfig", "Head", "HeadConfig", "ModelWithHead", "ModelWithHeadOutput",
-           "CombinedConfig", "AllHiddenStatesAndPooling", "Tensors", "OneOrMoreTensors", "HeadOutput", "PC", "HC"]
+           "CombinedConfig", "AllHiddenStatesAndPooling", "BodyOutput", "Tensors", "OneOrMoreTensors",
+           "HeadOutput", "PC", "HC", "BODY_KEYWORDS"]
+
+BODY_KEYWORDS = ("inputs_embeds", "position_ids", "token_type_ids", "past_key_values", "cache", "use_cache",
+                 "cache_position", "output_attentions")
+"""The keyword arguments of transformers' task models that a model-with-head passes to its body (and not to its head),
+besides ``input_ids``, ``attention_mask`` and ``output_hidden_states``. ``None`` means "the body's default" and is not
+passed, so that a body whose forward lacks the argument is not bothered by it."""
+
+
+@dataclass
+class BodyOutput(AllHiddenStatesAndPooling):
+    """What a ``BaseModel`` returns: ``AllHiddenStatesAndPooling``, plus the attention weights (``attentions``, when
+    ``output_attentions=True``) and the key-value cache (``past_key_values``, when ``use_cache=True``) of the body."""
+    attentions: Optional[Tuple[Tensor, ...]] = None
+    # The key-value cache, under the installed release's name for it (compat.CACHE_NAME: "cache" from 5.2x on).
+    if compat.CACHE_NAME == "cache":
+        cache: Optional[Any] = None
+    else:
+        past_key_values: Optional[Any] = None
 
 # Names the published ArchIt's abstracts module had by importing them, which code imports from here (LaMoTO:
 # ``from archit.instantiation.abstracts import Tensors, Tensor``; ``abstracts.dataclass_from_dict``).
@@ -87,7 +106,8 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
     def __init__(self, config: PC):
         super().__init__(config)
         self._core = self.buildCore(config)
-        # Decoders keep a key-value cache by default; a model-with-head never generates, so it would only cost memory.
+        # Decoders keep a key-value cache by default; unless asked (generation passes use_cache=True), a model-with-head
+        # does not, so that training and scoring do not pay its memory.
         self._no_cache = {"use_cache": False} if "use_cache" in inspect.signature(self._core.forward).parameters else {}
         self.supports_gradient_checkpointing = self._core.supports_gradient_checkpointing
         self._accumulated_loss = LossState()  # Loss terms added by modules inside the core (StatefulLossMixin).
@@ -101,15 +121,29 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
         except ImportError:  # The family is missing from the installed transformers; using the class raises the error.
             cls.config_class = None
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, do_drop_intermediates: bool = True,
-                **kwargs: Any) -> AllHiddenStatesAndPooling:
+    def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
+                do_drop_intermediates: bool = True, **kwargs: Any) -> BodyOutput:
+        """
+        Run the core. ``do_drop_intermediates=False`` (or ``output_hidden_states=True``) keeps every layer's hidden
+        states. Other keyword arguments go to the core as transformers' base models take them (``inputs_embeds``,
+        ``position_ids``, ``token_type_ids``, ``output_attentions``, ``past_key_values``/``use_cache``, ...); those that
+        are ``None`` are left out (the core's default). ``return_dict`` is accepted and ignored: the output is always a
+        ``BodyOutput``.
+        """
+        kwargs.pop("return_dict", None)
+        output_hidden_states = kwargs.pop("output_hidden_states", None)
+        if output_hidden_states is None:
+            output_hidden_states = not do_drop_intermediates
+        arguments = {**self._no_cache, **{name: value for name, value in kwargs.items() if value is not None}}
         output = self._core(input_ids=input_ids, attention_mask=attention_mask, return_dict=True,
-                            output_hidden_states=not do_drop_intermediates, **{**self._no_cache, **kwargs})
-        return AllHiddenStatesAndPooling(last_hidden_state=output.last_hidden_state,
-                                         hidden_states=output.hidden_states,
-                                         pooler_output=getattr(output, "pooler_output", None))
+                            output_hidden_states=output_hidden_states, **arguments)
+        return BodyOutput(last_hidden_state=output.last_hidden_state,
+                               hidden_states=getattr(output, "hidden_states", None),
+                               pooler_output=getattr(output, "pooler_output", None),
+                               attentions=getattr(output, "attentions", None),
+                               **{compat.CACHE_NAME: getattr(output, compat.CACHE_NAME, None)})
 
-    def __call__(self, *args, **kwargs) -> AllHiddenStatesAndPooling:
+    def __call__(self, *args, **kwargs) -> BodyOutput:
         return super().__call__(*args, **kwargs)
 
     @property
@@ -288,10 +322,25 @@ class Head(Module, Generic[HC], ABC):
 
 @dataclass
 class ModelWithHeadOutput(ModelOutput):
-    """Loss first and logits second, as in transformers."""
+    """Loss first and logits second, as in transformers; then, when asked for, what transformers' task models return
+    besides (``past_key_values`` with ``use_cache=True``, ``hidden_states`` with ``output_hidden_states=True``,
+    ``attentions`` with ``output_attentions=True``: the body's), and the body's whole output (``base_model_output``,
+    with ``output_hidden_states=True``, as in the published ArchIt)."""
     loss: Optional[Tensor] = None
     logits: OneOrMoreTensors = None
     base_model_output: Optional[AllHiddenStatesAndPooling] = None
+    if compat.CACHE_NAME == "cache":  # The release's name for the key-value cache (see BodyOutput).
+        cache: Optional[Any] = None
+    else:
+        past_key_values: Optional[Any] = None
+    hidden_states: Optional[Tuple[Tensor, ...]] = None
+    attentions: Optional[Tuple[Tensor, ...]] = None
+
+    def transformersTuple(self) -> Tuple[Any, ...]:
+        """The output as transformers' task models return it with ``return_dict=False``: ``(loss, logits, cache,
+        hidden_states, attentions)``, leaving out what is ``None``."""
+        return tuple(value for value in (self.loss, self.logits, getattr(self, compat.CACHE_NAME), self.hidden_states,
+                                         self.attentions) if value is not None)
 
 
 class PreTrainedModelUnderTasks(compat.PreTrainedWrapper):
@@ -350,21 +399,38 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
     # The Trainer must not pass num_items_in_batch (our losses average themselves): 4.48+ read accepts_loss_kwargs,
     # 4.47 look for ** in forward's signature, which the decorator hides.
     @compat.hide_kwargs_from_signature
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Optional[OneOrMoreTensors] = None,
-                output_hidden_states: bool = False, **kwargs) -> ModelWithHeadOutput:
+    def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
+                labels: Optional[OneOrMoreTensors] = None, output_hidden_states: Optional[bool] = None,
+                inputs_embeds: Optional[Tensor] = None, position_ids: Optional[Tensor] = None,
+                token_type_ids: Optional[Tensor] = None, past_key_values: Optional[Any] = None,
+                use_cache: Optional[bool] = None, cache_position: Optional[Tensor] = None,
+                output_attentions: Optional[bool] = None, return_dict: Optional[bool] = None,
+                **kwargs) -> Union[ModelWithHeadOutput, Tuple[Any, ...]]:
+        """
+        The body, then the head, then the loss when ``labels`` are given. Takes what transformers' task models take:
+        ``inputs_embeds`` instead of ``input_ids``, ``position_ids``, ``token_type_ids``, ``past_key_values`` and
+        ``use_cache`` (a key-value cache, kept only when asked for), ``cache_position``, ``output_hidden_states``,
+        ``output_attentions`` (go to the body; their results come back in the output), ``return_dict=False`` (a tuple,
+        as transformers': ``ModelWithHeadOutput.transformersTuple``). Other keyword arguments go to the body and to the
+        head. Without ``attention_mask`` every position counts.
+        """
+        body_kwargs = bodyKeywords(kwargs, inputs_embeds=inputs_embeds, position_ids=position_ids,
+                                   token_type_ids=token_type_ids, past_key_values=past_key_values, use_cache=use_cache,
+                                   cache_position=cache_position, output_attentions=output_attentions)
         base_output = self.callBaseModel(input_ids, attention_mask, do_drop_intermediates=not output_hidden_states,
-                                         **kwargs)
-        logits = self.head(base_output, attention_mask, **kwargs)
+                                         **body_kwargs, **kwargs)
+        logits = self.head(base_output, fullAttentionMask(attention_mask, input_ids, inputs_embeds), **kwargs)
         loss = self.model.computeLoss()
         if labels is not None:
             loss = loss + self.computeLoss(logits, labels)
-        return ModelWithHeadOutput(logits=logits, base_model_output=base_output if output_hidden_states else None,
-                                   loss=None if isinstance(loss, int) and loss == 0 else loss)
+        output = ModelWithHeadOutput(logits=logits, loss=None if isinstance(loss, int) and loss == 0 else loss,
+                                     **bodyResults(base_output, bool(output_hidden_states)))
+        return output if return_dict is None or return_dict else output.transformersTuple()
 
     def __call__(self, *args, **kwargs) -> ModelWithHeadOutput:
         return super().__call__(*args, **kwargs)
 
-    def callBaseModel(self, input_ids: Tensor, attention_mask: Tensor, do_drop_intermediates: bool,
+    def callBaseModel(self, input_ids: Optional[Tensor], attention_mask: Optional[Tensor], do_drop_intermediates: bool,
                       **kwargs) -> AllHiddenStatesAndPooling:
         return self.model(input_ids, attention_mask, do_drop_intermediates=do_drop_intermediates, **kwargs)
 
@@ -491,6 +557,38 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
         is otherwise an error). Other keyword arguments set fields of the base model's config.
         """
         return load_model_with_head(cls, checkpoint, base_model_class, head_config, **kwargs)
+
+
+def bodyKeywords(extra: dict, past_key_values: Any = None, **keywords: Any) -> dict:
+    """The keyword arguments for the body among ``keywords``: those that are not ``None`` (see ``BODY_KEYWORDS``), the
+    key-value cache under the installed release's name for it (``past_key_values``, or ``cache`` from 5.2x on, which
+    is taken out of ``extra``, the other keyword arguments, where generation passes it)."""
+    cache = extra.pop("cache", None) if past_key_values is None else past_key_values
+    keywords[compat.CACHE_NAME] = cache
+    return {name: value for name, value in keywords.items() if value is not None}
+
+
+def bodyResults(base_output: AllHiddenStatesAndPooling, output_hidden_states: bool) -> dict:
+    """What of the body's output a model-with-head's output carries: its cache, and its hidden states and attention
+    weights where they were computed (the whole body output too, as ``base_model_output``, with
+    ``output_hidden_states``)."""
+    return {compat.CACHE_NAME: getattr(base_output, compat.CACHE_NAME, None),
+            "hidden_states": base_output.hidden_states if output_hidden_states else None,
+            "attentions": getattr(base_output, "attentions", None),
+            "base_model_output": base_output if output_hidden_states else None}
+
+
+def fullAttentionMask(attention_mask: Optional[Tensor], input_ids: Optional[Tensor],
+                      inputs_embeds: Optional[Tensor]) -> Tensor:
+    """``attention_mask``, or, when it is ``None``, ones for every position of ``input_ids`` (or ``inputs_embeds``):
+    what heads that pool get when the caller gives no mask (the body then decides for itself, as transformers')."""
+    if attention_mask is not None:
+        return attention_mask
+    reference = input_ids if input_ids is not None else inputs_embeds
+    if reference is None:
+        raise ValueError("Pass input_ids or inputs_embeds.")
+    shape = reference.shape if input_ids is not None else reference.shape[:-1]
+    return torch.ones(shape, dtype=torch.long, device=reference.device)
 
 
 def flatLoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> FloatTensor:

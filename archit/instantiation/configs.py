@@ -274,6 +274,13 @@ class CombinedConfig(RecursivePretrainedConfig, Generic[PC, HC]):
     def _attn_implementation(self, value: Any) -> None:
         _set_implementation(self, "_attn_implementation", value)
 
+    @property
+    def keys_to_ignore_at_inference(self) -> List[str]:
+        """What transformers' ``Trainer`` leaves out of predictions: the base config's (its cache) and the body's whole
+        output, which a model-with-head returns next to its hidden states when they are asked for."""
+        base = self.__dict__.get("base_model_config")
+        return [*getattr(base, "keys_to_ignore_at_inference", []), "base_model_output"]
+
     # Hooks of the published ArchIt
 
     @classmethod

@@ -28,7 +28,15 @@ from ..loading.configs import base_config_from_dict, head_spec_of, named_class
 from ..loading.files import HEAD_WEIGHTS_NAME, wrong_dtype_kind
 from ..loading.keys import CORE_PATH
 from . import tasks as builtin_tasks
-from .abstracts import AllHiddenStatesAndPooling, BaseModel, ModelWithHead, _without_persistent_state
+from .abstracts import (
+    AllHiddenStatesAndPooling,
+    BaseModel,
+    ModelWithHead,
+    _without_persistent_state,
+    bodyKeywords,
+    bodyResults,
+    fullAttentionMask,
+)
 from .configs import BOOKKEEPING_KEYS, CombinedConfig, HeadConfig, _to_serialisable
 
 __all__ = ["ModelWithHeads", "ModelWithHeadsOutput", "MultiHeadConfig", "HeadSpec"]
@@ -61,6 +69,9 @@ class MultiHeadConfig(CombinedConfig):
     """
 
     model_type = "archit-heads"
+    # What transformers' Trainer leaves out of predictions: they are the logits by head, as a one-head model's are its
+    # logits (the per-head losses are in the loss already; the body's cache and outputs are not predictions).
+    keys_to_ignore_at_inference = ["losses", "base_model_output", compat.CACHE_NAME]
 
     def __init__(self, base_model_config: Union[dict, PretrainedConfig, None] = None,
                  heads: Optional[Mapping[str, Any]] = None, loss_weights: Optional[Mapping[str, float]] = None,
@@ -92,11 +103,19 @@ class MultiHeadConfig(CombinedConfig):
 
 @dataclass
 class ModelWithHeadsOutput(ModelOutput):
-    """Loss first, then the logits of every head that ran (by name) and the loss of every head that got labels."""
+    """Loss first, then the logits of every head that ran (by name) and the loss of every head that got labels; then,
+    when asked for, the body's cache, hidden states and attention weights, as ``ModelWithHeadOutput``. Under the
+    ``Trainer``, predictions are the logits by head (``MultiHeadConfig.keys_to_ignore_at_inference``)."""
     loss: Optional[Tensor] = None
     logits: Optional[Dict[str, Any]] = None
     losses: Optional[Dict[str, Tensor]] = None
     base_model_output: Optional[AllHiddenStatesAndPooling] = None
+    if compat.CACHE_NAME == "cache":  # The release's name for the key-value cache (see abstracts.BodyOutput).
+        cache: Optional[Any] = None
+    else:
+        past_key_values: Optional[Any] = None
+    hidden_states: Optional[Tuple[Tensor, ...]] = None
+    attentions: Optional[Tuple[Tensor, ...]] = None
 
 
 class ModelWithHeads(compat.PreTrainedWrapper):
@@ -187,11 +206,17 @@ class ModelWithHeads(compat.PreTrainedWrapper):
     # Running
 
     @compat.hide_kwargs_from_signature  # As ModelWithHead.forward: no **kwargs for the Trainer to see.
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Optional[Mapping[str, Any]] = None,
-                heads: Optional[Sequence[str]] = None, output_hidden_states: bool = False,
-                **kwargs) -> ModelWithHeadsOutput:
+    def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
+                labels: Optional[Mapping[str, Any]] = None, heads: Optional[Sequence[str]] = None,
+                output_hidden_states: Optional[bool] = None, inputs_embeds: Optional[Tensor] = None,
+                position_ids: Optional[Tensor] = None, token_type_ids: Optional[Tensor] = None,
+                past_key_values: Optional[Any] = None, use_cache: Optional[bool] = None,
+                cache_position: Optional[Tensor] = None, output_attentions: Optional[bool] = None,
+                return_dict: Optional[bool] = None, **kwargs) -> Union[ModelWithHeadsOutput, Tuple[Any, ...]]:
         """Run the body once and the heads ``heads`` (default: all) on its output. ``labels`` maps head names to
-        that task's labels; the loss is the ``loss_weights``-weighted sum of the labelled heads' losses."""
+        that task's labels; the loss is the ``loss_weights``-weighted sum of the labelled heads' losses. The other
+        keyword arguments as in ``ModelWithHead.forward`` (``return_dict=False``: the output's fields that are not
+        ``None``, as a tuple)."""
         names = list(self.heads) if heads is None else list(heads)
         unknown = [name for name in names if name not in self.heads]
         if unknown:
@@ -200,15 +225,21 @@ class ModelWithHeads(compat.PreTrainedWrapper):
         unlabelled = sorted(set(labels) - set(names))
         if unlabelled:
             raise ValueError(f"labels= names heads that do not run: {unlabelled} (running {names}).")
-        base_output = self.model(input_ids, attention_mask, do_drop_intermediates=not output_hidden_states, **kwargs)
-        logits = {name: self.heads[name](base_output, attention_mask, **kwargs) for name in names}
+        body_kwargs = bodyKeywords(kwargs, inputs_embeds=inputs_embeds, position_ids=position_ids,
+                                   token_type_ids=token_type_ids, past_key_values=past_key_values, use_cache=use_cache,
+                                   cache_position=cache_position, output_attentions=output_attentions)
+        base_output = self.model(input_ids, attention_mask, do_drop_intermediates=not output_hidden_states,
+                                 **body_kwargs, **kwargs)
+        mask = fullAttentionMask(attention_mask, input_ids, inputs_embeds)
+        logits = {name: self.heads[name](base_output, mask, **kwargs) for name in names}
         losses = {name: self._tasks[name].computeLoss(logits[name], value)
                   for name, value in labels.items() if value is not None}
         loss = self.model.computeLoss()
         for name, value in losses.items():
             loss = loss + self.config.loss_weights[name] * value
-        return ModelWithHeadsOutput(loss=None if isinstance(loss, int) and loss == 0 else loss, logits=logits,
-                                    losses=losses, base_model_output=base_output if output_hidden_states else None)
+        output = ModelWithHeadsOutput(loss=None if isinstance(loss, int) and loss == 0 else loss, logits=logits,
+                                      losses=losses, **bodyResults(base_output, bool(output_hidden_states)))
+        return output if return_dict is None or return_dict else output.to_tuple()
 
     @property
     def base_model(self) -> nn.Module:
