@@ -8,7 +8,7 @@ They are not ``BaseModel`` subclasses because they are oblivious to which transf
 import logging
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, List, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Any, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import torch
 from torch import Tensor, nn
@@ -171,9 +171,11 @@ class ForTokensGroupedByWord(ModelWithHead[PC, HC]):
         self.scalar_mix: Optional[ScalarMix] = ScalarMix(self._layer_pooling) if self._layer_pooling > 1 else None
 
     @compat.hide_kwargs_from_signature  # As ModelWithHead.forward: no **kwargs for the Trainer to see.
-    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
-                labels: Optional[Any] = None, output_hidden_states: bool = False, **kwargs) -> ModelWithHeadOutput:
-        """``input_ids`` B x W x S; ``attention_mask`` is ignored (see the class docstring)."""
+    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,  # type: ignore[override]
+                labels: Optional[Any] = None, output_hidden_states: Optional[bool] = None,
+                **kwargs) -> Union[ModelWithHeadOutput, Tuple[Any, ...]]:
+        """``input_ids`` B x W x S; ``attention_mask`` is ignored (see the class docstring). Other keyword arguments as in
+        ``ModelWithHead.forward``."""
         return super().forward(input_ids, self.wordMask(input_ids), labels=labels,
                                output_hidden_states=output_hidden_states, **kwargs)
 
