@@ -1,5 +1,6 @@
-"""Backend for transformers 5.x: dataclass configs with ``dtype``; attention checked at every ``PreTrainedModel.__init__``
-by ``_check_and_adjust_attn_implementation``; a common initialisation scheme run from ``post_init``."""
+"""Backend for transformers 5.x: dataclass configs with ``dtype``; attention and experts implementations checked (and,
+when none is requested, chosen) at every ``PreTrainedModel.__init__`` by ``_check_and_adjust_attn_implementation`` and
+``_check_and_adjust_experts_implementation``; a common initialisation scheme run from ``post_init``."""
 import copy
 import functools
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
@@ -25,10 +26,16 @@ ERA = "5.0"
 
 
 class PreTrainedWrapper(WrapperWithoutOwnWeights):
-    """``PreTrainedModel`` for models that wrap a transformers core: the core decides attention and initialises itself."""
+    """``PreTrainedModel`` for models that wrap a transformers core: the core decides attention and experts
+    implementations and initialises itself."""
 
     def _check_and_adjust_attn_implementation(self, attn_implementation, *args, **kwargs):
         return attn_implementation  # The wrapped core validates and sets the implementation when it is built.
+
+    def _check_and_adjust_experts_implementation(self, experts_implementation, *args, **kwargs):
+        # Same. transformers' own check, run on the wrapper (whose module has no experts layers, so grouped_mm "cannot
+        # dispatch"), would write "eager" into the config the core is then built from, pre-empting the core's choice.
+        return experts_implementation
 
 
 def set_attn_implementation(config: PretrainedConfig, implementation: Optional[str]) -> None:
