@@ -3,7 +3,7 @@ when none is requested, chosen) at every ``PreTrainedModel.__init__`` by ``_chec
 ``_check_and_adjust_experts_implementation``; a common initialisation scheme run from ``post_init``."""
 import copy
 import functools
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -40,6 +40,12 @@ class PreTrainedWrapper(WrapperWithoutOwnWeights):
 
 def set_attn_implementation(config: PretrainedConfig, implementation: Optional[str]) -> None:
     config._attn_implementation = implementation
+
+
+def set_experts_implementation(config: PretrainedConfig, implementation: Union[str, Dict[str, Any]]) -> None:
+    """Every 5.x release (from 5.0) chooses how mixture-of-experts layers compute; the config's property sets the
+    request on its sub-configs too, as ``from_pretrained(experts_implementation=...)`` does."""
+    config._experts_implementation = implementation
 
 
 def set_config_dtype(config: PretrainedConfig, dtype: torch.dtype) -> None:

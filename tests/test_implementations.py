@@ -23,6 +23,7 @@ from archit.instantiation.multihead import ModelWithHeads
 from archit.instantiation.tasks import ForCausalLM
 
 from tests.helpers import (
+    TRANSFORMERS_VERSION,
     make_inputs,
     mixtral_config,
     save_transformers_model,
@@ -33,6 +34,7 @@ from tests.helpers import (
 IMPLEMENTATION_FIELDS = ("_attn_implementation", "_experts_implementation")
 
 with_experts_implementations = skip_on_era("4.36", "4.50", reason="no choice of experts implementation before 5.0")
+without_experts_implementations = skip_on_era("5.0", reason="5.x chooses an experts implementation")
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +96,33 @@ def test_default_bfloat16_logits_are_transformers(mixtral_checkpoint):
     assert_same_logits(*load_both(mixtral_checkpoint, torch.bfloat16))
 
 
+@with_experts_implementations
+def test_experts_implementation_eager_is_transformers(mixtral_checkpoint):
+    ours, theirs = load_both(mixtral_checkpoint, torch.bfloat16, experts_implementation="eager")
+    assert theirs.config._experts_implementation == "eager"
+    assert_reports_what_runs(ours, theirs)
+    assert_same_logits(ours, theirs)
+
+
+@with_experts_implementations
+def test_unknown_experts_implementation_is_refused_as_transformers_refuses_it(mixtral_checkpoint):
+    with pytest.raises(ValueError, match="experts_implementation"):
+        transformers.AutoModelForCausalLM.from_pretrained(str(mixtral_checkpoint), experts_implementation="no_such")
+    with pytest.raises(ValueError, match="experts_implementation"):
+        ForCausalLM.from_pretrained(str(mixtral_checkpoint), AutoBaseModel, experts_implementation="no_such")
+
+
+@without_experts_implementations
+def test_experts_implementation_is_refused_where_transformers_refuses_it(mixtral_checkpoint):
+    """4.x have no experts implementations; their ``from_pretrained`` refuses the keyword (an unexpected keyword
+    argument of the model's constructor), and so does archit's, saying which release this is."""
+    with pytest.raises(TypeError, match="experts_implementation"):
+        transformers.AutoModelForCausalLM.from_pretrained(str(mixtral_checkpoint), experts_implementation="eager")
+    with pytest.raises(TypeError, match="experts_implementation") as refusal:
+        ForCausalLM.from_pretrained(str(mixtral_checkpoint), AutoBaseModel, experts_implementation="eager")
+    assert str(TRANSFORMERS_VERSION) in str(refusal.value)
+
+
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 def test_attn_implementation_is_what_transformers_runs(mixtral_checkpoint, attn_implementation):
     """Taken where transformers takes it; refused where transformers refuses it (4.36's Mixtral has no SDPA)."""
@@ -117,6 +146,19 @@ def test_base_model_and_model_with_heads_run_what_transformers_picks(mixtral_che
     assert implementations(base.config) == implementations(base.base_model.config) == expected
     heads = ModelWithHeads.from_pretrained(str(mixtral_checkpoint), AutoBaseModel,
                                            {"lm": (ForCausalLM, CausalLMHeadConfig(tie_weights=False))})
+    assert implementations(heads.config) == implementations(heads.base_model.config) == expected
+
+
+@with_experts_implementations
+def test_base_model_and_model_with_heads_take_experts_implementation(mixtral_checkpoint):
+    theirs = transformers.AutoModel.from_pretrained(str(mixtral_checkpoint), experts_implementation="eager")
+    expected = implementations(theirs.config)
+    assert expected["_experts_implementation"] == "eager"
+    base = AutoBaseModel.from_pretrained(str(mixtral_checkpoint), experts_implementation="eager")
+    assert implementations(base.config) == implementations(base.base_model.config) == expected
+    heads = ModelWithHeads.from_pretrained(str(mixtral_checkpoint), AutoBaseModel,
+                                           {"lm": (ForCausalLM, CausalLMHeadConfig(tie_weights=False))},
+                                           experts_implementation="eager")
     assert implementations(heads.config) == implementations(heads.base_model.config) == expected
 
 
