@@ -29,6 +29,7 @@ ERA: str = backend.ERA
 CACHE_NAME: str = backend.CACHE_NAME
 PreTrainedWrapper: type = backend.PreTrainedWrapper
 set_attn_implementation = backend.set_attn_implementation
+set_experts_implementation = backend.set_experts_implementation
 set_config_dtype = backend.set_config_dtype
 no_init_weights = backend.no_init_weights
 convert_checkpoint = backend.convert_checkpoint
@@ -38,8 +39,9 @@ modernbert_config_class = backend.modernbert_config_class
 
 __all__ = [
     "Backend", "backend", "ERA", "CACHE_NAME", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
-    "set_config_dtype", "get_config_dtype", "init_core_module", "no_init_weights", "no_split_modules", "resolve_file",
-    "stored_config_dict", "ConversionUnit", "convert_checkpoint", "checkpoint_layout", "progress",
+    "set_experts_implementation", "set_config_dtype", "get_config_dtype", "init_core_module", "no_init_weights",
+    "no_split_modules", "resolve_file", "stored_config_dict", "ConversionUnit", "convert_checkpoint",
+    "checkpoint_layout", "progress",
     "trusts_checkpoint_code", "checkpoint_code_class", "is_checkpoint_code", "save_checkpoint_code",
     "as_auto_model_class", "hide_kwargs_from_signature", "modernbert_config_class", "enable_activation_checkpointing",
     "disable_activation_checkpointing", "is_activation_checkpointing", "CONFIG_DTYPE_KEYS",

@@ -13,6 +13,7 @@ from typing import (
     Protocol,
     Sequence,
     Type,
+    Union,
     runtime_checkable,
 )
 
@@ -37,11 +38,17 @@ class Backend(Protocol):
 
     PreTrainedWrapper: Type[Any]
     """A ``PreTrainedModel`` subclass for models whose attention and weights live in a wrapped transformers core:
-    it leaves the attention implementation to the core, initialises nothing itself and ties weights through
-    ``tie_weights()`` only."""
+    it leaves the attention and experts implementations to the core (its own checks, which would decide for the core's
+    config, let the request through), initialises nothing itself and ties weights through ``tie_weights()`` only."""
 
     def set_attn_implementation(self, config: PretrainedConfig, implementation: Optional[str]) -> None:
         """Request an attention implementation (``"eager"``, ``"sdpa"``, ...) for models built from ``config``."""
+
+    def set_experts_implementation(self, config: PretrainedConfig, implementation: Union[str, Dict[str, Any]]) -> None:
+        """Request an implementation of the mixture-of-experts layers (``"eager"``, ``"grouped_mm"``, ...; or a dict
+        per sub-config) for models built from ``config``, as ``from_pretrained(experts_implementation=...)`` of this
+        era does: 5.x takes it (the models built from ``config`` check it); releases that have no such choice (4.x)
+        refuse it with a ``TypeError`` naming the keyword and the release, as their own ``from_pretrained`` does."""
 
     def set_config_dtype(self, config: PretrainedConfig, dtype: torch.dtype) -> None:
         """Record the dtype of the loaded weights in ``config``, under the name this era serialises."""

@@ -1,6 +1,6 @@
 """Backend for transformers 4.36 – 4.49: attention chosen by the classmethod ``_autoset_attn_implementation``;
 ModernBERT from 4.48."""
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -8,6 +8,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_utils import no_init_weights as no_init_weights
 
 from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, first_match_renaming, renaming_units
+from .version import TRANSFORMERS_VERSION
 
 try:  # ModernBERT arrived in 4.48, within this era. Its configuration module only (see modernbert_config_class).
     from transformers.models.modernbert.configuration_modernbert import ModernBertConfig as _ModernBertConfig
@@ -30,6 +31,14 @@ def set_attn_implementation(config: PretrainedConfig, implementation: Optional[s
     config._attn_implementation_internal = implementation
     if hasattr(config, "_attn_implementation_autoset"):  # 4.48+
         config._attn_implementation_autoset = False
+
+
+def set_experts_implementation(config: PretrainedConfig, implementation: Union[str, Dict[str, Any]]) -> None:
+    """4.36-4.49 have no experts implementations to choose from (5.0 brought them): ``TypeError``, as their own
+    ``from_pretrained`` refuses ``experts_implementation=`` (an unexpected keyword argument of the model class)."""
+    raise TypeError(f"experts_implementation={implementation!r}: transformers {TRANSFORMERS_VERSION} has no experts "
+                    f"implementations to choose from (they arrived with transformers 5.0), and its own from_pretrained "
+                    f"refuses the keyword too. Leave it out, or install transformers>=5.0.")
 
 
 def set_config_dtype(config: PretrainedConfig, dtype: torch.dtype) -> None:

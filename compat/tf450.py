@@ -1,6 +1,6 @@
 """Backend for transformers 4.50 – 4.57: the loading rewrite; attention checked by ``_autoset_attn_implementation``
 (up to 4.53) or ``_check_and_adjust_attn_implementation`` (4.54+); ``dtype`` replaces ``torch_dtype`` from 4.56."""
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -10,6 +10,7 @@ from transformers.models.auto.auto_factory import add_generation_mixin_to_remote
 from transformers.models.modernbert.configuration_modernbert import ModernBertConfig
 
 from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, first_match_renaming, renaming_units
+from .version import TRANSFORMERS_VERSION
 
 ERA = "4.50"
 CACHE_NAME = "past_key_values"
@@ -30,6 +31,14 @@ def set_attn_implementation(config: PretrainedConfig, implementation: Optional[s
     config._attn_implementation_internal = implementation
     if hasattr(config, "_attn_implementation_autoset"):  # up to 4.53
         config._attn_implementation_autoset = False
+
+
+def set_experts_implementation(config: PretrainedConfig, implementation: Union[str, Dict[str, Any]]) -> None:
+    """4.50-4.57 have no experts implementations to choose from (5.0 brought them): ``TypeError``, as their own
+    ``from_pretrained`` refuses ``experts_implementation=`` (an unexpected keyword argument of the model class)."""
+    raise TypeError(f"experts_implementation={implementation!r}: transformers {TRANSFORMERS_VERSION} has no experts "
+                    f"implementations to choose from (they arrived with transformers 5.0), and its own from_pretrained "
+                    f"refuses the keyword too. Leave it out, or install transformers>=5.0.")
 
 
 _HAS_DTYPE_FIELD = isinstance(getattr(PretrainedConfig, "torch_dtype", None), property)  # 4.56+: torch_dtype is an alias

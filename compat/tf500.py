@@ -1,8 +1,9 @@
-"""Backend for transformers 5.x: dataclass configs with ``dtype``; attention checked at every ``PreTrainedModel.__init__``
-by ``_check_and_adjust_attn_implementation``; a common initialisation scheme run from ``post_init``."""
+"""Backend for transformers 5.x: dataclass configs with ``dtype``; attention and experts implementations checked (and,
+when none is requested, chosen) at every ``PreTrainedModel.__init__`` by ``_check_and_adjust_attn_implementation`` and
+``_check_and_adjust_experts_implementation``; a common initialisation scheme run from ``post_init``."""
 import copy
 import functools
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -28,14 +29,26 @@ CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ 
 
 
 class PreTrainedWrapper(WrapperWithoutOwnWeights):
-    """``PreTrainedModel`` for models that wrap a transformers core: the core decides attention and initialises itself."""
+    """``PreTrainedModel`` for models that wrap a transformers core: the core decides attention and experts
+    implementations and initialises itself."""
 
     def _check_and_adjust_attn_implementation(self, attn_implementation, *args, **kwargs):
         return attn_implementation  # The wrapped core validates and sets the implementation when it is built.
 
+    def _check_and_adjust_experts_implementation(self, experts_implementation, *args, **kwargs):
+        # Same. transformers' own check, run on the wrapper (whose module has no experts layers, so grouped_mm "cannot
+        # dispatch"), would write "eager" into the config the core is then built from, pre-empting the core's choice.
+        return experts_implementation
+
 
 def set_attn_implementation(config: PretrainedConfig, implementation: Optional[str]) -> None:
     config._attn_implementation = implementation
+
+
+def set_experts_implementation(config: PretrainedConfig, implementation: Union[str, Dict[str, Any]]) -> None:
+    """Every 5.x release (from 5.0) chooses how mixture-of-experts layers compute; the config's property sets the
+    request on its sub-configs too, as ``from_pretrained(experts_implementation=...)`` does."""
+    config._experts_implementation = implementation
 
 
 def set_config_dtype(config: PretrainedConfig, dtype: torch.dtype) -> None:

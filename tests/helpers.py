@@ -73,6 +73,23 @@ def llama_config(**overrides) -> transformers.LlamaConfig:
     return transformers.LlamaConfig(**kwargs)
 
 
+def mixtral_config(**overrides) -> transformers.MixtralConfig:
+    """A tiny Mixtral (a mixture-of-experts decoder on every release from 4.36). Its feed-forward width is a multiple of
+    8, so that each expert matrix's rows are a multiple of 16 bytes in bfloat16 and float32: transformers 5.x's default
+    ``grouped_mm`` experts refuse other strides."""
+    kwargs = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                  num_key_value_heads=2, intermediate_size=48, max_position_embeddings=POSITIONS, num_local_experts=4,
+                  num_experts_per_tok=2, pad_token_id=0)
+    kwargs.update(overrides)
+    return transformers.MixtralConfig(**kwargs)
+
+
+def transformers_dtype_kwargs(dtype) -> Dict[str, object]:
+    """``{"dtype": dtype}`` for transformers' own ``from_pretrained`` from 4.56 (where ``torch_dtype`` is a deprecated
+    alias), ``{"torch_dtype": dtype}`` before."""
+    return {"dtype" if TRANSFORMERS_VERSION >= Version("4.56.0.dev0") else "torch_dtype": dtype}
+
+
 @dataclass(frozen=True)
 class Arch:
     """One transformers family: its tiny config, its archit base class and its transformers classes."""

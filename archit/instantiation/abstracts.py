@@ -548,6 +548,9 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
         per-expert MoE tensors, renames heads and prefixes), then archit's key renaming.
 
         Keyword arguments as in transformers: ``dtype``/``torch_dtype``, ``device_map``, ``attn_implementation``,
+        ``experts_implementation`` (how mixture-of-experts layers compute, ``"eager"``, ``"grouped_mm"``, ...: 5.x only,
+        refused with a ``TypeError`` on 4.x as transformers 4.x refuse it; without these two, the body runs what
+        transformers' own ``from_pretrained`` picks on this release, and ``model.config`` reports it),
         ``ignore_mismatched_sizes``, ``output_loading_info`` (adds ``converted_keys``), ``variant``, ``key_mapping``
         (``{regex: replacement}`` for checkpoint keys), ``cache_dir``, ``revision``, ``local_files_only``, ``token``,
         ``subfolder``, ``trust_remote_code`` (build a base model from the code that ships with the checkpoint, its

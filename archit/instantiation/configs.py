@@ -241,7 +241,7 @@ class CombinedConfig(RecursivePretrainedConfig, Generic[PC, HC]):
     the published ArchIt). Attribute access falls back to the base model's config: ``combined.hidden_size`` is
     ``combined.base_model_config.hidden_size``, and so are the fields transformers puts on every config (``pad_token_id``,
     ``tie_word_embeddings``, ...), for reading and for writing; so is what transformers chose to run the body with
-    (``_attn_implementation``).
+    (``_attn_implementation``, and on 5.x ``_experts_implementation``; ``None`` where the release makes no such choice).
 
     Built from objects (``CombinedConfig(base_model_config=RobertaConfig(...), head_config=...)``), from dictionaries
     with their classes (``base_model_config_class=``, ``head_config_class=``: a JSON unpacked), or, as in the published
@@ -264,8 +264,8 @@ class CombinedConfig(RecursivePretrainedConfig, Generic[PC, HC]):
         object.__setattr__(self, "base_model_config", base_model_config)
         object.__setattr__(self, "head_config", head_config)
 
-    # What the body runs with is the base config's (the body's own); before the base config exists (during
-    # transformers' __init__, which sets it), this config's own.
+    # What the body runs with (_IMPLEMENTATION_FIELDS) is the base config's (the body's own); before the base config
+    # exists (during transformers' __init__, which sets it), this config's own.
     @property
     def _attn_implementation(self) -> Any:
         return _implementation(self, "_attn_implementation")
@@ -273,6 +273,14 @@ class CombinedConfig(RecursivePretrainedConfig, Generic[PC, HC]):
     @_attn_implementation.setter
     def _attn_implementation(self, value: Any) -> None:
         _set_implementation(self, "_attn_implementation", value)
+
+    @property
+    def _experts_implementation(self) -> Any:
+        return _implementation(self, "_experts_implementation")
+
+    @_experts_implementation.setter
+    def _experts_implementation(self, value: Any) -> None:
+        _set_implementation(self, "_experts_implementation", value)
 
     @property
     def keys_to_ignore_at_inference(self) -> List[str]:

@@ -182,6 +182,8 @@ def base_config_of(base_model_class: Type[Any], base_dict: Dict[str, Any], check
         setattr(config, name, value)
     if options.attn_implementation is not None:
         compat.set_attn_implementation(config, options.attn_implementation)
+    if options.experts_implementation is not None:  # Refused (TypeError) on releases that have no such choice.
+        compat.set_experts_implementation(config, options.experts_implementation)
     config.name_or_path = checkpoint
     return config
 

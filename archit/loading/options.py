@@ -1,6 +1,6 @@
 """The keyword arguments of ``from_pretrained`` and kin, read once into ``LoadOptions``."""
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 from torch import nn
 
@@ -15,6 +15,9 @@ class LoadOptions:
     device_map: Any = None
     max_memory: Optional[Dict] = None
     attn_implementation: Optional[str] = None
+    experts_implementation: Optional[Union[str, Dict[str, Any]]] = None
+    """How mixture-of-experts layers compute (transformers 5.x: ``"eager"``, ``"grouped_mm"``, ...); ``None``: the
+    installed transformers chooses, as its own ``from_pretrained`` does."""
     ignore_mismatched_sizes: bool = False
     ignore_unplaced_weights: bool = False
     output_loading_info: bool = False
@@ -42,6 +45,7 @@ class LoadOptions:
             device_map=kwargs.pop("device_map", None),
             max_memory=kwargs.pop("max_memory", None),
             attn_implementation=kwargs.pop("attn_implementation", None),
+            experts_implementation=kwargs.pop("experts_implementation", None),
             ignore_mismatched_sizes=kwargs.pop("ignore_mismatched_sizes", False),
             ignore_unplaced_weights=kwargs.pop("ignore_unplaced_weights", False),
             output_loading_info=kwargs.pop("output_loading_info", False),
