@@ -263,13 +263,21 @@ def settled_path(path: str) -> str:
 
 
 def open_settled(path: str, opener: Callable[[str], T]) -> T:
-    """``opener(path)``; once more with the final name if a save renamed the temporary file ``path`` meanwhile."""
+    """``opener(path)``; once more with the final name if a save renamed the temporary file ``path`` meanwhile (the
+    opener's error is then a ``FileNotFoundError``, or a ``CheckpointError`` saying the file cannot be read, raised from
+    one)."""
     try:
         return opener(path)
-    except FileNotFoundError:
-        if settled_path(path) == path:
+    except OSError as error:
+        if not _not_found(error) or settled_path(path) == path:
             raise
         return opener(settled_path(path))
+
+
+def _not_found(error: BaseException) -> bool:
+    """Whether ``error`` says a file was not there: a ``FileNotFoundError``, or an error raised from one (archit's
+    readers report unreadable files as ``CheckpointError``s naming the file)."""
+    return isinstance(error, FileNotFoundError) or isinstance(error.__cause__, FileNotFoundError)
 
 
 def read_consistently(folder: Optional[str], read: Callable[[], T]) -> T:
@@ -288,7 +296,7 @@ def read_consistently(folder: Optional[str], read: Callable[[], T]) -> T:
             result = read()
         except Exception as error:
             # A file gone between resolving its name and opening it was renamed or removed by a save: read again.
-            if isinstance(error, FileNotFoundError) or _changed(observed):
+            if _not_found(error) or _changed(observed):
                 logger.info("A save into '%s' committed while loading from it: loading again.", folder)
                 continue
             raise
