@@ -17,7 +17,7 @@ from archit.instantiation.heads import (
     SequenceClassificationHeadConfig,
     TokenClassificationHeadConfig,
 )
-from archit.instantiation.multihead import ModelWithHeads
+from archit.instantiation.multihead import ModelWithHeads, MultiHeadConfig
 from archit.instantiation.tasks import (
     ForCausalLM,
     ForDependencyParsing,
@@ -146,6 +146,29 @@ def test_save_and_reload_all_heads(body, tmp_path):
         before, after = model(input_ids, attention_mask), reloaded(input_ids, attention_mask)
     for name in before.logits:
         assert_same_outputs(after.logits[name], before.logits[name])
+
+
+def test_config_class_reads_every_checkpoint_its_models_load_from(tmp_path):
+    """MultiHeadConfig.from_pretrained, as transformers' config classes (peft calls model.config.__class__.from_pretrained
+    on the checkpoint a model came from when it saves an adapter): a multi-head checkpoint's heads and loss weights, a
+    single-task checkpoint's head under its task's name, none for a base model's checkpoint."""
+    base = RobertaBaseModel(roberta_config())
+    model = ModelWithHeads.fromModelAndHeadConfigs(base, {
+        "ner": (ForSingleLabelTokenClassification, TokenClassificationHeadConfig(num_labels=5)),
+        "qa": (ForExtractiveQA, ExtractiveQAHeadConfig())}, loss_weights={"ner": 0.5})
+    model.save_pretrained(str(tmp_path / "multi"))
+    config = MultiHeadConfig.from_pretrained(str(tmp_path / "multi"))
+    assert config.heads == model.config.heads and config.loss_weights == {"ner": 0.5, "qa": 1.0}
+    assert config.vocab_size == base.config.vocab_size
+
+    model.asTask("ner").save_pretrained(str(tmp_path / "single"))
+    assert MultiHeadConfig.from_pretrained(str(tmp_path / "single")).heads == {
+        "ForSingleLabelTokenClassification": model.config.heads["ner"]}
+    save_transformers_model(transformers.RobertaModel, roberta_config(), tmp_path / "bare")
+    bare = MultiHeadConfig.from_pretrained(str(tmp_path / "bare"))
+    assert bare.heads == {} and bare.vocab_size == base.config.vocab_size
+    with pytest.raises(TypeError, match="heads="):
+        MultiHeadConfig.from_pretrained(str(tmp_path / "multi"), head_config=TokenClassificationHeadConfig())
 
 
 def _output_name(model, name):
