@@ -65,12 +65,17 @@ NEWEST, UNINSTALLABLE = releases.newest_installable(TRANSFORMERS_MINORS)
 ERA_BOUNDARIES = ("4.36", "4.49", "4.50", "4.57", "5.0", NEWEST)
 TORCH = releases.torch_requirement()
 
-REPORTED_PACKAGES = ("torch", "transformers", "accelerate", "huggingface_hub", "tokenizers", "safetensors", "numpy")
-# Prints the resolved versions, and any nvidia-* distribution (there should be none with a CPU torch build).
+REPORTED_PACKAGES = ("torch", "transformers", "accelerate", "huggingface_hub", "tokenizers", "safetensors", "numpy",
+                     "peft")
+# Prints the resolved versions ("-" for one a session does not install: peft in the downstream sessions), and any
+# nvidia-* distribution (there should be none with a CPU torch build).
 REPORT_VERSIONS = f"""
 import importlib.metadata as md
 for name in {REPORTED_PACKAGES!r}:
-    print(f"{{name:>16}} {{md.version(name)}}")
+    try:
+        print(f"{{name:>16}} {{md.version(name)}}")
+    except md.PackageNotFoundError:
+        print(f"{{name:>16}} -")
 nvidia = sorted(d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].startswith("nvidia"))
 print(f"{{'nvidia-*':>16}} {{', '.join(nvidia) or 'none'}}")
 """
@@ -84,7 +89,8 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _install(session: nox.Session, transformers_minor: str) -> None:
-    """Install torch, one transformers minor with its companions, pytest and archit, in one resolve."""
+    """Install torch, one transformers minor with its companions, pytest, hypothesis, the peft release that works with
+    that minor (``releases.PEFT_LINES``) and archit, in one resolve."""
     session.install(
         *releases.find_links_args(),
         TORCH,
@@ -92,6 +98,7 @@ def _install(session: nox.Session, transformers_minor: str) -> None:
         *releases.companions(transformers_minor),
         "pytest",
         "hypothesis",
+        releases.peft_requirement(transformers_minor),
         "-e",
         ".",
     )

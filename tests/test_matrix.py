@@ -142,6 +142,14 @@ def test_companions_cap_the_old_minors_only():
     assert releases.transformers_requirement("4.57.6") == "transformers==4.57.6"
 
 
+def test_peft_line_per_minor():
+    """peft 0.14+ imports transformers' EncoderDecoderCache (4.43+): older minors get 0.13.2, the rest the newest."""
+    assert releases.peft_requirement("4.36") == releases.peft_requirement("4.42.4") == "peft>=0.13.2,<0.14"
+    assert releases.peft_requirement("4.43") == releases.peft_requirement("5.24.0") == "peft>=0.14"
+    with pytest.raises(ValueError, match="4.36"):
+        releases.peft_requirement("4.30")
+
+
 def test_one_table_shared_with_the_noxfile_and_only_the_standard_library():
     """The noxfile defines neither the minors nor the caps nor find-links itself; releases.py imports only stdlib (and
     packaging, which nox depends on), because nox's Python loads it by path."""
@@ -149,7 +157,7 @@ def test_one_table_shared_with_the_noxfile_and_only_the_standard_library():
     assigned = {target.id for node in ast.walk(nox_tree) if isinstance(node, ast.Assign) for target in node.targets
                 if isinstance(target, ast.Name)}
     defined = {node.name for node in ast.walk(nox_tree) if isinstance(node, ast.FunctionDef)}
-    assert "COMPANION_CAPS" not in assigned
+    assert not {"COMPANION_CAPS", "PEFT_LINES"} & assigned
     assert not {"_pip_find_links", "_companions"} & defined
     for module in ("releases.py", "matrix_report.py"):
         tree = ast.parse((REPO / "archit" / "cli" / module).read_text())

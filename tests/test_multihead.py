@@ -17,7 +17,7 @@ from archit.instantiation.heads import (
     SequenceClassificationHeadConfig,
     TokenClassificationHeadConfig,
 )
-from archit.instantiation.multihead import ModelWithHeads
+from archit.instantiation.multihead import ModelWithHeads, MultiHeadConfig
 from archit.instantiation.tasks import (
     ForCausalLM,
     ForDependencyParsing,
@@ -146,6 +146,29 @@ def test_save_and_reload_all_heads(body, tmp_path):
         before, after = model(input_ids, attention_mask), reloaded(input_ids, attention_mask)
     for name in before.logits:
         assert_same_outputs(after.logits[name], before.logits[name])
+
+
+def test_config_class_reads_every_checkpoint_its_models_load_from(tmp_path):
+    """MultiHeadConfig.from_pretrained, as transformers' config classes (peft calls model.config.__class__.from_pretrained
+    on the checkpoint a model came from when it saves an adapter): a multi-head checkpoint's heads and loss weights, a
+    single-task checkpoint's head under its task's name, none for a base model's checkpoint."""
+    base = RobertaBaseModel(roberta_config())
+    model = ModelWithHeads.fromModelAndHeadConfigs(base, {
+        "ner": (ForSingleLabelTokenClassification, TokenClassificationHeadConfig(num_labels=5)),
+        "qa": (ForExtractiveQA, ExtractiveQAHeadConfig())}, loss_weights={"ner": 0.5})
+    model.save_pretrained(str(tmp_path / "multi"))
+    config = MultiHeadConfig.from_pretrained(str(tmp_path / "multi"))
+    assert config.heads == model.config.heads and config.loss_weights == {"ner": 0.5, "qa": 1.0}
+    assert config.vocab_size == base.config.vocab_size
+
+    model.asTask("ner").save_pretrained(str(tmp_path / "single"))
+    assert MultiHeadConfig.from_pretrained(str(tmp_path / "single")).heads == {
+        "ForSingleLabelTokenClassification": model.config.heads["ner"]}
+    save_transformers_model(transformers.RobertaModel, roberta_config(), tmp_path / "bare")
+    bare = MultiHeadConfig.from_pretrained(str(tmp_path / "bare"))
+    assert bare.heads == {} and bare.vocab_size == base.config.vocab_size
+    with pytest.raises(TypeError, match="heads="):
+        MultiHeadConfig.from_pretrained(str(tmp_path / "multi"), head_config=TokenClassificationHeadConfig())
 
 
 def _output_name(model, name):
@@ -286,6 +309,47 @@ def test_trainer_moves_every_labelled_head(tmp_path):
         key = f"heads.{head}.dense2.weight" if head == "sentiment" else f"heads.{head}.dense.weight"
         assert not torch.equal(dict(model.named_parameters())[key], before[key]), head
     assert not torch.equal(model.get_input_embeddings().weight, before["model._core.embeddings.word_embeddings.weight"])
+
+
+def test_trainer_predictions_are_the_logits_by_head(tmp_path):
+    """Under Trainer.evaluate/predict, EvalPrediction.predictions is the dict of logits by head (as a one-head model's
+    are its logits: no pair with the losses by head), concatenated over batches, and label_ids the dict of labels."""
+    torch.manual_seed(0)
+    model = ModelWithHeads.fromModelAndHeadConfigs(RobertaBaseModel(roberta_config()), {
+        "ner": (ForSingleLabelTokenClassification, TokenClassificationHeadConfig(num_labels=5)),
+        "sentiment": (ForSingleLabelSequenceClassification, SequenceClassificationHeadConfig(num_labels=3))}).eval()
+    input_ids, attention_mask = make_inputs()
+    labels = labels_for(input_ids, attention_mask)
+    rows = [{"input_ids": input_ids[i % 2], "attention_mask": attention_mask[i % 2],
+             "labels": {"ner": labels["ner"][i % 2], "sentiment": labels["sentiment"][i % 2]}} for i in range(4)]
+
+    def collate(batch):
+        return {"input_ids": torch.stack([r["input_ids"] for r in batch]),
+                "attention_mask": torch.stack([r["attention_mask"] for r in batch]),
+                "labels": {name: torch.stack([r["labels"][name] for r in batch]) for name in ("ner", "sentiment")}}
+
+    seen = []
+
+    def compute_metrics(prediction):
+        seen.append(prediction)
+        sentiment = prediction.predictions["sentiment"].argmax(-1)
+        return {"sentiment_accuracy": float((sentiment == prediction.label_ids["sentiment"]).mean())}
+
+    arguments = transformers.TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to=[],
+                                               use_cpu=True, remove_unused_columns=False)
+    trainer = transformers.Trainer(model=model, args=arguments, data_collator=collate, compute_metrics=compute_metrics)
+    metrics = trainer.evaluate(rows)
+    predicted = trainer.predict(rows)
+    assert "eval_sentiment_accuracy" in metrics and "test_sentiment_accuracy" in predicted.metrics
+    with torch.no_grad():
+        expected = model(input_ids, attention_mask).logits
+    for prediction in (seen[0], predicted):
+        assert isinstance(prediction.predictions, dict), type(prediction.predictions)
+        assert set(prediction.predictions) == {"ner", "sentiment"}
+        for name, logits in prediction.predictions.items():
+            torch.testing.assert_close(torch.from_numpy(logits), torch.cat([expected[name]] * 2), atol=1e-5, rtol=1e-4)
+        assert set(prediction.label_ids) == {"ner", "sentiment"}
+        assert (prediction.label_ids["sentiment"] == torch.cat([labels["sentiment"]] * 2).numpy()).all()
 
 
 def test_gradient_checkpointing_reaches_the_body_and_keeps_gradients(body):

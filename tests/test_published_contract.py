@@ -148,9 +148,13 @@ def test_combined_config_reads_the_head_config_a_checkpoint_stores(tagger_checkp
     (tmp_path / "config.json").write_text(json.dumps(published))
     config = CombinedConfig.from_pretrained(str(tmp_path), base_model_config_class=transformers.RobertaConfig)
     assert config.head_config == TokenClassificationHeadConfig(num_labels=3)
+    # A transformers checkpoint holds no head config: without one given, its config is the base config alone (tools
+    # read the config of the checkpoint a model came from: peft, saving an adapter, reads its vocab_size).
     save_transformers_model(transformers.RobertaModel, roberta_config(), tmp_path / "bare")
-    with pytest.raises(ValueError, match="head_config="):
-        CombinedConfig.from_pretrained(str(tmp_path / "bare"), base_model_config_class=transformers.RobertaConfig)
+    config = CombinedConfig.from_pretrained(str(tmp_path / "bare"), base_model_config_class=transformers.RobertaConfig)
+    assert config.head_config is None and config.vocab_size == roberta_config().vocab_size
+    with pytest.raises(ValueError, match="head_config"):  # A config to build a model with has a head config.
+        CombinedConfig(base_model_config=roberta_config())
 
 
 def test_combined_config_takes_what_transformers_passes(tagger_checkpoint):

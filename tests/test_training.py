@@ -185,3 +185,30 @@ def test_hiding_kwargs_is_what_turns_the_trainer(tmp_path):
     assert visible is True
     assert _trainer_passes_loss_kwargs(_LossKwargsHidden(), tmp_path) is False
     assert _LossKwargsHidden()(1, num_items_in_batch=2) == {"num_items_in_batch": 2}  # Calls still reach **kwargs.
+
+
+def _accuracy(prediction) -> dict:
+    """A compute_metrics as users write it for token classification: arg-max accuracy over labelled tokens."""
+    predicted = prediction.predictions.argmax(-1)
+    labelled = prediction.label_ids != -100
+    return {"accuracy": float((predicted[labelled] == prediction.label_ids[labelled]).mean())}
+
+
+def test_trainer_evaluate_and_predict_with_compute_metrics_as_transformers(tmp_path):
+    """evaluate and predict give the predictions (the logits), labels, loss and metrics of transformers' own class on
+    the same weights."""
+    reference, model = _pair(tmp_path / "start")
+    batch = _batch()
+    results = {}
+    for name, m in (("reference", reference), ("archit", model)):
+        arguments = TrainingArguments(output_dir=str(tmp_path / name), per_device_eval_batch_size=3, report_to=[],
+                                      use_cpu=True)
+        trainer = Trainer(model=m, args=arguments, compute_metrics=_accuracy)
+        results[name] = (trainer.evaluate(_Repeated(batch)), trainer.predict(_Repeated(batch)))
+    (expected_metrics, expected), (metrics, predicted) = results["reference"], results["archit"]
+    assert predicted.predictions.shape == (16, SEQ_LEN, NUM_LABELS)
+    torch.testing.assert_close(torch.from_numpy(predicted.predictions), torch.from_numpy(expected.predictions),
+                               atol=1e-5, rtol=1e-4)
+    assert (predicted.label_ids == expected.label_ids).all()
+    assert metrics["eval_accuracy"] == expected_metrics["eval_accuracy"] == predicted.metrics["test_accuracy"]
+    assert abs(metrics["eval_loss"] - expected_metrics["eval_loss"]) < 1e-5

@@ -9,6 +9,7 @@ noxfile loads it by file path, from nox's own Python, where archit (and torch) n
 - ``discover_releases()``: the newest patch of every minor from ``TRANSFORMERS_FLOOR`` on, read from the package index
   (``PIP_INDEX_URL`` / pip's ``index-url``, else PyPI's JSON API) with a short timeout and cached for an hour.
 - ``COMPANION_CAPS`` / ``companions(minor)``: what a minor needs capped besides its own metadata.
+- ``PEFT_LINES`` / ``peft_requirement(minor)``: the peft release line the test sessions install with a minor.
 - ``torch_requirement()`` and ``pip_find_links()``: the one torch build, found where pip is configured to find it.
 - ``newest_installable(minors)`` / ``resolution_error(requirements)``: the newest minor the configured index can
   install (a new release may need a companion release the index does not carry yet), asked of uv and cached.
@@ -57,6 +58,18 @@ COMPANION_CAPS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("4.40", "4.42", ("numpy<2",)),
 )
 
+# The peft the test sessions install (tests/test_peft.py: peft's task types on archit's models), per first minor: each
+# minor gets the line of the newest entry whose first minor is not newer than it. peft declares no transformers floor in
+# its metadata, but imports at its top what it uses: peft 0.14 and later import transformers' EncoderDecoderCache, new
+# in 4.43 (checked on this index: peft 0.14.0 to 0.21.2 fail to import on 4.36-4.42, 0.21.2 imports on 4.43), so
+# 4.36-4.42 get peft 0.13.2, the last release before; 4.43 and later the newest. Test sessions only: `archit matrix`
+# environments do not need peft.
+PEFT_LINES: Tuple[Tuple[str, str], ...] = (
+    # first minor, requirement
+    ("4.36", "peft>=0.13.2,<0.14"),
+    ("4.43", "peft>=0.14"),
+)
+
 PYPI_JSON_URL = "https://pypi.org/pypi/transformers/json"
 INDEX_TIMEOUT_S = 3.0
 CACHE_SECONDS = 3600
@@ -86,6 +99,16 @@ def companions(minor: str) -> List[str]:
         if minor_key(first) <= minor_key(minor) <= minor_key(last)
         for requirement in requirements
     ]
+
+
+def peft_requirement(minor: str) -> str:
+    """The peft requirement the test sessions install with one transformers minor (``"4.38"`` or a full version): see
+    ``PEFT_LINES``."""
+    lines = [requirement for first, requirement in sorted(PEFT_LINES, key=lambda line: minor_key(line[0]))
+             if minor_key(first) <= minor_key(minor)]
+    if not lines:
+        raise ValueError(f"No peft line for transformers {minor}: PEFT_LINES starts at {PEFT_LINES[0][0]}.")
+    return lines[-1]
 
 
 def torch_requirement() -> str:

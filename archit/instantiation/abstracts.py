@@ -69,8 +69,10 @@ passed, so that a body whose forward lacks the argument is not bothered by it.""
 @dataclass
 class BodyOutput(AllHiddenStatesAndPooling):
     """What a ``BaseModel`` returns: ``AllHiddenStatesAndPooling``, plus the attention weights (``attentions``, when
-    ``output_attentions=True``) and the key-value cache (``past_key_values``, when ``use_cache=True``) of the body."""
+    ``output_attentions=True``) and the key-value cache (``past_key_values``, when ``use_cache=True``) of the body,
+    and its cross-attention weights where the core returns them (``cross_attentions``: GPT-2's, BERT's)."""
     attentions: Optional[Tuple[Tensor, ...]] = None
+    cross_attentions: Optional[Tuple[Tensor, ...]] = None
     # The key-value cache, under the installed release's name for it (compat.CACHE_NAME: "cache" from 5.2x on).
     if compat.CACHE_NAME == "cache":
         cache: Optional[Any] = None
@@ -141,6 +143,7 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
                                hidden_states=getattr(output, "hidden_states", None),
                                pooler_output=getattr(output, "pooler_output", None),
                                attentions=getattr(output, "attentions", None),
+                               cross_attentions=getattr(output, "cross_attentions", None),
                                **{compat.CACHE_NAME: getattr(output, compat.CACHE_NAME, None)})
 
     def __call__(self, *args, **kwargs) -> BodyOutput:
@@ -324,8 +327,9 @@ class Head(Module, Generic[HC], ABC):
 class ModelWithHeadOutput(ModelOutput):
     """Loss first and logits second, as in transformers; then, when asked for, what transformers' task models return
     besides (``past_key_values`` with ``use_cache=True``, ``hidden_states`` with ``output_hidden_states=True``,
-    ``attentions`` with ``output_attentions=True``: the body's), and the body's whole output (``base_model_output``,
-    with ``output_hidden_states=True``, as in the published ArchIt)."""
+    ``attentions`` with ``output_attentions=True``: the body's; ``cross_attentions`` for the tasks whose transformers
+    equivalents return them, ``ModelWithHead.returns_cross_attentions``), and the body's whole output
+    (``base_model_output``, with ``output_hidden_states=True``, as in the published ArchIt)."""
     loss: Optional[Tensor] = None
     logits: OneOrMoreTensors = None
     base_model_output: Optional[AllHiddenStatesAndPooling] = None
@@ -335,12 +339,16 @@ class ModelWithHeadOutput(ModelOutput):
         past_key_values: Optional[Any] = None
     hidden_states: Optional[Tuple[Tensor, ...]] = None
     attentions: Optional[Tuple[Tensor, ...]] = None
+    cross_attentions: Optional[Tuple[Tensor, ...]] = None
 
-    def transformersTuple(self) -> Tuple[Any, ...]:
+    def transformersTuple(self, logits: Optional[Tuple[Any, ...]] = None) -> Tuple[Any, ...]:
         """The output as transformers' task models return it with ``return_dict=False``: ``(loss, logits, cache,
-        hidden_states, attentions)``, leaving out what is ``None``."""
-        return tuple(value for value in (self.loss, self.logits, getattr(self, compat.CACHE_NAME), self.hidden_states,
-                                         self.attentions) if value is not None)
+        hidden_states, attentions, cross_attentions)``, leaving out what is ``None``. ``logits``: what stands for the
+        logits there, as transformers' equivalent task model returns them (``ModelWithHead.transformersLogits``:
+        extractive QA's start and end logits, two tensors); default ``(self.logits,)``."""
+        logits = (self.logits,) if logits is None else tuple(logits)
+        return tuple(value for value in (self.loss, *logits, getattr(self, compat.CACHE_NAME), self.hidden_states,
+                                         self.attentions, self.cross_attentions) if value is not None)
 
 
 class PreTrainedModelUnderTasks(compat.PreTrainedWrapper):
@@ -371,6 +379,15 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
     logits and label at once (``flatLoss``: logits ... x C against labels ...; -100 is ignored by the cross-entropy),
     as for classifying tokens or texts into one class and for masked language modelling. Overriding ``headClass()`` and
     ``buildLoss()`` instead of setting the attributes works too, as in the published ArchIt.
+
+    Where transformers' equivalent task model takes its labels under other names than ``labels`` (extractive QA:
+    ``start_positions``, ``end_positions``), the task declares them in ``label_keywords`` and turns them into its
+    ``labels`` in ``labelsFromKeywords``, so that tools calling the model as transformers' (peft's ``QUESTION_ANS``) can
+    pass them; and where transformers' tuple output (``return_dict=False``) holds the logits as several tensors, the task
+    says so in ``transformersLogits``. Neither needs another ``forward``.
+
+    The head is the submodule ``head`` (its parameters ``head.*``): name it in peft's ``modules_to_save=["head"]`` to
+    train and save it next to adapters of the body.
     """
 
     config_class = CombinedConfig  # transformers' attribute: the config class of the whole model.
@@ -378,6 +395,13 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
     loss_class: Type[_Loss] = CrossEntropyLoss
     base_model_prefix = CORE_PATH.rstrip(".")
     accepts_loss_kwargs = False  # See forward().
+    returns_cross_attentions: bool = False
+    """Whether the output carries the body's ``cross_attentions`` (where the core returns them), as transformers'
+    equivalent task models do (their causal LMs: GPT-2's ``CausalLMOutputWithCrossAttentions``)."""
+    label_keywords: Tuple[str, ...] = ()
+    """The keyword arguments under which transformers' equivalent task model takes this task's labels when it does not
+    take ``labels`` (``("start_positions", "end_positions")`` for extractive QA); ``forward`` takes them out of its
+    keyword arguments (they never reach the body) and gives them to ``labelsFromKeywords``."""
 
     def __init_subclass__(cls, **kwargs):
         _read_declared_attributes(cls, ModelWithHead, head_class="headClass", loss_class="buildLoss")
@@ -411,9 +435,11 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
         ``inputs_embeds`` instead of ``input_ids``, ``position_ids``, ``token_type_ids``, ``past_key_values`` and
         ``use_cache`` (a key-value cache, kept only when asked for), ``cache_position``, ``output_hidden_states``,
         ``output_attentions`` (go to the body; their results come back in the output), ``return_dict=False`` (a tuple,
-        as transformers': ``ModelWithHeadOutput.transformersTuple``). Other keyword arguments go to the body and to the
-        head. Without ``attention_mask`` every position counts.
+        as transformers': ``ModelWithHeadOutput.transformersTuple``). The task's ``label_keywords``, when given, are its
+        labels (``start_positions``/``end_positions`` for extractive QA, as transformers'). Other keyword arguments go
+        to the body and to the head. Without ``attention_mask`` every position counts.
         """
+        labels = keywordLabels(self, labels, kwargs)
         body_kwargs = bodyKeywords(kwargs, inputs_embeds=inputs_embeds, position_ids=position_ids,
                                    token_type_ids=token_type_ids, past_key_values=past_key_values, use_cache=use_cache,
                                    cache_position=cache_position, output_attentions=output_attentions)
@@ -423,9 +449,11 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
         loss = self.model.computeLoss()
         if labels is not None:
             loss = loss + self.computeLoss(logits, labels)
+        cross_attentions = getattr(base_output, "cross_attentions", None) if self.returns_cross_attentions else None
         output = ModelWithHeadOutput(logits=logits, loss=None if isinstance(loss, int) and loss == 0 else loss,
+                                     cross_attentions=cross_attentions,
                                      **bodyResults(base_output, bool(output_hidden_states)))
-        return output if return_dict is None or return_dict else output.transformersTuple()
+        return output if return_dict is None or return_dict else output.transformersTuple(self.transformersLogits(logits))
 
     def __call__(self, *args, **kwargs) -> ModelWithHeadOutput:
         return super().__call__(*args, **kwargs)
@@ -447,6 +475,18 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
         """The task loss of ``logits`` against ``labels``; by default ``flatLoss`` (labels shaped as the logits without
         their last dimension)."""
         return flatLoss(self.loss_function, logits, labels)
+
+    def labelsFromKeywords(self, **keyword_labels: Tensor) -> OneOrMoreTensors:
+        """The task's ``labels`` made of the keyword arguments named in ``label_keywords`` (every one of them given);
+        a task that declares ``label_keywords`` overrides this."""
+        raise NotImplementedError(f"{type(self).__name__} declares label_keywords={self.label_keywords} but does not "
+                                  f"say how they make its labels: override labelsFromKeywords.")
+
+    def transformersLogits(self, logits: OneOrMoreTensors) -> Tuple[Any, ...]:
+        """The logits as the tensors that stand for them in transformers' tuple output (``return_dict=False``): by
+        default the logits as one element; a task whose transformers equivalent returns several (extractive QA: start
+        and end logits) overrides this."""
+        return (logits,)
 
     def get_input_embeddings(self) -> Module:
         return self.model.get_input_embeddings()
@@ -560,6 +600,26 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
         is otherwise an error). Other keyword arguments set fields of the base model's config.
         """
         return load_model_with_head(cls, checkpoint, base_model_class, head_config, **kwargs)
+
+
+def keywordLabels(task: "ModelWithHead", labels: Optional[OneOrMoreTensors],
+                  kwargs: dict) -> Optional[OneOrMoreTensors]:
+    """The labels of one forward pass: ``labels``, or, when the task's ``label_keywords`` are given (taken out of
+    ``kwargs``, the other keyword arguments, so that they do not reach the body), ``task.labelsFromKeywords`` of them.
+    Keywords given as ``None`` count as not given (peft passes ``start_positions=None``)."""
+    given = {name: kwargs.pop(name) for name in task.label_keywords if name in kwargs}
+    given = {name: value for name, value in given.items() if value is not None}
+    if not given:
+        return labels
+    if labels is not None:
+        raise ValueError(f"{type(task).__name__} got both labels= and {', '.join(f'{n}=' for n in given)}: pass its "
+                         f"labels one way.")
+    missing = [name for name in task.label_keywords if name not in given]
+    if missing:
+        raise ValueError(f"{type(task).__name__} got {', '.join(f'{n}=' for n in given)} without "
+                         f"{', '.join(f'{n}=' for n in missing)}: its labels are {', '.join(task.label_keywords)} "
+                         f"together (or labels=).")
+    return task.labelsFromKeywords(**given)
 
 
 def bodyKeywords(extra: dict, past_key_values: Any = None, **keywords: Any) -> dict:

@@ -246,7 +246,8 @@ class CombinedConfig(RecursivePretrainedConfig, Generic[PC, HC]):
     Built from objects (``CombinedConfig(base_model_config=RobertaConfig(...), head_config=...)``), from dictionaries
     with their classes (``base_model_config_class=``, ``head_config_class=``: a JSON unpacked), or, as in the published
     ArchIt, from a transformers config's fields unpacked as keyword arguments with ``base_model_config_class=`` and a
-    ``head_config``.
+    ``head_config``. Only ``from_pretrained`` gives a config whose ``head_config`` is ``None``: that of a transformers
+    checkpoint read without a head config.
     """
 
     model_type = "archit"
@@ -336,7 +337,10 @@ class CombinedConfig(RecursivePretrainedConfig, Generic[PC, HC]):
         Read a checkpoint's ``config.json``: an archit checkpoint (nested base model and head configs) or a plain
         transformers checkpoint plus ``head_config``. A ``head_config`` given here wins over the checkpoint's; without
         one (nor ``head_config_class``) the stored head config is read as the config class of the task the checkpoint
-        names (its ``task``, or the published ArchIt's ``architectures``). The base config is read as
+        names (its ``task``, or the published ArchIt's ``architectures``), and a plain transformers checkpoint gives
+        its base config alone (``head_config`` ``None``): as transformers' config classes, this class reads every
+        checkpoint its models load from, which tools rely on (peft, saving an adapter, reads the ``vocab_size`` of the
+        checkpoint the model came from through ``model.config.__class__.from_pretrained``). The base config is read as
         ``base_model_config_class``, or, when that is omitted, as the class of its ``model_type`` (the config class of
         the checkpoint's own code with ``trust_remote_code=True``, as in ``from_pretrained``).
 
@@ -357,8 +361,6 @@ class CombinedConfig(RecursivePretrainedConfig, Generic[PC, HC]):
         settings = {k: v for k, v in kwargs.items() if not k.startswith("_")}  # transformers' internal keywords: unused
         checkpoint = str(pretrained_model_name_or_path)
         config_dict = read_config_dict(checkpoint, **hub)
-        if head_config is None and head_config_class is None:
-            head_config_class = _stored_head_config_class(config_dict, checkpoint)
         config = cls.from_checkpoint_dict(config_dict, checkpoint, head_config, base_model_config_class,
                                           head_config_class, trust_remote_code, runtime=runtime, **hub)
         unused = {}
@@ -381,15 +383,22 @@ class CombinedConfig(RecursivePretrainedConfig, Generic[PC, HC]):
                              runtime: Optional[Dict[str, Any]] = None, **hub_kwargs: Any) -> "CombinedConfig":
         """The config of a checkpoint's ``config.json`` dictionary. Without ``base_model_config_class`` (or with the
         generic ``PretrainedConfig``), the base config's ``model_type`` picks its class, as ``AutoConfig`` does (the
-        checkpoint's own code with ``trust_remote_code``, imported with ``hub_kwargs``). ``runtime``: further
-        constructor arguments (a subclass's ``_constructor_runtime_arguments``)."""
-        if head_config is None and head_config_class is None:
-            raise ValueError("CombinedConfig.from_pretrained needs head_config= or head_config_class=.")
+        checkpoint's own code with ``trust_remote_code``, imported with ``hub_kwargs``). Without ``head_config`` and
+        ``head_config_class``: an archit checkpoint's head config is read as its task's, and a transformers checkpoint's
+        config is the base config alone (``head_config`` ``None``). ``runtime``: further constructor arguments (a
+        subclass's ``_constructor_runtime_arguments``)."""
+        if head_config is None and head_config_class is None and "base_model_config" in config_dict:
+            head_config_class = _stored_head_config_class(config_dict, checkpoint)
         base_dict, head_config = split_checkpoint_config(config_dict, checkpoint, head_config, head_config_class)
         base_config = base_config_from_dict(base_dict, base_model_config_class, source=config_path(checkpoint),
                                             checkpoint=checkpoint, trust_remote_code=trust_remote_code, **hub_kwargs)
         base_config.name_or_path = checkpoint
-        combined = cls(base_model_config=base_config, head_config=head_config, **(runtime or {}))
+        known = head_config is not None  # Else a transformers checkpoint, no head config given: the body's alone.
+        stand_in: Any = HeadConfig()  # For the constructor, which wants a head config; replaced by None below.
+        combined = cls(base_model_config=base_config, head_config=head_config if known else stand_in,
+                       **(runtime or {}))
+        if not known:
+            object.__setattr__(combined, "head_config", None)
         combined.name_or_path = checkpoint
         return combined
 

@@ -24,7 +24,14 @@ from typing_extensions import Self
 
 from .. import _compat as compat
 from ..loading import load_model_with_heads, read_head_files, save_head_files, save_model_with_head
-from ..loading.configs import base_config_from_dict, head_spec_of, named_class
+from ..loading.configs import (
+    base_config_from_dict,
+    config_path,
+    head_spec_of,
+    heads_of_checkpoint,
+    named_class,
+    split_checkpoint_config,
+)
 from ..loading.files import HEAD_WEIGHTS_NAME, wrong_dtype_kind
 from ..loading.keys import CORE_PATH
 from . import tasks as builtin_tasks
@@ -91,6 +98,28 @@ class MultiHeadConfig(CombinedConfig):
     @classmethod
     def _serialised_fields(cls) -> List[str]:
         return ["base_model_config", "heads", "loss_weights"]
+
+    @classmethod
+    def from_checkpoint_dict(cls, config_dict: Dict[str, Any], checkpoint: str, head_config: Optional[Any],
+                             base_model_config_class: Optional[Type[Any]], head_config_class: Optional[Type[Any]],
+                             trust_remote_code: bool = False, runtime: Optional[Dict[str, Any]] = None,
+                             **hub_kwargs: Any) -> "MultiHeadConfig":
+        """The config of a checkpoint's ``config.json`` (what ``MultiHeadConfig.from_pretrained`` reads): its base config
+        and the heads ``ModelWithHeads.from_pretrained`` finds there without being given any (a multi-head checkpoint's,
+        with their loss weights; a single-task archit checkpoint's one head, named by its task; none for a base model's
+        or a transformers checkpoint, whose config is the body's alone). There is no one head config to give."""
+        if head_config is not None or head_config_class is not None:
+            raise TypeError("MultiHeadConfig.from_pretrained reads every head from the checkpoint: it takes no "
+                            "head_config or head_config_class (ModelWithHeads.from_pretrained takes heads=).")
+        specs, _ = heads_of_checkpoint(config_dict, None if "base_model_config" in config_dict else {}, checkpoint)
+        base_dict, _ = split_checkpoint_config(config_dict, checkpoint)
+        base_config = base_config_from_dict(base_dict, base_model_config_class, source=config_path(checkpoint),
+                                            checkpoint=checkpoint, trust_remote_code=trust_remote_code, **hub_kwargs)
+        base_config.name_or_path = checkpoint
+        config = cls(base_model_config=base_config, heads=specs,
+                     loss_weights=config_dict.get("loss_weights") if "heads" in config_dict else None)
+        config.name_or_path = checkpoint
+        return config
 
     def _fields_to_dictables(self) -> Dict[str, Any]:
         stored = super()._fields_to_dictables()

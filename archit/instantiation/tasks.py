@@ -91,12 +91,34 @@ class ForSequenceRegression(ModelWithHead[PC, SequenceClassificationHeadConfig])
 
 
 class ForExtractiveQA(ModelWithHead[PC, ExtractiveQAHeadConfig]):
-    """Answer span in the context; labels B x 2 (start, end). Positions past the input are ignored."""
+    """Answer span in the context; labels B x 2 (start, end), or, as transformers' ``XForQuestionAnswering`` takes them,
+    ``start_positions`` and ``end_positions`` (B each). Positions past the input are ignored. Logits B x L x 2 (start,
+    end); with ``return_dict=False`` the tuple holds them as transformers' does, start and end logits apart."""
     head_class = ExtractiveQAHead
     purpose = "extractive question answering"
+    label_keywords = ("start_positions", "end_positions")
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
         return extractiveQALoss(self.loss_function, logits, labels.to(logits.device))
+
+    def labelsFromKeywords(self, start_positions: Tensor, end_positions: Tensor) -> Tensor:  # type: ignore[override]
+        """``labels`` B x 2 from transformers' ``start_positions`` and ``end_positions`` (B or B x 1 each)."""
+        return answerSpans(start_positions, end_positions)
+
+    def transformersLogits(self, logits: Tensor) -> Tuple[Tensor, Tensor]:
+        """Start and end logits (B x L each), as transformers' ``XForQuestionAnswering`` returns them."""
+        return splitSpanLogits(logits)
+
+
+def answerSpans(start_positions: Tensor, end_positions: Tensor) -> Tensor:
+    """Start and end positions (B, or B x 1 as some data collators give them) as archit's QA labels, B x 2."""
+    return torch.stack([start_positions.reshape(-1), end_positions.reshape(-1).to(start_positions.device)], dim=-1)
+
+
+def splitSpanLogits(logits: Tensor) -> Tuple[Tensor, Tensor]:
+    """B x L x 2 span logits as transformers' start and end logits, B x L each."""
+    start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
+    return start_logits, end_logits
 
 
 def extractiveQALoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> FloatTensor:
@@ -105,7 +127,7 @@ def extractiveQALoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> Fl
     [0, L], and position L (past the input) is ignored. Such positions are given the loss's own ``ignore_index``
     (-100 for a loss without one), so that the loss module, which may be the caller's, is never changed.
     """
-    start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
+    start_logits, end_logits = splitSpanLogits(logits)
     length = start_logits.size(1)
     ignore_index = getattr(loss_function, "ignore_index", -100)
     clamped = (t.reshape(-1).clamp(0, length) for t in labels.split(1, dim=-1))
@@ -117,6 +139,7 @@ class ForCausalLM(ModelWithHead[PC, CausalLMHeadConfig]):
     """Next-token prediction; labels B x L (usually the input ids), shifted inside."""
     head_class = CausalLMHead
     purpose = "causal language modelling"
+    returns_cross_attentions = True  # As transformers' causal LMs (GPT-2's; none where the body has none).
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
         return flatLoss(self.loss_function, logits[:, :-1, :], labels[:, 1:])
@@ -147,9 +170,17 @@ class ForExtractiveAQA(ModelWithHead[PC, ExtractiveAQAHeadConfig]):
     answerable and 0 for an unanswerable example (either may be ``None``). The loss is the extractive QA loss over the
     answerable examples only (0 when the batch has none) plus ``ua_loss_weight`` times the UA cross-entropy; with only
     one kind of label, it is that term alone (unweighted). The UA prediction does not decide which examples count.
+    As ``ForExtractiveQA``, it also takes transformers' ``start_positions`` and ``end_positions``: QA labels without
+    UA labels (the span loss alone, every example counting).
     """
     head_class = ExtractiveAQAHead
     purpose = "extractive question answering with answerability"
+    label_keywords = ForExtractiveQA.label_keywords
+
+    def labelsFromKeywords(self, start_positions: Tensor,  # type: ignore[override]
+                           end_positions: Tensor) -> Tuple[Tensor, None]:
+        """``labels`` ``(qa_labels, None)`` from transformers' ``start_positions`` and ``end_positions``."""
+        return answerSpans(start_positions, end_positions), None
 
     def computeLoss(self, logits: Tuple[Tensor, Tensor],
                     labels: Tuple[Optional[Tensor], Optional[Tensor]]) -> FloatTensor:
