@@ -134,6 +134,7 @@ class ModelWithHeads(compat.PreTrainedWrapper):
         """Use ``fromModelAndHeadConfigs``, ``fromTaskModels`` or ``from_pretrained`` rather than this constructor."""
         super().__init__(config)
         self.supports_gradient_checkpointing = model.base_model.supports_gradient_checkpointing
+        compat.adopt_core_flags(self, model.base_model)  # What transformers reads on a model (cache, attention).
         self.model: BaseModel = model
         self.heads = nn.ModuleDict()
         self.losses = nn.ModuleDict()  # The heads' loss modules, so that their buffers move with the model (unsaved).
