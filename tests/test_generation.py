@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 import transformers
+from packaging.version import Version
 
 from archit import _compat as compat
 from archit.instantiation.basemodels import AutoBaseModel
@@ -17,7 +18,14 @@ from archit.instantiation.multihead import ModelWithHeads
 from archit.instantiation.tasks import ForCausalLM, ForSingleLabelTokenClassification
 from archit.loading.errors import CheckpointError
 
-from tests.helpers import CAUSAL_LMS, SEED, left_padded_prompts, perturb_strongly_, save_causal_lm
+from tests.helpers import (
+    CAUSAL_LMS,
+    SEED,
+    TRANSFORMERS_VERSION,
+    left_padded_prompts,
+    perturb_strongly_,
+    save_causal_lm,
+)
 
 NEW_TOKENS = 8
 MODES = {
@@ -102,6 +110,17 @@ def test_same_tokens_from_inputs_embeds(causal_lm_checkpoints, family):
     kwargs = dict(inputs_embeds=inputs_embeds, attention_mask=attention_mask, pad_token_id=pad)
     expected = generate(reference, **kwargs)
     assert torch.equal(generate(ours, **kwargs), expected)
+
+
+@pytest.mark.skipif(TRANSFORMERS_VERSION < Version("4.42.0.dev0"), reason="4.38-4.41 set a static cache up through "
+                    "the model class's own _setup_cache (Llama's), which a model-with-head does not have")
+def test_same_tokens_with_a_static_cache(causal_lm_checkpoints):
+    """``cache_implementation="static"``: the release checks the model's ``_supports_static_cache`` (up to 4.5x) and
+    sizes the cache from the text config; Llama's core supports it."""
+    reference, ours = reference_and_archit(causal_lm_checkpoints["llama"])
+    input_ids, attention_mask, pad = prompts_for(reference)
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, pad_token_id=pad, cache_implementation="static")
+    assert torch.equal(generate(ours, **kwargs), generate(reference, **kwargs))
 
 
 def test_a_model_built_in_memory_generates_like_its_transformers_twin(family):

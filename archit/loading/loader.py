@@ -5,6 +5,7 @@ are assigned straight from the file (safetensors) or from ``torch.load(weights_o
 tensors it does not supply are initialised, each by its owner (the head, or the core's class). ``plan_loading`` and kin
 answer the same plan without reading tensor data; ``archit inspect`` renders it.
 """
+import copy
 import os
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
@@ -140,6 +141,9 @@ def _set_generation_config(model: Any, checkpoint: str, options: LoadOptions) ->
     transformers' ``from_pretrained`` does."""
     if getattr(model, "generation_config", None) is None:
         return
-    generation_config = options.generation_config or read_generation_config(checkpoint, **options.hub)
+    if options.generation_config is not None:
+        model.generation_config = copy.deepcopy(options.generation_config)
+        return
+    generation_config = read_generation_config(checkpoint, **options.hub)
     if generation_config is not None:
         model.generation_config = generation_config
