@@ -4,7 +4,7 @@
     nox -t full                  every minor from 4.36 to the newest (read from the package index)
     nox -s "tests(tf4.40)"       one minor; ``nox -l`` lists them all
     nox -s "tests(tf4.50)" -- tests/test_save.py -x     pytest arguments after ``--``
-    nox -t bench                 the loading and saving benchmarks on 4.49 and the newest minor
+    nox -t bench                 the loading, saving and generation benchmarks on 4.49 and the newest minor
     nox -t fuzz                  crash-consistency, damaged-checkpoint and checksum tests at length (4.36, newest)
     nox -s matrix                ``archit matrix`` end to end on two releases (the slow tests; tag "eras", so CI runs it)
     nox -s report                ``archit matrix`` over the probe checkpoints on every minor: ``report/`` and the
@@ -181,11 +181,12 @@ def fuzz(session: nox.Session, transformers_minor: str) -> None:
 @nox.session(tags=["bench"])
 @nox.parametrize("transformers_minor", [nox.param(m, id=f"tf{m}") for m in ("4.49", NEWEST)])
 def benchmark(session: nox.Session, transformers_minor: str) -> None:
-    """Time checkpoint loading (benchmarks/bench_load.py) on the last 4.49-era minor and the newest, and saving
-    (benchmarks/bench_save.py)."""
+    """Time checkpoint loading (benchmarks/bench_load.py) on the last 4.49-era minor and the newest, saving
+    (benchmarks/bench_save.py) and generation (benchmarks/bench_generate.py)."""
     _install(session, transformers_minor)
     session.run("python", "benchmarks/bench_load.py", *session.posargs, env=OFFLINE)
     session.run("python", "benchmarks/bench_save.py", env=OFFLINE)
+    session.run("python", "benchmarks/bench_generate.py", env=OFFLINE)
 
 
 @nox.session(tags=["eras"])

@@ -7,6 +7,7 @@ satisfies the ``Backend`` protocol, which lists only what differs per era. What 
 """
 from .all_eras import CONFIG_DTYPE_KEYS as CONFIG_DTYPE_KEYS
 from .all_eras import ConversionUnit as ConversionUnit
+from .all_eras import adopt_core_flags as adopt_core_flags
 from .all_eras import checkpoint_code_class as checkpoint_code_class
 from .all_eras import disable_activation_checkpointing as disable_activation_checkpointing
 from .all_eras import enable_activation_checkpointing as enable_activation_checkpointing
@@ -28,6 +29,7 @@ from .version import TRANSFORMERS_VERSION as TRANSFORMERS_VERSION
 ERA: str = backend.ERA
 CACHE_NAME: str = backend.CACHE_NAME
 PreTrainedWrapper: type = backend.PreTrainedWrapper
+GenerationMixin: type = backend.GenerationMixin
 set_attn_implementation = backend.set_attn_implementation
 set_experts_implementation = backend.set_experts_implementation
 set_config_dtype = backend.set_config_dtype
@@ -44,5 +46,6 @@ __all__ = [
     "checkpoint_layout", "progress",
     "trusts_checkpoint_code", "checkpoint_code_class", "is_checkpoint_code", "save_checkpoint_code",
     "as_auto_model_class", "hide_kwargs_from_signature", "modernbert_config_class", "enable_activation_checkpointing",
-    "disable_activation_checkpointing", "is_activation_checkpointing", "CONFIG_DTYPE_KEYS",
+    "disable_activation_checkpointing", "is_activation_checkpointing", "CONFIG_DTYPE_KEYS", "GenerationMixin",
+    "adopt_core_flags",
 ]

@@ -35,6 +35,40 @@ class WrapperWithoutOwnWeights(PreTrainedModel):
         pass
 
 
+# Class flags transformers reads on a model to decide what it may do with it (``generate``'s caches, attention
+# implementations, compilation): booleans named ``_supports_...`` (cache classes, static caches, SDPA, ...), and these.
+_FLAG_NAMES = ("_is_stateful", "_can_compile_fullgraph")
+
+
+def adopt_core_flags(model: nn.Module, core: PreTrainedModel) -> None:
+    """
+    Give ``model``, which wraps the transformers model ``core``, the class flags of ``core``'s class that transformers
+    reads on a model (``_supports_cache_class``, ``_supports_static_cache``, ``_supports_sdpa``, ``_is_stateful``,
+    ``_can_compile_fullgraph``, ... whichever booleans the installed release declares), as instance attributes: a
+    wrapper's class has the defaults of ``PreTrainedModel``, while what it can do is what its core can do (its cache
+    class, its attention). Read from ``core``'s class by name, so a flag a release adds is adopted with no change here.
+    """
+    for name in dir(type(core)):
+        if name.startswith("_supports_") or name in _FLAG_NAMES:
+            value = getattr(type(core), name, None)
+            if isinstance(value, bool):
+                setattr(model, name, value)
+
+
+class LegacyCacheReordering:
+    """
+    Beam search with a cache of the legacy format (a tuple of ``(key, value)`` per layer, batch first): the releases
+    whose ``GenerationMixin`` reorders such caches through the model class's ``_reorder_cache`` (4.36 to 4.5x; their
+    own raises ``NotImplementedError``, each family's ``XForCausalLM`` defines it) get it here. Every tensor of the cache
+    is indexed along the batch by the beams kept, as the families' own do.
+    """
+
+    @staticmethod
+    def _reorder_cache(past_key_values: Any, beam_idx: Tensor) -> Any:
+        return tuple(tuple(state.index_select(0, beam_idx.to(state.device)) for state in layer)
+                     for layer in past_key_values)
+
+
 def hide_kwargs_from_signature(forward: F) -> F:
     """
     ``forward`` itself, advertising (``__signature__``) its parameters without its ``**kwargs``. transformers' ``Trainer``

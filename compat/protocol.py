@@ -41,6 +41,15 @@ class Backend(Protocol):
     it leaves the attention and experts implementations to the core (its own checks, which would decide for the core's
     config, let the request through), initialises nothing itself and ties weights through ``tie_weights()`` only."""
 
+    GenerationMixin: Type[Any]
+    """What a causal-LM model-with-head inherits ``generate`` from, as the era's ``XForCausalLM`` classes inherit
+    transformers' ``GenerationMixin`` (listed as a direct base, after the ``PreTrainedModel``: 4.45+ tell a model that
+    can generate by that): the era's mixin, with what the era asks of a model class answered for a model whose decoder
+    is a wrapped core (``base_model``): whether ``generate`` may give it a ``DynamicCache`` (the core's answer), beam
+    search over legacy tuple caches (``_reorder_cache``, where the era asks model classes for it), and, before 4.45,
+    ``prepare_inputs_for_generation``. The class flags transformers reads on the model come from the core too
+    (``adopt_core_flags``)."""
+
     def set_attn_implementation(self, config: PretrainedConfig, implementation: Optional[str]) -> None:
         """Request an attention implementation (``"eager"``, ``"sdpa"``, ...) for models built from ``config``."""
 

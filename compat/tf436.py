@@ -1,13 +1,22 @@
 """Backend for transformers 4.36 – 4.49: attention chosen by the classmethod ``_autoset_attn_implementation``;
-ModernBERT from 4.48."""
+ModernBERT from 4.48; ``GenerationMixin`` inherited by every ``PreTrainedModel``, with a generic
+``prepare_inputs_for_generation`` from 4.45."""
+import inspect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+from transformers import GenerationMixin as TransformersGenerationMixin
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_utils import no_init_weights as no_init_weights
 
-from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, first_match_renaming, renaming_units
+from .all_eras import (
+    ConversionUnit,
+    LegacyCacheReordering,
+    WrapperWithoutOwnWeights,
+    first_match_renaming,
+    renaming_units,
+)
 from .version import TRANSFORMERS_VERSION
 
 try:  # ModernBERT arrived in 4.48, within this era. Its configuration module only (see modernbert_config_class).
@@ -65,3 +74,85 @@ def as_auto_model_class(model_class: type) -> type:
 def modernbert_config_class() -> Optional[type]:
     """4.48-4.49 have ModernBERT; 4.36-4.47 do not (``None``)."""
     return _ModernBertConfig
+
+
+# 4.45 gave GenerationMixin a prepare_inputs_for_generation for every model; before, it raised NotImplementedError and
+# each family's XForCausalLM wrote its own.
+_GENERIC_INPUT_PREPARATION = "input_ids" in inspect.signature(
+    TransformersGenerationMixin.prepare_inputs_for_generation).parameters
+
+
+class GenerationInputs:
+    """
+    What 4.36-4.44's ``GenerationMixin`` leaves to each model class, for a causal LM whose decoder is a wrapped core
+    (``base_model``); drop with 4.44. Its class name must not contain "GenerationMixin": those releases' ``can_generate``
+    tells a model that can generate by a ``prepare_inputs_for_generation`` defined outside a class of that name.
+    """
+
+    def prepare_inputs_for_generation(self, input_ids: Tensor, past_key_values: Any = None,
+                                      attention_mask: Optional[Tensor] = None, inputs_embeds: Optional[Tensor] = None,
+                                      cache_position: Optional[Tensor] = None, **kwargs: Any) -> Dict[str, Any]:
+        """The inputs of the next forward: the tokens the cache does not hold yet (the prompt's embeddings, when
+        given, at the first step), their positions (counted over the attention mask, so that left padding takes
+        none), the cache, ``use_cache``, the attention mask and ``token_type_ids``; ``cache_position`` where the
+        release's ``generate`` gives one and the core takes it."""
+        past_length = 0 if past_key_values is None else _cached_length(past_key_values)
+        if past_length:
+            if attention_mask is not None and attention_mask.shape[1] > input_ids.shape[1]:
+                # The prompt was given as inputs_embeds: input_ids holds the generated tokens only.
+                input_ids = input_ids[:, -(attention_mask.shape[1] - past_length):]
+            elif past_length < input_ids.shape[1]:
+                input_ids = input_ids[:, past_length:]
+        new_tokens = input_ids.shape[1]
+        position_ids = kwargs.get("position_ids")
+        if attention_mask is not None and position_ids is None:
+            position_ids = attention_mask.long().cumsum(-1) - 1
+            position_ids.masked_fill_(attention_mask == 0, 1)
+        token_type_ids = kwargs.get("token_type_ids")
+        if inputs_embeds is not None and not past_length:
+            model_inputs: Dict[str, Any] = {"inputs_embeds": inputs_embeds}
+        else:
+            model_inputs = {"input_ids": input_ids.clone(memory_format=torch.contiguous_format)}
+            position_ids = None if position_ids is None else position_ids[:, -new_tokens:]
+            token_type_ids = None if token_type_ids is None else token_type_ids[:, -new_tokens:]
+        core_forward = self.base_model.forward  # type: ignore[attr-defined]
+        if cache_position is not None and "cache_position" in inspect.signature(core_forward).parameters:
+            model_inputs["cache_position"] = cache_position
+        model_inputs.update(past_key_values=past_key_values, use_cache=kwargs.get("use_cache"),
+                            position_ids=position_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return model_inputs
+
+    def generate(self, inputs: Optional[Tensor] = None, generation_config: Any = None, **kwargs: Any) -> Any:
+        """``GenerationMixin.generate`` with the model's own ``generation_config`` when none is given: 4.36-4.44 would
+        otherwise rebuild it from ``model.config`` (their legacy reading of generation settings in model configs),
+        which for a model-with-head is the nested config, without the base config's special tokens."""
+        if generation_config is None:
+            generation_config = self.generation_config  # type: ignore[attr-defined]
+        return super().generate(inputs, generation_config, **kwargs)  # type: ignore[misc]
+
+
+class _GenericInputs:
+    """4.45-4.49: ``GenerationMixin``'s own ``prepare_inputs_for_generation`` serves."""
+
+
+def _cached_length(past_key_values: Any) -> int:
+    """How many positions a cache holds: a ``Cache``'s, or the legacy tuple's (``(key, value)`` per layer, key
+    ``batch x heads x positions x dimension``)."""
+    if hasattr(past_key_values, "get_seq_length"):
+        return int(past_key_values.get_seq_length())
+    return int(past_key_values[0][0].shape[2])
+
+
+_InputPreparation: type = _GenericInputs if _GENERIC_INPUT_PREPARATION else GenerationInputs
+
+
+class GenerationMixin(_InputPreparation, LegacyCacheReordering, TransformersGenerationMixin):
+    """
+    transformers' ``GenerationMixin`` for a causal LM whose decoder is a wrapped core (``base_model``), with what this
+    era asks of model classes: ``_reorder_cache`` for beam search over legacy tuple caches (``LegacyCacheReordering``),
+    ``prepare_inputs_for_generation`` before 4.45 (``GenerationInputs``), and the core's answer to whether
+    ``generate`` may give it a ``DynamicCache`` (4.42+).
+    """
+
+    def _supports_default_dynamic_cache(self) -> bool:
+        return self.base_model._supports_default_dynamic_cache()

@@ -1,15 +1,23 @@
 """Backend for transformers 4.50 – 4.57: the loading rewrite; attention checked by ``_autoset_attn_implementation``
 (up to 4.53) or ``_check_and_adjust_attn_implementation`` (4.54+); ``dtype`` replaces ``torch_dtype`` from 4.56."""
+import inspect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+from transformers import GenerationMixin as TransformersGenerationMixin
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_utils import no_init_weights as no_init_weights
 from transformers.models.auto.auto_factory import add_generation_mixin_to_remote_model
 from transformers.models.modernbert.configuration_modernbert import ModernBertConfig
 
-from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, first_match_renaming, renaming_units
+from .all_eras import (
+    ConversionUnit,
+    LegacyCacheReordering,
+    WrapperWithoutOwnWeights,
+    first_match_renaming,
+    renaming_units,
+)
 from .version import TRANSFORMERS_VERSION
 
 ERA = "4.50"
@@ -75,3 +83,33 @@ def as_auto_model_class(model_class: type) -> type:
 def modernbert_config_class() -> Optional[type]:
     """Every release of this era has ModernBERT; its configuration module only is imported."""
     return ModernBertConfig
+
+
+class _NoCacheReordering:
+    """Releases whose ``GenerationMixin`` reorders every cache itself (``Cache.reorder_cache``), and calls a model's
+    ``_reorder_cache`` only where the model defines one."""
+
+
+# Up to some 4.5x, GenerationMixin reordered legacy tuple caches through the model's _reorder_cache (its own raising
+# NotImplementedError); later releases have none, and call a model's own instead of reordering the cache themselves.
+_CacheReordering: type = LegacyCacheReordering if hasattr(TransformersGenerationMixin, "_reorder_cache") \
+    else _NoCacheReordering
+
+
+class GenerationMixin(_CacheReordering, TransformersGenerationMixin):
+    """
+    transformers' ``GenerationMixin`` for a causal LM whose decoder is a wrapped core (``base_model``), as this era's
+    ``XForCausalLM`` classes inherit it (``PreTrainedModel`` no longer does): its generic
+    ``prepare_inputs_for_generation``, ``_reorder_cache`` for beam search over legacy tuple caches where the release
+    still asks model classes for it, and the core's answer to whether ``generate`` may give it a ``DynamicCache``.
+    """
+
+    def _supports_default_dynamic_cache(self) -> bool:
+        return _core_supports_default_dynamic_cache(self.base_model)
+
+
+def _core_supports_default_dynamic_cache(core: PreTrainedModel) -> bool:
+    """transformers' own rule for ``core`` (which, from 4.50, is no ``GenerationMixin`` itself): an instance method
+    reading the instance's flags up to some 4.5x, a class method reading the class's after."""
+    rule = TransformersGenerationMixin._supports_default_dynamic_cache
+    return bool(rule.__func__(type(core)) if inspect.ismethod(rule) else rule(core))

@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+from transformers import GenerationMixin as TransformersGenerationMixin
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.conversion_mapping import get_model_conversion_mapping
 from transformers.core_model_loading import (
@@ -126,3 +127,15 @@ def as_auto_model_class(model_class: type) -> type:
 def modernbert_config_class() -> Optional[type]:
     """Every release of this era has ModernBERT; its configuration module only is imported."""
     return ModernBertConfig
+
+
+class GenerationMixin(TransformersGenerationMixin):
+    """
+    transformers' ``GenerationMixin`` for a causal LM whose decoder is a wrapped core (``base_model``), as this era's
+    ``XForCausalLM`` classes inherit it: its generic ``prepare_inputs_for_generation`` and cache handling, with the
+    core's answer to whether ``generate`` may give it a ``DynamicCache`` (transformers' rule, a class method reading
+    the class's name and ``_is_stateful``, asked of the core's class rather than of the wrapper's).
+    """
+
+    def _supports_default_dynamic_cache(self) -> bool:
+        return bool(TransformersGenerationMixin._supports_default_dynamic_cache.__func__(type(self.base_model)))

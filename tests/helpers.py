@@ -129,6 +129,46 @@ def perturb_(model: torch.nn.Module, seed: int = SEED) -> torch.nn.Module:
     return model
 
 
+def perturb_strongly_(model: torch.nn.Module, seed: int = SEED, scale: float = 0.5) -> torch.nn.Module:
+    """Noise large enough that a tiny causal LM's greedy continuation varies from token to token (with ``perturb_``'s,
+    a tiny GPT-2 repeats one token), so that generating the same tokens says something."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale)
+    return model
+
+
+# The causal LMs that generation is checked on: GPT-2 (a legacy tuple cache on old releases, position ids learned) and
+# Llama (a Cache class from 4.36, rotary positions, grouped-query attention).
+CAUSAL_LMS: Dict[str, Callable[[], transformers.PretrainedConfig]] = {
+    "gpt2": lambda: gpt2_config(),
+    "llama": lambda: llama_config(bos_token_id=1, eos_token_id=2),
+}
+
+
+def save_causal_lm(name: str, directory: Path, seed: int = SEED) -> Path:
+    """A tiny causal LM of transformers' own class (``AutoModelForCausalLM``) for the family ``name`` of
+    ``CAUSAL_LMS``, with strongly perturbed weights, written by transformers' ``save_pretrained`` (with the
+    ``generation_config.json`` transformers writes)."""
+    config = CAUSAL_LMS[name]()
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    perturb_strongly_(model, seed).float().eval().save_pretrained(str(directory))
+    return directory
+
+
+def left_padded_prompts(pad_token_id: int, seed: int = SEED):
+    """A batch of two prompts of 6 and 4 tokens, the shorter one padded on the left (how prompts of a batch are
+    padded for generation), and its attention mask."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, VOCAB - 1, (2, 6), generator=generator)
+    attention_mask = torch.ones(2, 6, dtype=torch.long)
+    input_ids[1, :2] = pad_token_id
+    attention_mask[1, :2] = 0
+    return input_ids, attention_mask
+
+
 def build_transformers_model(cls: type, config: transformers.PretrainedConfig, seed: int = SEED):
     """A transformers model with seeded random weights, float32, in eval mode."""
     torch.manual_seed(seed)

@@ -112,6 +112,7 @@ class BaseModel(compat.PreTrainedWrapper, Generic[PC], ABC):
         # does not, so that training and scoring do not pay its memory.
         self._no_cache = {"use_cache": False} if "use_cache" in inspect.signature(self._core.forward).parameters else {}
         self.supports_gradient_checkpointing = self._core.supports_gradient_checkpointing
+        compat.adopt_core_flags(self, self._core)  # What transformers reads on a model (cache, attention) is the core's.
         self._accumulated_loss = LossState()  # Loss terms added by modules inside the core (StatefulLossMixin).
         self.activateCoreLoss()
 
@@ -413,6 +414,7 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
         if not isinstance(head, self.headClass()):
             raise TypeError(f"{self.__class__.__name__} needs a {self.headClass().__name__}, got {type(head).__name__}.")
         self.supports_gradient_checkpointing = model.base_model.supports_gradient_checkpointing
+        compat.adopt_core_flags(self, model.base_model)  # What transformers reads on a model (cache, attention).
         self.model: BaseModel = model
         self.head: Head = head
         self._loss_function = _without_persistent_state(loss)

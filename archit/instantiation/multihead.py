@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Un
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.loss import _Loss
-from transformers import PretrainedConfig
+from transformers import GenerationConfig, PretrainedConfig
 from transformers.utils import ModelOutput
 from typing_extensions import Self
 
@@ -163,6 +163,7 @@ class ModelWithHeads(compat.PreTrainedWrapper):
         """Use ``fromModelAndHeadConfigs``, ``fromTaskModels`` or ``from_pretrained`` rather than this constructor."""
         super().__init__(config)
         self.supports_gradient_checkpointing = model.base_model.supports_gradient_checkpointing
+        compat.adopt_core_flags(self, model.base_model)  # What transformers reads on a model (cache, attention).
         self.model: BaseModel = model
         self.heads = nn.ModuleDict()
         self.losses = nn.ModuleDict()  # The heads' loss modules, so that their buffers move with the model (unsaved).
@@ -217,8 +218,12 @@ class ModelWithHeads(compat.PreTrainedWrapper):
         config = MultiHeadConfig(base_model_config=body.config,
                                  heads={n: (type(m), m.config.head_config) for n, m in task_models.items()},
                                  loss_weights=_checked_weights(loss_weights, task_models))
-        return cls(config, body, {n: m.head for n, m in task_models.items()},
-                   {n: m.loss_function for n, m in task_models.items()})
+        model = cls(config, body, {n: m.head for n, m in task_models.items()},
+                    {n: m.loss_function for n, m in task_models.items()})
+        generation_configs = [m.generation_config for m in task_models.values() if type(m).can_generate()]
+        if generation_configs:  # The first causal LM's settings, as loaded with it.
+            model.generation_config = generation_configs[0]
+        return model
 
     @classmethod
     def from_pretrained(cls, checkpoint: str, base_model_class: Type[BaseModel],
@@ -290,6 +295,44 @@ class ModelWithHeads(compat.PreTrainedWrapper):
         for task in self._tasks.values():
             task.tie_weights()
 
+    # Generating
+
+    def generate(self, *args: Any, head: Optional[str] = None, **kwargs: Any) -> Any:
+        """
+        Generate with the causal-LM head ``head``: ``asTask(head).generate(...)``, which shares this model's body and
+        that head, with this model's ``generation_config``. Arguments as transformers' ``generate``.
+
+        :raises ValueError: without ``head=``, or when that head does not generate (not a causal LM), naming the heads
+            that do.
+        :raises KeyError: when there is no head of that name.
+        """
+        generating = self._generating_heads()
+        if head is None:
+            raise ValueError(f"ModelWithHeads.generate needs head=, the name of a head that generates; the heads that "
+                             f"do are {generating} (of {list(self.heads)}).")
+        task = self.asTask(head)
+        if head not in generating:
+            raise ValueError(f"Head '{head}' ({type(task).__name__}) does not generate: it is not a causal language "
+                             f"model. The heads that generate are {generating} (of {list(self.heads)}).")
+        return task.generate(*args, **kwargs)
+
+    @property
+    def generation_config(self) -> Optional[GenerationConfig]:
+        """The generation settings of the heads that generate (causal LMs), one object their single-task models share
+        (``asTask``); saved as ``generation_config.json``, and read from it on loading. ``None`` while no head
+        generates."""
+        return self.__dict__.get("_generation_config")
+
+    @generation_config.setter
+    def generation_config(self, value: Optional[GenerationConfig]) -> None:
+        self.__dict__["_generation_config"] = value
+        for name in self._generating_heads():
+            self._tasks[name].generation_config = value
+
+    def _generating_heads(self) -> List[str]:
+        """The heads whose task generates (transformers' ``can_generate``: the causal LMs)."""
+        return [name for name, task in self.__dict__.get("_tasks", {}).items() if type(task).can_generate()]
+
     # Heads
 
     def addHead(self, name: str, task: Type[ModelWithHead], head_config: Optional[HeadConfig] = None, *,
@@ -322,6 +365,8 @@ class ModelWithHeads(compat.PreTrainedWrapper):
             raise KeyError(f"No head named '{name}'; the heads are {list(self.heads)}.")
         del self.heads[name], self.losses[name], self._tasks[name]
         del self.config.heads[name], self.config.loss_weights[name]
+        if not self._generating_heads():
+            self.generation_config = None
 
     def asTask(self, name: str) -> ModelWithHead:
         """The single-task model of head ``name`` (its task's class), sharing this model's body, head and loss:
@@ -392,6 +437,9 @@ class ModelWithHeads(compat.PreTrainedWrapper):
         view = task(CombinedConfig(base_model_config=self.model.config, head_config=head_config), self.model, head,
                     self.losses[name])
         self._tasks[name] = view
+        if type(view).can_generate():  # The heads that generate share one generation config: the first one's.
+            self.generation_config = view.generation_config if self.generation_config is None \
+                else self.generation_config
 
     def _place_like_body(self, head: nn.Module) -> None:
         parameter = next(self.model.parameters())

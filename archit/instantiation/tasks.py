@@ -15,7 +15,9 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import FloatTensor, Tensor, nn
 from torch.nn.modules.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, _Loss
+from transformers import GenerationConfig
 
+from .. import _compat as compat
 from .abstracts import AllHiddenStatesAndPooling, BaseModel, BaseModelConfig, Head, HeadConfig, ModelWithHead, flatLoss
 from .configs import PC, CombinedConfig
 from .extensions import ForNestedBatches, ForTokensGroupedByWord, PoolingAndStridingConfig
@@ -135,11 +137,23 @@ def extractiveQALoss(loss_function: _Loss, logits: Tensor, labels: Tensor) -> Fl
     return (loss_function(start_logits, start_positions) + loss_function(end_logits, end_positions)) / 2
 
 
-class ForCausalLM(ModelWithHead[PC, CausalLMHeadConfig]):
-    """Next-token prediction; labels B x L (usually the input ids), shifted inside."""
+class ForCausalLM(ModelWithHead[PC, CausalLMHeadConfig], compat.GenerationMixin):
+    """
+    Next-token prediction; labels B x L (usually the input ids), shifted inside.
+
+    Generates as transformers' ``XForCausalLM`` models do, with the installed release's ``GenerationMixin``
+    (``generate``: greedy, sampling, beam search, ...), the key-value cache kept by the base model. Its
+    ``generation_config`` is built from the base model's config as transformers builds a causal LM's (special tokens),
+    replaced by the checkpoint's ``generation_config.json`` when loading one that has it, and saved with the model.
+    """
     head_class = CausalLMHead
     purpose = "causal language modelling"
     returns_cross_attentions = True  # As transformers' causal LMs (GPT-2's; none where the body has none).
+
+    def __init__(self, combined_config: CombinedConfig, model: BaseModel, head: Head, loss: _Loss):
+        super().__init__(combined_config, model, head, loss)
+        # transformers builds a causal LM's from its config; a model-with-head's generation settings are its body's.
+        self.generation_config = GenerationConfig.from_model_config(combined_config.base_model_config)
 
     def computeLoss(self, logits: Tensor, labels: Tensor) -> FloatTensor:
         return flatLoss(self.loss_function, logits[:, :-1, :], labels[:, 1:])

@@ -1,9 +1,10 @@
 """Crash-consistent saves into a checkpoint folder, and reads that never see a half-written checkpoint.
 
 A save replaces several files that must change together: ``config.json`` and the weights (``model.safetensors``, or
-shards plus ``model.safetensors.index.json``, of one variant), while files that are not ours (tokenizer files,
-``trainer_state.json``, ``optimizer.pt``, a README, weights of other variants) stay as they are. The file names and
-formats stay transformers' own, so that a completed save is read by transformers and by the published ArchIt.
+shards plus ``model.safetensors.index.json``, of one variant), and ``generation_config.json`` for a model that
+generates, while files that are not ours (tokenizer files, ``trainer_state.json``, ``optimizer.pt``, a README, weights
+of other variants) stay as they are. The file names and formats stay transformers' own, so that a completed save is
+read by transformers and by the published ArchIt.
 
 **Saving** (``DirectoryCommit``), under an exclusive ``fcntl.flock`` on the folder itself, held for the whole save (two processes saving at once run one after the other, and the folder ends with the checkpoint of the one
 that finished last):

@@ -10,16 +10,17 @@ from dataclasses import fields, is_dataclass
 from enum import Enum
 from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
-from transformers import CONFIG_MAPPING, PretrainedConfig
+from transformers import CONFIG_MAPPING, GenerationConfig, PretrainedConfig
 
 from .. import _compat as compat
 from .checkpointcode import config_class_of_code
+from .commits import open_settled
 from .errors import CheckpointError
-from .files import CONFIG_NAME
+from .files import CONFIG_NAME, GENERATION_CONFIG_NAME, read_json_file, resolve_file
 
 __all__ = ["split_checkpoint_config", "base_config_from_dict", "dataclass_from_dict", "stored_head_prefixes",
            "config_path", "check_model_type", "FieldTypeError", "HEADS_PATH", "named_class", "head_spec_of",
-           "heads_of_checkpoint", "TASKS_MODULE"]
+           "heads_of_checkpoint", "TASKS_MODULE", "read_generation_config"]
 
 TASKS_MODULE = "archit.instantiation.tasks"
 """Where a task a checkpoint names by its bare name lives (archit's own tasks; others are ``module:Class``)."""
@@ -68,6 +69,21 @@ def split_checkpoint_config(config_dict: Dict[str, Any], checkpoint: str, head_c
     except TypeError as error:  # A field the head config does not have.
         raise CheckpointError(config_path(checkpoint), f"is not a {head_config_class.__name__}: {error}",
                               key=key) from error
+
+
+def read_generation_config(checkpoint: str, **hub_kwargs: Any) -> Optional[GenerationConfig]:
+    """
+    The checkpoint's ``generation_config.json`` (what transformers' ``save_pretrained`` writes for a model that
+    generates, and archit's for its causal LMs), read by transformers' own ``GenerationConfig.from_pretrained``;
+    ``None`` when the checkpoint has none. A file that is no JSON object is a ``CheckpointError`` naming it.
+    """
+    path = resolve_file(checkpoint, GENERATION_CONFIG_NAME, **hub_kwargs)
+    if path is None:
+        return None
+    if not isinstance(read_json_file(path), dict):
+        raise CheckpointError(path, "is not a JSON object")
+    return open_settled(path, lambda found: GenerationConfig.from_pretrained(os.path.dirname(found),
+                                                                             config_file_name=os.path.basename(found)))
 
 
 def _check_archit_structure(config_dict: Dict[str, Any], checkpoint: str) -> None:

@@ -208,6 +208,9 @@ def to_hugging_face(model: nn.Module, share_weights: bool = False, verify: bool 
     device = next(model.parameters()).device
     hf_model.to(device)
     hf_model.train(model.training)
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None and getattr(hf_model, "generation_config", None) is not None:
+        hf_model.generation_config = copy.deepcopy(generation_config)  # It generates as this model does.
     if verify:
         _verify_same_logits(model, hf_model, name)
     return hf_model

@@ -5,11 +5,13 @@ are assigned straight from the file (safetensors) or from ``torch.load(weights_o
 tensors it does not supply are initialised, each by its owner (the head, or the core's class). ``plan_loading`` and kin
 answer the same plan without reading tensor data; ``archit inspect`` renders it.
 """
+import copy
 import os
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
 from .building import Built, build_base_model, build_model_with_head, build_model_with_heads
 from .commits import read_consistently
+from .configs import read_generation_config
 from .execution import execute, report, verify_weights
 from .files import CheckpointReader, HeaderReader, find_weights
 from .options import LoadOptions
@@ -126,7 +128,22 @@ def _load(cls: Type[Any], checkpoint: str, options: LoadOptions, built: Built) -
     with CheckpointReader(weights.paths) as reader:
         plan = make_plan(built, checkpoint, options, reader)
         info = execute(plan, built, options, reader, weights)
+    _set_generation_config(built.model, checkpoint, options)
     # A base model's weights are all base weights; a model with heads tells them from the rest by their path.
     core_path = built.layout.core_path if built.layout.head_path is not None else ""
     report(cls, checkpoint, info, core_path, expect_new_head=built.expect_new_head)
     return (built.model, info) if options.output_loading_info else built.model
+
+
+def _set_generation_config(model: Any, checkpoint: str, options: LoadOptions) -> None:
+    """A model that generates (one with a ``generation_config``, built from its config as transformers builds a causal
+    LM's) takes the ``generation_config=`` given, else the checkpoint's ``generation_config.json`` where it has one, as
+    transformers' ``from_pretrained`` does."""
+    if getattr(model, "generation_config", None) is None:
+        return
+    if options.generation_config is not None:
+        model.generation_config = copy.deepcopy(options.generation_config)
+        return
+    generation_config = read_generation_config(checkpoint, **options.hub)
+    if generation_config is not None:
+        model.generation_config = generation_config

@@ -30,6 +30,8 @@ class LoadOptions:
     verify: bool = False
     """Check the weight files' checksums (``integrity.py``) before loading them."""
     code_revision: Optional[str] = None
+    generation_config: Any = None
+    """A ``GenerationConfig`` for a model that generates, instead of the checkpoint's ``generation_config.json``."""
     config_overrides: Dict[str, Any] = field(default_factory=dict)
 
     _IGNORED = ("low_cpu_mem_usage", "_fast_init", "resume_download", "offload_state_dict")
@@ -56,6 +58,7 @@ class LoadOptions:
             trust_remote_code=bool(kwargs.pop("trust_remote_code", False)),
             verify=bool(kwargs.pop("verify", False)),
             code_revision=kwargs.pop("code_revision", None),
+            generation_config=kwargs.pop("generation_config", None),
         )
         kwargs.pop("torch_dtype", None)
         if "use_auth_token" in kwargs:

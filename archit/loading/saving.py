@@ -14,6 +14,7 @@ from .checkpointcode import save_code_of
 from .commits import DirectoryCommit
 from .files import (
     CONFIG_NAME,
+    GENERATION_CONFIG_NAME,
     SAFE_WEIGHTS_INDEX_NAME,
     SAFE_WEIGHTS_NAME,
     WEIGHTS_INDEX_NAME,
@@ -72,6 +73,7 @@ def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_sha
                      "weight_map": {key: name for name, shard in zip(names, shards) for key in shard}}
             commit.write_text(index_name, json.dumps(index, indent=2, sort_keys=True))
         save_code_files(commit, model.config.base_model_config, model.base_model)
+        save_generation_config(commit, getattr(model, "generation_config", None))
         model.config.to_json_file(commit.temp_path(CONFIG_NAME))
         commit.written(CONFIG_NAME)
         commit.remove_after_commit(_stale_weights(save_directory, variant))
@@ -87,6 +89,18 @@ def save_code_files(commit: DirectoryCommit, config, core) -> None:
     os.makedirs(staging, exist_ok=True)
     for path in dict.fromkeys(save_code_of(config, core, staging)):
         commit.adopt(os.path.basename(path), path)
+
+
+def save_generation_config(commit: DirectoryCommit, generation_config: Optional[Any]) -> None:
+    """A model that generates has its ``generation_config.json`` published with the rest of the save (``commit``), as
+    transformers' ``save_pretrained`` writes it: by ``GenerationConfig.save_pretrained`` (which checks the settings),
+    into the save's staging folder. Nothing for a model without a generation config."""
+    if generation_config is None:
+        return
+    staging = os.path.join(commit.staging_folder(), "generation")
+    os.makedirs(staging, exist_ok=True)
+    generation_config.save_pretrained(staging)
+    commit.adopt(GENERATION_CONFIG_NAME, os.path.join(staging, GENERATION_CONFIG_NAME))
 
 
 def save_through_transformers(save_directory: Union[str, os.PathLike], write: Callable[[str], None],
