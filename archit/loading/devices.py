@@ -1,54 +1,87 @@
-"""Where each loaded tensor goes: one device, or a device map (``"auto"`` and friends) dispatched by accelerate."""
+"""Where each loaded tensor goes: one device, or a device map (``"auto"`` and friends, inferred as the installed
+transformers era infers it) dispatched by accelerate, ``"disk"`` entries included: those tensors stay on the meta device
+and accelerate's hooks read them when their module runs, through an offload index (``DiskTensor``: read in place from
+a safetensors checkpoint, or written into ``offload_folder`` by the era's own writer)."""
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Union
+from types import MappingProxyType
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
-from accelerate import dispatch_model, infer_auto_device_map
-from accelerate.utils import get_balanced_memory
 from torch import nn
 
 from .. import _compat as compat
 
 _AUTO_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+DISK = "disk"
+
+Device = Union[str, int, torch.device]
 
 
-@dataclass
+@dataclass(frozen=True)
 class DevicePlacement:
-    """A device per module prefix (``""`` for the whole model)."""
-    device_map: Dict[str, Union[str, int, torch.device]]
+    """A device per module prefix (``""`` for the whole model), and whether the caller gave a ``device_map``."""
+    device_map: Mapping[str, Device]
+    given: bool = False
 
     @classmethod
     def plan(cls, model: nn.Module, device_map: Any, max_memory: Optional[Dict], dtype: Optional[torch.dtype]) -> "DevicePlacement":
         if device_map is None:
-            return cls({"": "cpu"})
+            return cls(MappingProxyType({"": "cpu"}))
         if isinstance(device_map, (int, torch.device)) or (isinstance(device_map, str) and device_map not in _AUTO_MAPS):
-            return cls({"": device_map})
+            return cls(MappingProxyType({"": device_map}), given=True)
         if isinstance(device_map, str):
-            no_split = compat.no_split_modules(model.base_model)
-            if device_map != "sequential":
-                max_memory = get_balanced_memory(model, max_memory=max_memory, no_split_module_classes=no_split,
-                                                 dtype=dtype, low_zero=device_map == "balanced_low_0")
-            device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=no_split,
-                                               dtype=dtype)
+            device_map = compat.infer_device_map(model, device_map, max_memory,
+                                                 compat.no_split_modules(model.base_model), dtype)
         if not isinstance(device_map, dict):
             raise TypeError(f"device_map must be a device, a dict or one of {_AUTO_MAPS}; got {device_map!r}.")
-        if any(device == "disk" for device in device_map.values()):
-            raise NotImplementedError("device_map places modules on 'disk'; archit does not offload to disk.")
-        return cls(dict(device_map))
+        return cls(MappingProxyType(dict(device_map)), given=True)
 
-    def device_of(self, tensor_name: str) -> Union[str, int, torch.device]:
-        best, device = -1, "cpu"  # type: int, Union[str, int, torch.device]
+    def device_of(self, tensor_name: str) -> Device:
+        best, device = -1, "cpu"  # type: int, Device
         for prefix, candidate in self.device_map.items():
             if (prefix == "" or tensor_name == prefix or tensor_name.startswith(prefix + ".")) and len(prefix) > best:
                 best, device = len(prefix), candidate
         return device
 
-    def finish(self, model: nn.Module) -> None:
-        """Move what was built outside the map (buffers) and dispatch across devices when there are several."""
-        devices = set(map(str, self.device_map.values()))
-        if len(devices) == 1:
+    def on_disk(self, tensor_name: str) -> bool:
+        return self.device_of(tensor_name) == DISK
+
+    def memory_device_of(self, tensor_name: str) -> Device:
+        """Where the tensor is materialised while loading: its device, or the CPU for one that goes to disk."""
+        device = self.device_of(tensor_name)
+        return "cpu" if device == DISK else device
+
+    @property
+    def has_disk(self) -> bool:
+        return DISK in self.device_map.values()
+
+    def finish(self, model: nn.Module, offload_folder: Optional[str], offload_index: Dict[str, Any],
+               offload_buffers: bool) -> None:
+        """Move what was built outside the map (buffers) and, for a ``device_map`` the caller gave, place the model as
+        the installed transformers era's ``from_pretrained`` does (``compat.place``: accelerate's ``dispatch_model``,
+        its hooks reading the tensors on ``"disk"`` through ``offload_index``)."""
+        if not self.given:
             model.to(next(iter(self.device_map.values())))
-        else:
-            dispatch_model(model, device_map=self.device_map)
-        if set(self.device_map) != {""}:
-            model.hf_device_map = dict(self.device_map)  # As transformers records a device map it used.
+            return
+        compat.place(model, model.base_model, dict(self.device_map), offload_folder, offload_index, offload_buffers)
+
+
+@dataclass(frozen=True)
+class DiskTensor:
+    """A tensor of the model that goes to ``"disk"``: accelerate's hooks read it when its module runs."""
+    dtype: torch.dtype
+    """The dtype it loads in."""
+    file: Optional[str] = None
+    """The safetensors file of the checkpoint it is read from in place (as transformers reads a safetensors checkpoint's
+    offloaded tensors); ``None``: it is written into ``offload_folder`` (stored in a ``.bin`` file, converted, or
+    newly initialised)."""
+    key: Optional[str] = None
+    """Its key in ``file``."""
+
+    @property
+    def in_place(self) -> bool:
+        return self.file is not None
+
+    def index_entry(self) -> Dict[str, Any]:
+        """Its entry in accelerate's offload index (``OffloadedWeightsLoader``), for a tensor read in place."""
+        return {"safetensors_file": self.file, "weight_name": self.key, "dtype": str(self.dtype).replace("torch.", "")}
