@@ -5,7 +5,6 @@ checkpoint, written into ``offload_folder`` otherwise), equal logits and tokens 
 same refusals. On a machine without accelerators, ``"auto"`` with a small ``max_memory["cpu"]`` puts what does not fit
 on ``"disk"``, on every release."""
 import os
-import re
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -274,8 +273,3 @@ def test_one_device_map_is_recorded_as_each_era_records_it(tagger_checkpoints):
     if hasattr(reference, "hf_device_map"):
         assert model.hf_device_map == archit_map(reference.hf_device_map, ROBERTA_NAMES)
 
-
-def test_renaming_helper():
-    assert rename("roberta.encoder.layer.1", ROBERTA_NAMES) == "model._core.encoder.layer.1"
-    assert rename("classifier", ROBERTA_NAMES) == "head"
-    assert re.fullmatch(r"head\.dense\.weight", rename("lm_head.weight", LLAMA_NAMES))
