@@ -13,11 +13,11 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_utils import no_init_weights as no_init_weights
 
 from .all_eras import (
-    accelerate_device_map,
-    dispatch,
     ConversionUnit,
     LegacyCacheReordering,
     WrapperWithoutOwnWeights,
+    accelerate_device_map,
+    dispatch,
     first_match_renaming,
     renaming_units,
 )
@@ -31,7 +31,7 @@ except ImportError:  # 4.36-4.47
 ERA = "4.36"
 CACHE_NAME = "past_key_values"
 
-OFFLOAD_BUFFERS_KEYWORD = %s
+OFFLOAD_BUFFERS_KEYWORD = TRANSFORMERS_GE_4_39
 
 
 def infer_device_map(model: torch.nn.Module, device_map: str, max_memory: Optional[Dict[Any, Any]],

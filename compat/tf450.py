@@ -14,11 +14,11 @@ from transformers.models.auto.auto_factory import add_generation_mixin_to_remote
 from transformers.models.modernbert.configuration_modernbert import ModernBertConfig
 
 from .all_eras import (
-    accelerate_device_map,
-    dispatch,
     ConversionUnit,
     LegacyCacheReordering,
     WrapperWithoutOwnWeights,
+    accelerate_device_map,
+    dispatch,
     first_match_renaming,
     renaming_units,
 )
@@ -27,7 +27,7 @@ from .version import TRANSFORMERS_VERSION
 ERA = "4.50"
 CACHE_NAME = "past_key_values"
 
-OFFLOAD_BUFFERS_KEYWORD = %s
+OFFLOAD_BUFFERS_KEYWORD = True
 
 
 def infer_device_map(model: torch.nn.Module, device_map: str, max_memory: Optional[Dict[Any, Any]],

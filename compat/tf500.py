@@ -6,8 +6,8 @@ import functools
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
-from torch import Tensor
 from accelerate.utils import find_tied_parameters
+from torch import Tensor
 from transformers import GenerationMixin as TransformersGenerationMixin
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.conversion_mapping import get_model_conversion_mapping
@@ -18,9 +18,9 @@ from transformers.core_model_loading import (
     rename_source_key,
     revert_weight_conversion,
 )
+from transformers.initialization import no_init_weights as no_init_weights
 from transformers.integrations.accelerate import get_balanced_memory, get_max_memory, infer_auto_device_map
 from transformers.integrations.accelerate import offload_weight as transformers_offload_weight
-from transformers.initialization import no_init_weights as no_init_weights
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.auto.auto_factory import add_generation_mixin_to_remote_model
 from transformers.models.modernbert.configuration_modernbert import ModernBertConfig
