@@ -42,6 +42,8 @@ LLAMA_DISK_MAP = {"model.embed_tokens": "cpu", "model.layers.0": "disk", "model.
 
 def rename(name: str, names: Tuple[Tuple[str, str], ...]) -> str:
     for old, new in names:
+        if old.endswith(".") and name == old[:-1]:  # The prefix's module itself: "roberta" -> "model._core".
+            return new[:-1]
         if name == old or name.startswith(old if old.endswith(".") else old + "."):
             return new + name[len(old):]
     return name
