@@ -30,6 +30,7 @@ class DevicePlacement:
         if isinstance(device_map, (int, torch.device)) or (isinstance(device_map, str) and device_map not in _AUTO_MAPS):
             return cls(MappingProxyType({"": device_map}), given=True)
         if isinstance(device_map, str):
+            _in_loaded_dtype(model, dtype)
             device_map = compat.infer_device_map(model, device_map, max_memory,
                                                  compat.no_split_modules(model.base_model), dtype)
         if not isinstance(device_map, dict):
@@ -64,6 +65,17 @@ class DevicePlacement:
             model.to(next(iter(self.device_map.values())))
             return
         compat.place(model, model.base_model, dict(self.device_map), offload_folder, offload_index, offload_buffers)
+
+
+def _in_loaded_dtype(model: nn.Module, dtype: Optional[torch.dtype]) -> None:
+    """Give the model's floating parameters (still on the meta device) the dtype they load in, so that an inferred
+    device map is sized by it: transformers builds its model in that dtype, and 5.x's inference reads the sizes off
+    the tensors (4.x's, accelerate's, takes ``dtype`` as well). Loading casts them to that dtype anyway."""
+    if dtype is None:
+        return
+    for parameter in model.parameters():
+        if parameter.device.type == "meta" and parameter.is_floating_point() and parameter.dtype != dtype:
+            parameter.data = parameter.data.to(dtype)
 
 
 @dataclass(frozen=True)
