@@ -14,7 +14,6 @@ import torch
 import transformers
 from packaging.version import Version
 
-from archit import _compat as compat
 from archit.instantiation.basemodels import AutoBaseModel, RobertaBaseModel
 from archit.instantiation.heads import TokenClassificationHeadConfig
 from archit.instantiation.multihead import ModelWithHeads
@@ -22,7 +21,9 @@ from archit.instantiation.tasks import ForCausalLM, ForSingleLabelTokenClassific
 from archit.loading import plan_loading
 
 from tests.helpers import (
+    TRANSFORMERS_VERSION,
     assert_same_outputs,
+    expected_era,
     left_padded_prompts,
     make_inputs,
     roberta_config,
@@ -146,7 +147,7 @@ def test_disk_without_offload_folder(tagger_checkpoints):
     reference = reference_tagger(tagger_checkpoints["safetensors"], device_map=ROBERTA_DISK_MAP)
     model = load_tagger(tagger_checkpoints["safetensors"], device_map=device_map)
     assert_same_outputs(logits(model), logits(reference))
-    if compat.ERA != "5.0":  # 5.x write a .bin's offloaded tensors into offload_folder too, and refuse without one.
+    if expected_era() != "5.0":  # 5.x write a .bin's offloaded tensors into offload_folder too, and refuse without one.
         with pytest.raises(ValueError, match="offload_folder"):
             reference_tagger(tagger_checkpoints["bin"], device_map=ROBERTA_DISK_MAP)
     with pytest.raises(ValueError, match="offload_folder"):
@@ -211,7 +212,7 @@ def test_offload_buffers(tagger_checkpoints, tmp_path):
     device_map = {"roberta.embeddings": "disk", "roberta.encoder": "cpu", "dropout": "cpu", "classifier": "cpu"}
     ours = {"model._core.embeddings": "disk", "model._core.encoder": "cpu", "head": "cpu"}  # archit's head has its dropout.
     folder = tagger_checkpoints["safetensors"]
-    if not compat.OFFLOAD_BUFFERS_KEYWORD:
+    if TRANSFORMERS_VERSION < Version("4.39.0.dev0"):
         with pytest.raises(TypeError, match="offload_buffers"):
             reference_tagger(folder, device_map=device_map, offload_folder=str(tmp_path), offload_buffers=True)
         with pytest.raises(TypeError, match="offload_buffers"):
