@@ -6,13 +6,13 @@ import os
 from typing import Any, Dict, List, Optional, Type
 
 import torch
-from accelerate.utils import OffloadedWeightsLoader, set_module_tensor_to_device
+from accelerate.utils import set_module_tensor_to_device
 from torch import nn
 
 from .. import _compat as compat
 from .building import Built, Layout
 from .commits import open_settled
-from .devices import DevicePlacement
+from .devices import DevicePlacement, Offload
 from .files import CheckpointReader, WeightFiles, wrong_dtype_kind
 from .integrity import verify_weight_files
 from .keys import model_key_for
@@ -31,7 +31,7 @@ def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: Checkpoi
     _raise(plan.refusal)
     model, dtype = built.model, built.dtype
     placement = plan.placement
-    offload = Offload(plan, options.offload_folder)
+    offload = Offload(plan.disk, options.offload_folder)
     converted = {target: list(keys) for target, keys in plan.converted.items()}
     late = _assign(plan, model, reader, placement, dtype, converted, weights, offload)
     if late and not options.ignore_mismatched_sizes:
@@ -57,74 +57,6 @@ def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: Checkpoi
                 if converted else "", f"; {len(offload.index)} on disk" if offload.index else "")
     return {"missing_keys": missing, "unexpected_keys": list(plan.unexpected),
             "mismatched_keys": [*plan.mismatched, *late], "converted_keys": converted, "error_msgs": []}
-
-
-class Offload:
-    """The offload index of a load (accelerate's format: model key -> where its hooks read it), filled from the plan's
-    in-place entries and with the tensors written into ``offload_folder`` by the era's writer
-    (``compat.offload_weight``)."""
-
-    def __init__(self, plan: LoadPlan, folder: Optional[str]) -> None:
-        self.disk = plan.disk
-        self.folder = folder
-        self.index: Dict[str, Any] = {name: tensor.index_entry() for name, tensor in plan.disk.items() if tensor.in_place}
-        self.written = 0
-
-    def reads_in_place(self, name: str) -> bool:
-        return name in self.disk and self.disk[name].in_place
-
-    def takes(self, name: str) -> bool:
-        """Whether the tensor ``name`` goes to disk (and so is not assigned to the model)."""
-        return name in self.disk
-
-    def write(self, name: str, tensor: torch.Tensor) -> None:
-        if self.folder is None:  # The plan refuses this; a tensor only conversion reveals can still get here.
-            raise ValueError(f"device_map puts {name} on 'disk' and it must be written there: pass offload_folder=.")
-        if self.written == 0:
-            os.makedirs(self.folder, exist_ok=True)
-        tensor = tensor.detach().to("cpu", self.disk[name].dtype).contiguous()
-        self.index = compat.offload_weight(tensor, name, self.folder, self.index)
-        self.written += 1
-
-    def copy_input_embeddings(self, model: nn.Module, name: str, placement: DevicePlacement, dtype: Any) -> None:
-        """The untied output matrix ``name`` gets the input embeddings (a task checkpoint stores the matrix once)."""
-        embeddings = model.get_input_embeddings().weight
-        if embeddings.device.type == "meta":  # The input embeddings are on disk: read from where they are.
-            source = next(n for n, p in model.named_parameters() if p is embeddings)
-            if self.takes(name):
-                self.index[name] = self.index[source]
-                return
-            value = self._read(model, source)
-        else:
-            value = embeddings.detach().clone()
-        if self.takes(name):
-            self.write(name, value)
-        else:
-            set_module_tensor_to_device(model, name, placement.memory_device_of(name), value=value, dtype=dtype)
-
-    def write_initialised(self, model: nn.Module, missing: List[str]) -> None:
-        """Write the newly initialised tensors that go to disk, and leave them on the meta device."""
-        for name in missing:
-            if self.takes(name):
-                self.write(name, _tensor_at(model, name))
-                set_module_tensor_to_device(model, name, "meta")
-
-    def index_tied_aliases(self, model: nn.Module) -> None:
-        """A tied tensor on disk is read under each of its names (accelerate's hooks look a module's own names up)."""
-        if not self.index:
-            return
-        names: Dict[int, str] = {}
-        for name, parameter in model.named_parameters(remove_duplicate=False):
-            first = names.setdefault(id(parameter), name)
-            if first != name and first in self.index and name not in self.index:
-                self.index[name] = self.index[first]
-
-    def save(self) -> None:
-        if self.folder is not None and self.written:
-            compat.save_offload_index(self.index, self.folder)
-
-    def _read(self, model: nn.Module, name: str) -> torch.Tensor:
-        return OffloadedWeightsLoader(save_folder=self.folder, index=self.index)[name]
 
 
 def _raise(refusal: Optional[Refusal]) -> None:
