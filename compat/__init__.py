@@ -38,6 +38,11 @@ convert_checkpoint = backend.convert_checkpoint
 checkpoint_layout = backend.checkpoint_layout
 as_auto_model_class = backend.as_auto_model_class
 modernbert_config_class = backend.modernbert_config_class
+OFFLOAD_BUFFERS_KEYWORD: bool = backend.OFFLOAD_BUFFERS_KEYWORD
+infer_device_map = backend.infer_device_map
+place = backend.place
+offload_weight = backend.offload_weight
+save_offload_index = backend.save_offload_index
 
 __all__ = [
     "Backend", "backend", "ERA", "CACHE_NAME", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
@@ -47,5 +52,5 @@ __all__ = [
     "trusts_checkpoint_code", "checkpoint_code_class", "is_checkpoint_code", "save_checkpoint_code",
     "as_auto_model_class", "hide_kwargs_from_signature", "modernbert_config_class", "enable_activation_checkpointing",
     "disable_activation_checkpointing", "is_activation_checkpointing", "CONFIG_DTYPE_KEYS", "GenerationMixin",
-    "adopt_core_flags",
+    "adopt_core_flags", "OFFLOAD_BUFFERS_KEYWORD", "infer_device_map", "place", "offload_weight", "save_offload_index",
 ]

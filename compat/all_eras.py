@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
 
 import torch
+from accelerate import dispatch_model, infer_auto_device_map
+from accelerate.utils import get_balanced_memory, get_max_memory
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers.dynamic_module_utils import (
@@ -113,6 +115,28 @@ def init_core_module(core: PreTrainedModel, module: nn.Module) -> None:
 def no_split_modules(core: PreTrainedModel) -> List[str]:
     """Class names of ``core``'s modules that device maps must keep on one device."""
     return list(getattr(core, "_no_split_modules", None) or [])
+
+
+def accelerate_device_map(model: nn.Module, device_map: str, max_memory: Optional[Dict[Any, Any]],
+                          no_split: List[str], dtype: Optional[torch.dtype]) -> Dict[str, Any]:
+    """The device map ``"auto"``, ``"balanced"``, ``"balanced_low_0"`` or ``"sequential"`` of ``model`` (on the meta device)
+    as 4.x's ``from_pretrained`` infers it: accelerate's ``get_balanced_memory`` (``get_max_memory`` for
+    ``"sequential"``), then accelerate's ``infer_auto_device_map`` with the dtype the weights load in."""
+    if device_map == "sequential":
+        memory = get_max_memory(max_memory)
+    else:
+        memory = get_balanced_memory(model, max_memory=max_memory, no_split_module_classes=no_split, dtype=dtype,
+                                     low_zero=device_map == "balanced_low_0")
+    return infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split, dtype=dtype)
+
+
+def dispatch(model: nn.Module, core: PreTrainedModel, device_map: Dict[str, Any], offload_folder: Optional[str],
+             offload_index: Optional[Dict[str, Any]], offload_buffers: bool) -> None:
+    """accelerate's ``dispatch_model`` of ``model`` by ``device_map``, as ``from_pretrained`` calls it on every release:
+    tensors on ``"disk"`` read through ``offload_index`` (or the ``index.json`` in ``offload_folder``) by accelerate's
+    hooks, and the cache objects ``core`` names (``_skip_keys_device_placement``) left where they are."""
+    dispatch_model(model, device_map=device_map, offload_dir=offload_folder, offload_index=offload_index,
+                   offload_buffers=offload_buffers, skip_keys=getattr(core, "_skip_keys_device_placement", None))
 
 
 def resolve_file(path_or_repo_id: str, filename: str, **hub_kwargs: Any) -> Optional[str]:

@@ -50,6 +50,37 @@ class Backend(Protocol):
     ``prepare_inputs_for_generation``. The class flags transformers reads on the model come from the core too
     (``adopt_core_flags``)."""
 
+    OFFLOAD_BUFFERS_KEYWORD: bool
+    """Whether this release's ``from_pretrained`` takes ``offload_buffers=`` (4.39+; before, it reaches the model's
+    constructor, which refuses it with a ``TypeError``)."""
+
+    def infer_device_map(self, model: torch.nn.Module, device_map: str, max_memory: Optional[Dict[Any, Any]],
+                         no_split: List[str], dtype: Optional[torch.dtype]) -> Dict[str, Any]:
+        """The device map ``"auto"``, ``"balanced"``, ``"balanced_low_0"`` or ``"sequential"`` of ``model`` (built on the
+        meta device, in the dtype it loads in) under ``max_memory``, keeping the modules named in ``no_split`` whole, as
+        this era's ``from_pretrained`` infers it: 4.x with accelerate's ``get_balanced_memory`` and
+        ``infer_auto_device_map``, 5.x with transformers' own versions of them (``transformers.integrations.accelerate``).
+        On a machine without accelerators, what does not fit in ``max_memory["cpu"]`` goes to ``"disk"``."""
+
+    def place(self, model: torch.nn.Module, core: PreTrainedModel, device_map: Dict[str, Any],
+              offload_folder: Optional[str], offload_index: Dict[str, Any], offload_buffers: bool) -> None:
+        """Put a loaded ``model`` (whose transformers core is ``core``) on the devices of the ``device_map`` it was
+        given, as this era's ``from_pretrained`` does: 4.x hand every device map to accelerate's ``dispatch_model``
+        (one device: the model is moved there and ``hf_device_map`` recorded); 5.x dispatch a map with several devices
+        or ``"disk"`` and leave a model on one device without hooks or ``hf_device_map``. Tensors on ``"disk"`` are
+        read by accelerate's hooks through ``offload_index`` (``offload_folder`` holding the written ones)."""
+
+    def offload_weight(self, weight: Tensor, name: str, folder: str, index: Dict[str, Any]) -> Dict[str, Any]:
+        """Write ``weight`` (the model's tensor ``name``, which goes to ``"disk"`` and cannot be read in place from a
+        safetensors checkpoint) into ``folder`` as this era's ``from_pretrained`` writes it, and answer ``index`` with
+        its entry: 4.x with accelerate's ``offload_weight`` (``name.dat``), 5.x with transformers' own
+        (``name.safetensors``)."""
+
+    def save_offload_index(self, index: Dict[str, Any], folder: str) -> None:
+        """Record the written entries of ``index`` in ``folder`` as this era does once loaded: 4.x with accelerate's
+        ``save_offload_index`` (``index.json``, merged with one already there); 5.x record none (the index lives in
+        the hooks)."""
+
     def set_attn_implementation(self, config: PretrainedConfig, implementation: Optional[str]) -> None:
         """Request an attention implementation (``"eager"``, ``"sdpa"``, ...) for models built from ``config``."""
 

@@ -6,6 +6,7 @@ import functools
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
+from accelerate.utils import find_tied_parameters
 from torch import Tensor
 from transformers import GenerationMixin as TransformersGenerationMixin
 from transformers import PretrainedConfig, PreTrainedModel
@@ -18,15 +19,49 @@ from transformers.core_model_loading import (
     revert_weight_conversion,
 )
 from transformers.initialization import no_init_weights as no_init_weights
+from transformers.integrations.accelerate import get_balanced_memory, get_max_memory, infer_auto_device_map
+from transformers.integrations.accelerate import offload_weight as transformers_offload_weight
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.auto.auto_factory import add_generation_mixin_to_remote_model
 from transformers.models.modernbert.configuration_modernbert import ModernBertConfig
 
-from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, reading
+from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, dispatch, reading
 
 ERA = "5.0"
 # A 5.x release renamed the key-value cache from past_key_values to cache, in forward keywords and output fields alike.
 CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+OFFLOAD_BUFFERS_KEYWORD = True
+
+
+def infer_device_map(model: torch.nn.Module, device_map: str, max_memory: Optional[Dict[Any, Any]],
+                     no_split: List[str], dtype: Optional[torch.dtype]) -> Dict[str, Any]:
+    # transformers' own get_balanced_memory and infer_auto_device_map read the dtype off the model's tensors.
+    if device_map == "sequential":
+        memory = get_max_memory(max_memory)
+    else:
+        memory = get_balanced_memory(model, max_memory=max_memory, no_split_module_classes=no_split,
+                                     low_zero=device_map == "balanced_low_0")
+    # Tied groups as accelerate finds them (transformers reads all_tied_weights_keys, which a wrapper does not set).
+    tied = find_tied_parameters(model) or [[]]
+    return infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split, tied_parameters=tied)
+
+
+def place(model: torch.nn.Module, core: PreTrainedModel, device_map: Dict[str, Any], offload_folder: Optional[str],
+          offload_index: Dict[str, Any], offload_buffers: bool) -> None:
+    devices = set(device_map.values())
+    if len(devices) > 1 or "disk" in devices:
+        dispatch(model, core, device_map, offload_folder, offload_index, offload_buffers)
+    else:  # Loaded straight onto its one device by 5.x: no hooks, no hf_device_map.
+        model.to(next(iter(devices)))
+
+
+def offload_weight(weight: Tensor, name: str, folder: str, index: Dict[str, Any]) -> Dict[str, Any]:
+    return transformers_offload_weight(weight, name, folder, index)
+
+
+def save_offload_index(index: Dict[str, Any], folder: str) -> None:
+    pass  # 5.x keep the index in the hooks only.
 
 
 class PreTrainedWrapper(WrapperWithoutOwnWeights):

@@ -12,7 +12,7 @@ from torch import nn
 from .. import _compat as compat
 from .building import Built, Layout
 from .commits import open_settled
-from .devices import DevicePlacement
+from .devices import DevicePlacement, Offload
 from .files import CheckpointReader, WeightFiles, wrong_dtype_kind
 from .integrity import verify_weight_files
 from .keys import model_key_for
@@ -25,32 +25,36 @@ logger = logging.getLogger(__name__)
 def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: CheckpointReader, weights: WeightFiles) -> Dict[str, Any]:
     """Load the checkpoint into ``built.model`` as ``plan`` says; answers the loading info (``output_loading_info``).
     Raises the plan's refusal before reading any tensor data; a converted tensor whose shape turns out to differ from
-    the model's is refused (or initialised anew with ``ignore_mismatched_sizes``) once converted."""
+    the model's is refused (or initialised anew with ``ignore_mismatched_sizes``) once converted. Tensors that go to
+    ``"disk"`` stay on the meta device: the plan's in-place ones are not read at all, the others are written into
+    ``offload_folder``; accelerate's hooks read both through one offload index."""
     _raise(plan.refusal)
     model, dtype = built.model, built.dtype
-    placement = DevicePlacement.plan(model, options.device_map, options.max_memory, dtype)
+    placement = plan.placement
+    offload = Offload(plan.disk, options.offload_folder)
     converted = {target: list(keys) for target, keys in plan.converted.items()}
-    late = _assign(plan, model, reader, placement, dtype, converted, weights)
+    late = _assign(plan, model, reader, placement, dtype, converted, weights, offload)
     if late and not options.ignore_mismatched_sizes:
         _raise(refusal_for(plan.checkpoint, model, options, late, [], []))
     model.tie_weights()
     if plan.embeddings_copied_to is not None:
-        source = model.get_input_embeddings().weight.detach().clone()
-        name = plan.embeddings_copied_to
-        set_module_tensor_to_device(model, name, placement.device_of(name), value=source, dtype=dtype)
-    missing = [name for name, tensor in named_tensors(model) if tensor.device.type == "meta"]
+        offload.copy_input_embeddings(model, plan.embeddings_copied_to, placement, dtype)
+    missing = [name for name, tensor in named_tensors(model) if tensor.device.type == "meta" and name not in offload.index]
     new_base = needed_from_checkpoint(missing, built.layout, not built.expect_new_head)
     if new_base and plan.unexpected and not options.ignore_unplaced_weights:  # Converted outputs that went nowhere.
         _raise(refusal_for(plan.checkpoint, model, options, [], list(plan.unexpected), new_base))
     _initialise(model, missing, placement, dtype, built.layout)
+    offload.write_initialised(model, missing)
     model.tie_weights()
+    offload.index_tied_aliases(model)
     if dtype is not None:
         compat.set_config_dtype(model.base_model.config, dtype)
-    placement.finish(model)
+    offload.save()
+    placement.finish(model, options.offload_folder, offload.index, bool(options.offload_buffers))
     model.eval()
-    logger.info("Loaded %d tensors of %s from '%s'%s.", len(plan.placements), type(model).__name__, plan.checkpoint,
+    logger.info("Loaded %d tensors of %s from '%s'%s%s.", len(plan.placements), type(model).__name__, plan.checkpoint,
                 f", {len(converted)} of them converted by transformers {compat.TRANSFORMERS_VERSION}'s rules"
-                if converted else "")
+                if converted else "", f"; {len(offload.index)} on disk" if offload.index else "")
     return {"missing_keys": missing, "unexpected_keys": list(plan.unexpected),
             "mismatched_keys": [*plan.mismatched, *late], "converted_keys": converted, "error_msgs": []}
 
@@ -61,7 +65,8 @@ def _raise(refusal: Optional[Refusal]) -> None:
 
 
 def _assign(plan: LoadPlan, model: nn.Module, reader: CheckpointReader, placement: DevicePlacement,
-            dtype: Optional[torch.dtype], converted: Dict[str, List[str]], weights: WeightFiles) -> List[Mismatch]:
+            dtype: Optional[torch.dtype], converted: Dict[str, List[str]], weights: WeightFiles,
+            offload: Offload) -> List[Mismatch]:
     """Convert each placement's unit and assign its tensors (a rule may produce several: the outputs past the first are
     named once converted), giving back the memory of the file pages of sources that did not become the parameter
     itself; answers the converted tensors whose shape differs from the model's."""
@@ -70,6 +75,8 @@ def _assign(plan: LoadPlan, model: nn.Module, reader: CheckpointReader, placemen
     total_bytes = sum(open_settled(path, os.path.getsize) for path in weights.paths)
     placements = plan.placements
     for item in compat.progress(placements, len(placements), "Loading weights", len(placements), total_bytes):
+        if offload.reads_in_place(item.target):
+            continue  # Read from the checkpoint's file by accelerate's hooks when its module runs.
         outputs = item.unit.convert()
         kept = False  # Whether a tensor read from the file became a parameter or buffer itself (not a copy of it).
         for name in list(outputs):
@@ -85,11 +92,14 @@ def _assign(plan: LoadPlan, model: nn.Module, reader: CheckpointReader, placemen
                                      item.stored[0], target)
             if error is not None:
                 raise error
-            set_module_tensor_to_device(model, target, placement.device_of(target), value=tensor,
-                                        dtype=dtype if tensor.is_floating_point() else None)
-            kept = kept or (not item.unit.computed and _tensor_at(model, target).data_ptr() == tensor.data_ptr())
             if item.unit.converted:
                 converted[target] = list(item.stored)
+            if offload.takes(target):
+                offload.write(target, tensor)
+                continue
+            set_module_tensor_to_device(model, target, placement.memory_device_of(target), value=tensor,
+                                        dtype=dtype if tensor.is_floating_point() else None)
+            kept = kept or (not item.unit.computed and _tensor_at(model, target).data_ptr() == tensor.data_ptr())
         if not kept:  # Read only (merged, cast, moved): the file pages it touched are given back (pages.py).
             for key in item.stored:
                 reader.release(key)
@@ -130,7 +140,7 @@ def _initialise(model: nn.Module, missing: List[str], placement: DevicePlacement
             full = f"{module_name}.{tensor_name}" if module_name else tensor_name
             old = getattr(module, tensor_name)
             new_dtype = dtype if (dtype is not None and old.is_floating_point()) else old.dtype
-            set_module_tensor_to_device(model, full, placement.device_of(full),
+            set_module_tensor_to_device(model, full, placement.memory_device_of(full),
                                         value=torch.empty(old.shape, dtype=new_dtype), dtype=new_dtype)
         loaded = {n: t.detach().clone() for n, t in list(module.named_parameters(recurse=False))
                   + list(module.named_buffers(recurse=False)) if n not in tensor_names}

@@ -4,6 +4,7 @@ from typing import Any, Dict, Optional, Union
 
 from torch import nn
 
+from .. import _compat as compat
 from .files import HUB_KWARGS
 
 
@@ -14,6 +15,11 @@ class LoadOptions:
     dtype: Any = None
     device_map: Any = None
     max_memory: Optional[Dict] = None
+    offload_folder: Optional[str] = None
+    """Where tensors that the device map puts on ``"disk"`` are written when they cannot be read in place (a ``.bin``
+    checkpoint, converted or newly initialised tensors)."""
+    offload_buffers: Optional[bool] = None
+    """Offload buffers with the parameters of modules on ``"disk"`` (accelerate's hooks); ``None``: not given."""
     attn_implementation: Optional[str] = None
     experts_implementation: Optional[Union[str, Dict[str, Any]]] = None
     """How mixture-of-experts layers compute (transformers 5.x: ``"eager"``, ``"grouped_mm"``, ...); ``None``: the
@@ -35,6 +41,8 @@ class LoadOptions:
     config_overrides: Dict[str, Any] = field(default_factory=dict)
 
     _IGNORED = ("low_cpu_mem_usage", "_fast_init", "resume_download", "offload_state_dict")
+    """Accepted and without effect: archit always loads without a second copy of the weights (``offload_state_dict``:
+    4.x park the CPU part of the state dict on disk while loading to spare that copy; 5.x ignore it too)."""
 
     @classmethod
     def from_kwargs(cls, kwargs: Dict[str, Any]) -> "LoadOptions":
@@ -46,6 +54,8 @@ class LoadOptions:
             dtype=kwargs.pop("dtype", kwargs.pop("torch_dtype", None)),
             device_map=kwargs.pop("device_map", None),
             max_memory=kwargs.pop("max_memory", None),
+            offload_folder=kwargs.pop("offload_folder", None),
+            offload_buffers=kwargs.pop("offload_buffers", None),
             attn_implementation=kwargs.pop("attn_implementation", None),
             experts_implementation=kwargs.pop("experts_implementation", None),
             ignore_mismatched_sizes=kwargs.pop("ignore_mismatched_sizes", False),
@@ -61,6 +71,11 @@ class LoadOptions:
             generation_config=kwargs.pop("generation_config", None),
         )
         kwargs.pop("torch_dtype", None)
+        if options.offload_buffers is not None and not compat.OFFLOAD_BUFFERS_KEYWORD:
+            raise TypeError(f"from_pretrained() got an unexpected keyword argument 'offload_buffers': transformers "
+                            f"{compat.TRANSFORMERS_VERSION} has none (4.39 added it), and archit follows it.")
+        if options.offload_folder is not None:
+            options.offload_folder = str(options.offload_folder)
         if "use_auth_token" in kwargs:
             options.hub.setdefault("token", kwargs.pop("use_auth_token"))
         for name in cls._IGNORED:

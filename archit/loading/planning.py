@@ -17,8 +17,9 @@ from torch import nn
 
 from .. import _compat as compat
 from .building import Built, Layout
+from .devices import DevicePlacement, DiskTensor
 from .errors import CheckpointError
-from .files import TensorHeader, named_dtype, wrong_dtype_kind
+from .files import TensorHeader, is_safetensors, named_dtype, wrong_dtype_kind
 from .keys import CORE_IN_BASE_MODEL, CORE_PATH, KeyNaming, rename_checkpoint_keys
 from .options import LoadOptions
 
@@ -81,6 +82,17 @@ class LoadPlan:
     state_keys: FrozenSet[str]
     aliases: FrozenSet[str]
     """Names under which a tensor of the model appears a second time (a tied output matrix)."""
+    placement: DevicePlacement
+    """The device of each module: the ``device_map`` given, or inferred from ``"auto"`` and ``max_memory`` as the
+    installed transformers infers it (``"disk"`` entries included)."""
+    disk: Mapping[str, DiskTensor]
+    """The model's tensors that go to ``"disk"`` and how accelerate's hooks will read them: in place from the
+    checkpoint's safetensors file, or written into ``offload_folder`` while loading."""
+
+    @property
+    def device_map(self) -> Optional[Dict[str, Any]]:
+        """The device map the model is placed by (what ``hf_device_map`` records), or ``None`` without ``device_map``."""
+        return dict(self.placement.device_map) if self.placement.given else None
 
     @property
     def loaded(self) -> Tuple[str, ...]:
@@ -124,13 +136,54 @@ def make_plan(built: Built, checkpoint: str, options: LoadOptions, reader: Any) 
                if tensor.device.type == "meta" and name not in filled and name != copied]
     sources = {unit.name: unit.sources for unit in units}
     unexpected = [stored[key] for name in renaming.unexpected for key in sources[name]]
+    placement = DevicePlacement.plan(model, options.device_map, options.max_memory, built.dtype)
+    disk = disk_tensors(model, placement, placements, reader, built.dtype, bool(options.offload_buffers), state_keys)
     refusal = wrong_kind or refusal_for(checkpoint, model, options, mismatched, unexpected,
-                                        needed_from_checkpoint(missing, layout, not built.expect_new_head))
+                                        needed_from_checkpoint(missing, layout, not built.expect_new_head)
+                                        ) or offload_refusal(disk, options)
     return LoadPlan(
         checkpoint=checkpoint, model_class=type(model).__name__, naming=naming, placements=tuple(placements),
         unexpected=tuple(unexpected), mismatched=tuple(mismatched), missing=tuple(missing),
         converted=MappingProxyType({p.target: p.stored for p in placements if p.unit.converted}),
-        embeddings_copied_to=copied, tied=_tied(built), refusal=refusal, state_keys=state_keys, aliases=aliases)
+        embeddings_copied_to=copied, tied=_tied(built), refusal=refusal, state_keys=state_keys, aliases=aliases,
+        placement=placement, disk=MappingProxyType(disk))
+
+
+def disk_tensors(model: nn.Module, placement: DevicePlacement, placements: List[Placement], reader: Any,
+                 dtype: Any, offload_buffers: bool, state_keys: FrozenSet[str]) -> Dict[str, DiskTensor]:
+    """The tensors of modules the device map puts on ``"disk"`` that accelerate's hooks read from an offload index:
+    parameters, and persistent buffers with ``offload_buffers`` (other buffers stay in memory, as accelerate keeps
+    them). A tensor stored as it is loaded in a safetensors file is read from it in place, as transformers reads a
+    safetensors checkpoint's offloaded tensors on every release; any other (in a ``.bin`` file, converted, new) is
+    written into ``offload_folder`` while loading."""
+    if not placement.has_disk:
+        return {}
+    filled = {placement_.target: placement_ for placement_ in placements}
+    tensors: Dict[str, Any] = dict(model.named_parameters())
+    if offload_buffers:
+        tensors.update((name, buffer) for name, buffer in model.named_buffers() if name in state_keys)
+    disk: Dict[str, DiskTensor] = {}
+    for name, tensor in tensors.items():
+        if not placement.on_disk(name):
+            continue
+        loaded_dtype = dtype if (dtype is not None and tensor.is_floating_point()) else tensor.dtype
+        source = filled.get(name)
+        if source is not None and len(source.stored) == 1 and not source.unit.computed and \
+                is_safetensors(reader.path_of(source.stored[0])):
+            disk[name] = DiskTensor(loaded_dtype, reader.path_of(source.stored[0]), source.stored[0])
+        else:
+            disk[name] = DiskTensor(loaded_dtype)
+    return disk
+
+
+def offload_refusal(disk: Mapping[str, DiskTensor], options: LoadOptions) -> Optional[Refusal]:
+    """A device map with ``"disk"`` tensors that must be written somewhere, and no ``offload_folder`` to write them."""
+    written = [name for name, tensor in disk.items() if not tensor.in_place]
+    if not written or options.offload_folder is not None:
+        return None
+    return Refusal(f"device_map puts {listing_of(written)} on 'disk', and they cannot be read in place from a "
+                   f"safetensors checkpoint (stored in a .bin file, converted, or newly initialised): pass "
+                   f"offload_folder= (a folder to write them into), as transformers' from_pretrained asks.")
 
 
 def _placements(units: List[compat.ConversionUnit], targets: Mapping[str, str], stored: Mapping[str, str],
