@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import torch
 from accelerate import dispatch_model, infer_auto_device_map
 from accelerate.utils import get_balanced_memory, get_max_memory
+from accelerate.utils import offload_weight as _accelerate_offload_weight
+from accelerate.utils import save_offload_index as _accelerate_save_offload_index
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers.dynamic_module_utils import (
@@ -137,6 +139,27 @@ def dispatch(model: nn.Module, core: PreTrainedModel, device_map: Dict[str, Any]
     hooks, and the cache objects ``core`` names (``_skip_keys_device_placement``) left where they are."""
     dispatch_model(model, device_map=device_map, offload_dir=offload_folder, offload_index=offload_index,
                    offload_buffers=offload_buffers, skip_keys=getattr(core, "_skip_keys_device_placement", None))
+
+
+# 4.36-4.57 place and offload through accelerate alone; these are their backends' functions (5.x differ).
+
+def accelerate_place(model: nn.Module, core: PreTrainedModel, device_map: Dict[str, Any],
+                     offload_folder: Optional[str], offload_index: Dict[str, Any], offload_buffers: bool) -> None:
+    """4.x ``place``: ``dispatch`` every device map, one device included (so ``hf_device_map`` is always set)."""
+    dispatch(model, core, device_map, offload_folder, offload_index, offload_buffers)
+
+
+def accelerate_offload_weight(weight: Tensor, name: str, folder: str, index: Dict[str, Any]) -> Dict[str, Any]:
+    """4.x ``offload_weight``: accelerate's ``.dat`` file per tensor in ``folder``, recorded in ``index``."""
+    return _accelerate_offload_weight(weight, name, folder, index=index)
+
+
+def accelerate_save_offload_index(index: Dict[str, Any], folder: str) -> None:
+    """4.x ``save_offload_index``: accelerate's ``index.json`` in ``folder``, of the tensors written there (those read
+    in place from a safetensors checkpoint are not)."""
+    written = {name: entry for name, entry in index.items() if "safetensors_file" not in entry}
+    if written:
+        _accelerate_save_offload_index(written, folder)
 
 
 def resolve_file(path_or_repo_id: str, filename: str, **hub_kwargs: Any) -> Optional[str]:

@@ -5,8 +5,6 @@ import inspect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
-from accelerate.utils import offload_weight as accelerate_offload_weight
-from accelerate.utils import save_offload_index as accelerate_save_offload_index
 from torch import Tensor
 from transformers import GenerationMixin as TransformersGenerationMixin
 from transformers import PretrainedConfig, PreTrainedModel
@@ -16,11 +14,15 @@ from .all_eras import (
     ConversionUnit,
     LegacyCacheReordering,
     WrapperWithoutOwnWeights,
-    accelerate_device_map,
-    dispatch,
     first_match_renaming,
     renaming_units,
 )
+
+# This era places and offloads through accelerate alone, as 4.36-4.57 do (the backend's members, under their names).
+from .all_eras import accelerate_device_map as infer_device_map  # noqa: F401
+from .all_eras import accelerate_offload_weight as offload_weight  # noqa: F401
+from .all_eras import accelerate_place as place  # noqa: F401
+from .all_eras import accelerate_save_offload_index as save_offload_index  # noqa: F401
 from .version import TRANSFORMERS_GE_4_39, TRANSFORMERS_VERSION
 
 try:  # ModernBERT arrived in 4.48, within this era. Its configuration module only (see modernbert_config_class).
@@ -32,26 +34,6 @@ ERA = "4.36"
 CACHE_NAME = "past_key_values"
 
 OFFLOAD_BUFFERS_KEYWORD = TRANSFORMERS_GE_4_39
-
-
-def infer_device_map(model: torch.nn.Module, device_map: str, max_memory: Optional[Dict[Any, Any]],
-                     no_split: List[str], dtype: Optional[torch.dtype]) -> Dict[str, Any]:
-    return accelerate_device_map(model, device_map, max_memory, no_split, dtype)
-
-
-def place(model: torch.nn.Module, core: PreTrainedModel, device_map: Dict[str, Any], offload_folder: Optional[str],
-          offload_index: Dict[str, Any], offload_buffers: bool) -> None:
-    dispatch(model, core, device_map, offload_folder, offload_index, offload_buffers)  # Every device map, as 4.x do.
-
-
-def offload_weight(weight: Tensor, name: str, folder: str, index: Dict[str, Any]) -> Dict[str, Any]:
-    return accelerate_offload_weight(weight, name, folder, index=index)
-
-
-def save_offload_index(index: Dict[str, Any], folder: str) -> None:
-    written = {name: entry for name, entry in index.items() if "safetensors_file" not in entry}
-    if written:
-        accelerate_save_offload_index(written, folder)
 
 
 class PreTrainedWrapper(WrapperWithoutOwnWeights):
