@@ -233,9 +233,15 @@ def test_position_ids_equal_transformers(case, pairs):
     """Other positions than the default, through every layer (hidden states compared too)."""
     pair = pairs(case)
     input_ids, attention_mask = make_inputs()
-    position_ids = other_positions(case.family)
-    actual, expected = run_both(pair, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                output_hidden_states=True)
+    assert_keyword_matters_and_equals_transformers(case, pair, input_ids, attention_mask,
+                                                   position_ids=other_positions(case.family))
+
+
+def assert_keyword_matters_and_equals_transformers(case, pair, input_ids, attention_mask, **keyword) -> None:
+    """With ``keyword``, archit's logits differ from its logits without it (the keyword reached the body) and equal
+    transformers', and so do the hidden states of every layer."""
+    actual, expected = run_both(pair, input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                                **keyword)
     with torch.no_grad():
         default = pair.archit(input_ids=input_ids, attention_mask=attention_mask)
     assert not torch.allclose(logits_of(actual, case.task), logits_of(default, case.task))  # The keyword mattered.
@@ -249,13 +255,7 @@ def test_token_type_ids_equal_transformers(case, pairs):
     input_ids, attention_mask = make_inputs()
     token_type_ids = torch.zeros_like(input_ids)
     token_type_ids[:, SEQ_LEN // 2:] = 1
-    actual, expected = run_both(pair, input_ids=input_ids, attention_mask=attention_mask,
-                                token_type_ids=token_type_ids, output_hidden_states=True)
-    with torch.no_grad():
-        default = pair.archit(input_ids=input_ids, attention_mask=attention_mask)
-    assert not torch.allclose(logits_of(actual, case.task), logits_of(default, case.task))  # The keyword mattered.
-    assert_close(logits_of(actual, case.task), logits_of(expected, case.task))
-    assert_same_nested(actual.hidden_states, expected.hidden_states, "hidden_states")
+    assert_keyword_matters_and_equals_transformers(case, pair, input_ids, attention_mask, token_type_ids=token_type_ids)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
