@@ -233,6 +233,13 @@ _IMPLEMENTATION_FIELDS = ("_attn_implementation", "_experts_implementation")
 """What transformers chose to run the body with (set on the body's config): a model-with-head reports the body's."""
 
 
+def _body_implementation(name: str) -> property:
+    """The property ``name`` of ``CombinedConfig`` (one of ``_IMPLEMENTATION_FIELDS``): read from and written to the base
+    config (``_implementation``, ``_set_implementation``)."""
+    return property(lambda config: _implementation(config, name),
+                    lambda config, value: _set_implementation(config, name, value))
+
+
 class CombinedConfig(RecursivePretrainedConfig, Generic[PC, HC]):
     """
     The config of a model-with-head: the base model's transformers config and the head's config.
@@ -267,21 +274,8 @@ class CombinedConfig(RecursivePretrainedConfig, Generic[PC, HC]):
 
     # What the body runs with (_IMPLEMENTATION_FIELDS) is the base config's (the body's own); before the base config
     # exists (during transformers' __init__, which sets it), this config's own.
-    @property
-    def _attn_implementation(self) -> Any:
-        return _implementation(self, "_attn_implementation")
-
-    @_attn_implementation.setter
-    def _attn_implementation(self, value: Any) -> None:
-        _set_implementation(self, "_attn_implementation", value)
-
-    @property
-    def _experts_implementation(self) -> Any:
-        return _implementation(self, "_experts_implementation")
-
-    @_experts_implementation.setter
-    def _experts_implementation(self, value: Any) -> None:
-        _set_implementation(self, "_experts_implementation", value)
+    _attn_implementation = _body_implementation("_attn_implementation")
+    _experts_implementation = _body_implementation("_experts_implementation")
 
     @property
     def keys_to_ignore_at_inference(self) -> List[str]:
