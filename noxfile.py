@@ -6,6 +6,8 @@
     nox -s "tests(tf4.50)" -- tests/test_save.py -x     pytest arguments after ``--``
     nox -t bench                 the loading, saving and generation benchmarks on 4.49 and the newest minor
     nox -t fuzz                  crash-consistency, damaged-checkpoint and checksum tests at length (4.36, newest)
+    nox -t distributed           the 2-process (gloo) tests: FSDP loading and saving, the Trainer with FSDP, tensor
+                                 parallelism, on 4.36, 4.57, 5.0 and the newest minor
     nox -s matrix                ``archit matrix`` end to end on two releases (the slow tests; tag "eras", so CI runs it)
     nox -s report                ``archit matrix`` over the probe checkpoints on every minor: ``report/`` and the
                                  README's compatibility table; ``nox -s report -- 4.36 5.24`` limits the minors
@@ -195,6 +197,21 @@ def matrix(session: nox.Session) -> None:
     _install(session, NEWEST)
     session.install("uv")
     session.run("pytest", "--strict-markers", "-m", "slow", *(session.posargs or ("tests",)),
+                env={**OFFLINE, **ONE_THREAD})
+
+
+@nox.session(tags=["distributed"])
+@nox.parametrize("transformers_minor", [nox.param(m, id=f"tf{m}") for m in ("4.36", "4.57", "5.0", NEWEST)])
+def distributed(session: nox.Session, transformers_minor: str) -> None:
+    """The tests that run 2 CPU processes in a gloo group (``pytest -m distributed``, ``tests/ranks.py``): FSDP's
+    RAM-efficient loading, saves under FSDP1/FSDP2, the Trainer with FSDP, tensor parallelism, against transformers' own
+    classes doing the same on the same release. Not in the default run (``nox -t distributed``): each test starts two
+    interpreters that import torch and transformers."""
+    if transformers_minor in UNINSTALLABLE:
+        session.skip(f"transformers {transformers_minor} cannot be installed from this package index: "
+                     f"{UNINSTALLABLE[transformers_minor]}")
+    _install(session, transformers_minor)
+    session.run("pytest", "--strict-markers", "-m", "distributed", *(session.posargs or ("tests",)),
                 env={**OFFLINE, **ONE_THREAD})
 
 
