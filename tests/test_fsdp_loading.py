@@ -59,6 +59,7 @@ def _raw_loads(rank: int, world_size: int, folder: str, warmup: str) -> Dict[str
     did: resident memory growth, whether its body equals the checkpoint, where it left tensors."""
     from safetensors.torch import load_file
 
+    from archit.cli.inspection import inspect_checkpoint, render
     from archit.instantiation.basemodels import RobertaBaseModel
     from archit.instantiation.heads import TokenClassificationHeadConfig
     from archit.instantiation.tasks import ForSingleLabelTokenClassification
@@ -71,6 +72,7 @@ def _raw_loads(rank: int, world_size: int, folder: str, warmup: str) -> Dict[str
     reads.clear()
     plan = plan_loading(ForSingleLabelTokenClassification, folder, RobertaBaseModel,
                         TokenClassificationHeadConfig(num_labels=NUM_LABELS))
+    inspected = inspect_checkpoint(folder)
     before = _rss_mb()
     archit = _archit_load(folder)
     archit_growth = _rss_mb() - before
@@ -85,7 +87,8 @@ def _raw_loads(rank: int, world_size: int, folder: str, warmup: str) -> Dict[str
     buffers = {name: tensor.tolist() for name, tensor in archit.named_buffers()}  # Plain values: a tensor would
     # cross to the parent through shared memory that this process's exit takes away.
     return {"archit_growth": archit_growth, "transformers_growth": hf_growth, "reads": len(reads),
-            "plans_reading": plan.reads_tensor_data,
+            "plans_reading": plan.reads_tensor_data, "inspect_reads": inspected.reads_tensor_data,
+            "inspect_text": render(inspected),
             "archit_equal": equal_to_stored(_body(archit, CORE)), "transformers_equal": equal_to_stored(_body(hf, "roberta.")),
             "archit_body_devices": {k: str(t.device) for k, t in _body(archit, CORE).items()},
             "transformers_body_devices": {k: str(t.device) for k, t in _body(hf, "roberta.").items()},
@@ -104,7 +107,7 @@ def bare_checkpoint(tmp_path_factory) -> Dict[str, str]:
 
 def test_only_local_rank_0_reads_and_the_others_leave_tensors_where_transformers_does(bare_checkpoint):
     """Rank 0 reads the checkpoint (its body bitwise the file's); rank 1 reads no tensor (none fetched from the file,
-    the plan says so, no value the file's), and leaves body and new head on the devices transformers' rank 1 leaves
+    its plan and ``archit inspect`` say so, no value the file's), and leaves body and new head on the devices transformers' rank 1 leaves
     them (empty on the CPU; the new head on the CPU on 4.x, on the meta device on 5.x) with non-persistent buffers
     computed as on rank 0; its resident growth is not above transformers' (both printed)."""
     ranks = run_ranks(_raw_loads, bare_checkpoint["big"], bare_checkpoint["tiny"], env=FSDP_ENV)
@@ -116,7 +119,9 @@ def test_only_local_rank_0_reads_and_the_others_leave_tensors_where_transformers
     first, second = ranks
     assert first["plans_reading"] and first["reads"] > 0 and all(first["archit_equal"].values())
     assert all(first["transformers_equal"].values())
+    assert first["inspect_reads"] and "no tensor data" not in first["inspect_text"]
     assert not second["plans_reading"] and second["reads"] == 0
+    assert second["inspect_reads"] is False and "no tensor data on this rank" in second["inspect_text"]
     assert not any(second["archit_equal"].values())
     assert second["archit_body_devices"] == second["transformers_body_devices"]
     assert second["archit_head_devices"] == second["transformers_head_devices"]
