@@ -179,6 +179,8 @@ class GenerationMixin(TransformersGenerationMixin):
 
 # FSDP RAM-efficient loading (issue 21): the functions this era's from_pretrained calls, where it looks them up.
 def fsdp_receiver() -> Optional[FsdpReceiver]:
-    """5.x: a rank other than local rank 0 leaves the tensors the checkpoint lacks on the meta device (it reads the
-    loaded ones, marks everything initialised and re-initialises non-persistent buffers only)."""
+    """5.x: a rank other than local rank 0 leaves the tensors the checkpoint lacks on the meta device, as 5.23+ do
+    (they read the loaded ones, mark everything initialised and re-initialise non-persistent buffers only). 5.0 (and
+    5.x releases up to at least mid-2026) read the loaded ones, then give every parameter an empty CPU tensor and
+    initialise it anew: the new ones end on the CPU there, which after accelerate's broadcast makes no difference."""
     return fsdp_receiver_if(is_fsdp_enabled, is_local_dist_rank_0, new_on_meta=True)

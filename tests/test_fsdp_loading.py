@@ -11,6 +11,7 @@ from typing import Any, Dict, List
 import pytest
 import torch
 import transformers
+from packaging.version import Version
 
 from tests.helpers import TRANSFORMERS_VERSION, make_inputs, roberta_config, save_transformers_model
 from tests.ranks import run_ranks
@@ -124,8 +125,12 @@ def test_only_local_rank_0_reads_and_the_others_leave_tensors_where_transformers
     assert second["inspect_reads"] is False and "no tensor data on this rank" in second["inspect_text"]
     assert not any(second["archit_equal"].values())
     assert second["archit_body_devices"] == second["transformers_body_devices"]
-    assert second["archit_head_devices"] == second["transformers_head_devices"]
     assert second["archit_head_devices"] == (["meta"] if TRANSFORMERS_VERSION.major >= 5 else ["cpu"])
+    if TRANSFORMERS_VERSION < Version("5.23"):  # 5.0 and, as far as measured, releases before 5.23: every parameter
+        # of rank 1 empty on the CPU and initialised anew; archit leaves the new head on meta as 5.23+ do.
+        assert second["transformers_head_devices"] == ["cpu"]
+    else:
+        assert second["archit_head_devices"] == second["transformers_head_devices"]
     assert set(second["archit_buffers"]) == set(first["archit_buffers"])
     for name, buffer in first["archit_buffers"].items():
         assert second["archit_buffers"][name] == buffer, name
