@@ -7,6 +7,7 @@ satisfies the ``Backend`` protocol, which lists only what differs per era. What 
 """
 from .all_eras import CONFIG_DTYPE_KEYS as CONFIG_DTYPE_KEYS
 from .all_eras import ConversionUnit as ConversionUnit
+from .all_eras import FsdpReceiver as FsdpReceiver
 from .all_eras import adopt_core_flags as adopt_core_flags
 from .all_eras import checkpoint_code_class as checkpoint_code_class
 from .all_eras import disable_activation_checkpointing as disable_activation_checkpointing
@@ -43,6 +44,8 @@ infer_device_map = backend.infer_device_map
 place = backend.place
 offload_weight = backend.offload_weight
 save_offload_index = backend.save_offload_index
+# FSDP RAM-efficient loading (issue 21).
+fsdp_receiver = backend.fsdp_receiver
 
 __all__ = [
     "Backend", "backend", "ERA", "CACHE_NAME", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
@@ -53,4 +56,5 @@ __all__ = [
     "as_auto_model_class", "hide_kwargs_from_signature", "modernbert_config_class", "enable_activation_checkpointing",
     "disable_activation_checkpointing", "is_activation_checkpointing", "CONFIG_DTYPE_KEYS", "GenerationMixin",
     "adopt_core_flags", "OFFLOAD_BUFFERS_KEYWORD", "infer_device_map", "place", "offload_weight", "save_offload_index",
+    "FsdpReceiver", "fsdp_receiver",
 ]

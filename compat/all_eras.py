@@ -297,3 +297,29 @@ def progress(items: Iterable[T], total: int, description: str, tensors: int, nby
     output is not a terminal (the logs of batch jobs)."""
     big = tensors >= PROGRESS_MIN_TENSORS or nbytes >= PROGRESS_MIN_BYTES
     return iter(transformers_logging.tqdm(items, total=total, desc=description, disable=None if big else True))
+
+
+# FSDP RAM-efficient loading (issue 21): what a rank that receives its weights leaves where, per era.
+
+@dataclass(frozen=True)
+class FsdpReceiver:
+    """
+    How this process loads under FSDP's RAM-efficient loading (``ACCELERATE_USE_FSDP=1`` and
+    ``FSDP_CPU_RAM_EFFICIENT_LOADING=1`` with ``torch.distributed`` initialised, as accelerate's
+    ``cpu_ram_efficient_loading`` and the Trainer's ``fsdp_config`` set them) on a rank other than local rank 0: it reads
+    no tensor data, since accelerate's FSDP preparation gives it local rank 0's weights (FSDP1's
+    ``sync_module_states``, FSDP2's ``fsdp2_load_full_state_dict``). The tensors the checkpoint fills are left as empty
+    CPU tensors of their shape and dtype, as transformers leaves them on every release (4.x assign ``torch.empty``;
+    5.x read the file into them, which the broadcast overwrites); non-persistent buffers keep their computed values
+    (FSDP2 keeps each rank's own).
+    """
+    new_on_meta: bool
+    """Where the tensors the checkpoint lacks (a new head) are left: on the meta device (5.x: accelerate materialises
+    them and broadcasts rank 0's), or initialised on the CPU as on rank 0 (4.x)."""
+
+
+def fsdp_receiver_if(is_fsdp_enabled: Callable[[], bool], is_local_dist_rank_0: Callable[[], bool],
+                     new_on_meta: bool) -> Optional[FsdpReceiver]:
+    """``FsdpReceiver(new_on_meta)`` where the era's own ``is_fsdp_enabled()`` holds and its ``is_local_dist_rank_0()``
+    does not (the test ``from_pretrained`` of that era makes), else ``None``: this process reads the checkpoint."""
+    return FsdpReceiver(new_on_meta) if is_fsdp_enabled() and not is_local_dist_rank_0() else None

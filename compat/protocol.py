@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .all_eras import ConversionUnit
+from .all_eras import ConversionUnit, FsdpReceiver
 
 
 @runtime_checkable
@@ -122,3 +122,11 @@ class Backend(Protocol):
     def checkpoint_layout(self, model: PreTrainedModel, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """``model``'s state dict as this era's ``save_pretrained`` writes it: on 5.x with the load-time conversions
         reversed (the original, 4.x layout, so that the checkpoint loads on every era); unchanged before."""
+
+    # FSDP RAM-efficient loading (issue 21).
+    def fsdp_receiver(self) -> Optional[FsdpReceiver]:
+        """Whether this process, under FSDP's RAM-efficient loading, receives its weights from local rank 0 instead of
+        reading them, and then where it leaves the model's tensors as this era's ``from_pretrained`` leaves them
+        (``FsdpReceiver``); ``None`` where it reads the checkpoint. Decided by the era's own ``is_fsdp_enabled()`` and
+        ``is_local_dist_rank_0()``, the functions its ``from_pretrained`` calls (``ACCELERATE_USE_FSDP`` and
+        ``FSDP_CPU_RAM_EFFICIENT_LOADING`` with ``torch.distributed`` initialised; ``LOCAL_RANK``)."""

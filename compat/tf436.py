@@ -8,13 +8,16 @@ import torch
 from torch import Tensor
 from transformers import GenerationMixin as TransformersGenerationMixin
 from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_utils import is_fsdp_enabled, is_local_dist_rank_0
 from transformers.modeling_utils import no_init_weights as no_init_weights
 
 from .all_eras import (
     ConversionUnit,
+    FsdpReceiver,
     LegacyCacheReordering,
     WrapperWithoutOwnWeights,
     first_match_renaming,
+    fsdp_receiver_if,
     renaming_units,
 )
 
@@ -164,3 +167,10 @@ class GenerationMixin(_InputPreparation, LegacyCacheReordering, TransformersGene
 
     def _supports_default_dynamic_cache(self) -> bool:
         return self.base_model._supports_default_dynamic_cache()
+
+
+# FSDP RAM-efficient loading (issue 21): the functions this era's from_pretrained calls, where it looks them up.
+def fsdp_receiver() -> Optional[FsdpReceiver]:
+    """4.x: a rank other than local rank 0 assigns every loaded tensor ``torch.empty`` on the CPU (4.36-4.49 read the
+    safetensors shards first, 4.50+ not) and initialises the new ones as rank 0 does."""
+    return fsdp_receiver_if(is_fsdp_enabled, is_local_dist_rank_0, new_on_meta=False)

@@ -7,15 +7,18 @@ import torch
 from torch import Tensor
 from transformers import GenerationMixin as TransformersGenerationMixin
 from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_utils import is_fsdp_enabled, is_local_dist_rank_0
 from transformers.modeling_utils import no_init_weights as no_init_weights
 from transformers.models.auto.auto_factory import add_generation_mixin_to_remote_model
 from transformers.models.modernbert.configuration_modernbert import ModernBertConfig
 
 from .all_eras import (
     ConversionUnit,
+    FsdpReceiver,
     LegacyCacheReordering,
     WrapperWithoutOwnWeights,
     first_match_renaming,
+    fsdp_receiver_if,
     renaming_units,
 )
 
@@ -121,3 +124,10 @@ def _core_supports_default_dynamic_cache(core: PreTrainedModel) -> bool:
     reading the instance's flags up to some 4.5x, a class method reading the class's after."""
     rule = TransformersGenerationMixin._supports_default_dynamic_cache
     return bool(rule.__func__(type(core)) if inspect.ismethod(rule) else rule(core))
+
+
+# FSDP RAM-efficient loading (issue 21): the functions this era's from_pretrained calls, where it looks them up.
+def fsdp_receiver() -> Optional[FsdpReceiver]:
+    """4.x: a rank other than local rank 0 assigns every loaded tensor ``torch.empty`` on the CPU (4.36-4.49 read the
+    safetensors shards first, 4.50+ not) and initialises the new ones as rank 0 does."""
+    return fsdp_receiver_if(is_fsdp_enabled, is_local_dist_rank_0, new_on_meta=False)

@@ -22,10 +22,11 @@ from transformers.initialization import no_init_weights as no_init_weights
 from transformers.integrations.accelerate import get_balanced_memory, get_max_memory, infer_auto_device_map
 from transformers.integrations.accelerate import offload_weight as transformers_offload_weight
 from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.modeling_utils import is_fsdp_enabled, is_local_dist_rank_0
 from transformers.models.auto.auto_factory import add_generation_mixin_to_remote_model
 from transformers.models.modernbert.configuration_modernbert import ModernBertConfig
 
-from .all_eras import ConversionUnit, WrapperWithoutOwnWeights, dispatch, reading
+from .all_eras import ConversionUnit, FsdpReceiver, WrapperWithoutOwnWeights, dispatch, fsdp_receiver_if, reading
 
 ERA = "5.0"
 # A 5.x release renamed the key-value cache from past_key_values to cache, in forward keywords and output fields alike.
@@ -174,3 +175,12 @@ class GenerationMixin(TransformersGenerationMixin):
 
     def _supports_default_dynamic_cache(self) -> bool:
         return bool(TransformersGenerationMixin._supports_default_dynamic_cache.__func__(type(self.base_model)))
+
+
+# FSDP RAM-efficient loading (issue 21): the functions this era's from_pretrained calls, where it looks them up.
+def fsdp_receiver() -> Optional[FsdpReceiver]:
+    """5.x: a rank other than local rank 0 leaves the tensors the checkpoint lacks on the meta device, as 5.23+ do
+    (they read the loaded ones, mark everything initialised and re-initialise non-persistent buffers only). 5.0 (and
+    5.x releases up to at least mid-2026) read the loaded ones, then give every parameter an empty CPU tensor and
+    initialise it anew: the new ones end on the CPU there, which after accelerate's broadcast makes no difference."""
+    return fsdp_receiver_if(is_fsdp_enabled, is_local_dist_rank_0, new_on_meta=True)

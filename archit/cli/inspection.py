@@ -112,6 +112,9 @@ class CheckpointDescription:
     converted: Optional[Dict[str, Tuple[str, ...]]] = None
     mismatched: Optional[Tuple[Mismatch, ...]] = None
     plan_error: Optional[str] = None
+    reads_tensor_data: Optional[bool] = None
+    """Whether ``from_pretrained`` would read tensor data in this process: ``False`` under FSDP's RAM-efficient loading
+    on a rank other than local rank 0 (it receives rank 0's tensors from accelerate's FSDP preparation)."""
 
     def to_dict(self) -> Dict[str, Any]:
         """The description as plain JSON values (what ``archit inspect --json`` prints; keys in the README)."""
@@ -230,7 +233,7 @@ def _plan(description: CheckpointDescription, class_name: str, base_class: Optio
     return replace(d, would_load=tuple(sorted(answer.loaded)), would_initialise=tuple(sorted(answer.missing)),
                    unused=tuple(sorted(answer.unexpected)), converted={key: tuple(keys) for key, keys in sorted(answer.converted.items())},
                    mismatched=tuple((key, tuple(stored), tuple(model)) for key, stored, model in answer.mismatched),
-                   plan_error=answer.error)
+                   plan_error=answer.error, reads_tensor_data=answer.reads_tensor_data)
 
 
 def _custom_code(base_dict: Dict[str, Any]) -> Optional[CustomCode]:
@@ -316,6 +319,9 @@ def render(description: CheckpointDescription) -> str:
         rows.append(("initialise", _listing(d.would_initialise or ())))
         rows.append(("unused", _listing(d.unused or ())))
         rows.append(("converted", _listing(d.converted or {})))
+        if d.reads_tensor_data is False:
+            rows.append(("reads", "no tensor data on this rank: under FSDP's RAM-efficient loading, local rank 0 "
+                                  "reads and accelerate's FSDP preparation gives the weights to the other ranks"))
         if d.mismatched:
             rows.append(("mismatched", _listing([f"{key} (file {stored}, model {model})"
                                                  for key, stored, model in d.mismatched])))

@@ -29,6 +29,8 @@ def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: Checkpoi
     ``"disk"`` stay on the meta device: the plan's in-place ones are not read at all, the others are written into
     ``offload_folder``; accelerate's hooks read both through one offload index."""
     _raise(plan.refusal)
+    if plan.fsdp_receiver is not None:
+        return _leave_for_broadcast(plan, built, plan.fsdp_receiver)
     model, dtype = built.model, built.dtype
     placement = plan.placement
     offload = Offload(plan.disk, options.offload_folder)
@@ -57,6 +59,40 @@ def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: Checkpoi
                 if converted else "", f"; {len(offload.index)} on disk" if offload.index else "")
     return {"missing_keys": missing, "unexpected_keys": list(plan.unexpected),
             "mismatched_keys": [*plan.mismatched, *late], "converted_keys": converted, "error_msgs": []}
+
+
+def _leave_for_broadcast(plan: LoadPlan, built: Built, receiver: compat.FsdpReceiver) -> Dict[str, Any]:
+    """The plan executed on a rank that receives its weights under FSDP's RAM-efficient loading (``plan.fsdp_receiver``):
+    no tensor data is read. Every tensor the checkpoint fills becomes an empty CPU tensor of its shape and dtype; the
+    new ones are initialised on the CPU, or left on the meta device, as the installed transformers leaves them; buffers
+    built with computed values (non-persistent ``position_ids``, rotary ``inv_freq``) keep them. accelerate's FSDP
+    preparation then gives this rank local rank 0's tensors. Converted tensors whose shape turns out to differ are
+    rank 0's to find (it reads them); here they count as loaded."""
+    model, dtype = built.model, built.dtype
+    new = set(plan.missing) | {key for key, _, _ in plan.mismatched}
+    initialise: List[str] = []
+    for name, tensor in list(named_tensors(model)):
+        if tensor.device.type != "meta":
+            continue  # A buffer built with its computed value.
+        if name in new:
+            if not receiver.new_on_meta:
+                initialise.append(name)
+            continue
+        empty_dtype = dtype if (dtype is not None and tensor.is_floating_point()) else tensor.dtype
+        set_module_tensor_to_device(model, name, "cpu", value=torch.empty(tensor.shape, dtype=empty_dtype),
+                                    dtype=empty_dtype)
+    model.tie_weights()
+    _initialise(model, initialise, DevicePlacement.plan(model, None, None, dtype), dtype, built.layout)
+    model.tie_weights()
+    if dtype is not None:
+        compat.set_config_dtype(model.base_model.config, dtype)
+    model.eval()
+    logger.info("Read no tensor data of '%s': under FSDP's RAM-efficient loading, this rank receives local rank 0's "
+                "%d tensors when accelerate prepares the model (new ones %s).", plan.checkpoint, len(plan.placements),
+                "left on the meta device" if receiver.new_on_meta else "initialised here")
+    return {"missing_keys": list(plan.missing), "unexpected_keys": list(plan.unexpected),
+            "mismatched_keys": list(plan.mismatched), "converted_keys": {t: list(k) for t, k in plan.converted.items()},
+            "error_msgs": []}
 
 
 def _raise(refusal: Optional[Refusal]) -> None:

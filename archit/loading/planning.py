@@ -88,6 +88,15 @@ class LoadPlan:
     disk: Mapping[str, DiskTensor]
     """The model's tensors that go to ``"disk"`` and how accelerate's hooks will read them: in place from the
     checkpoint's safetensors file, or written into ``offload_folder`` while loading."""
+    fsdp_receiver: Optional[compat.FsdpReceiver] = None
+    """Under FSDP's RAM-efficient loading on a rank other than local rank 0 (``compat.fsdp_receiver``: the installed
+    transformers' own test): this process reads no tensor data, and leaves the tensors as that release leaves them for
+    accelerate's FSDP preparation to fill from local rank 0; ``None``: it reads the checkpoint."""
+
+    @property
+    def reads_tensor_data(self) -> bool:
+        """Whether executing the plan reads tensor data (``False`` on an FSDP rank that receives its weights)."""
+        return self.fsdp_receiver is None
 
     @property
     def device_map(self) -> Optional[Dict[str, Any]]:
@@ -146,7 +155,7 @@ def make_plan(built: Built, checkpoint: str, options: LoadOptions, reader: Any) 
         unexpected=tuple(unexpected), mismatched=tuple(mismatched), missing=tuple(missing),
         converted=MappingProxyType({p.target: p.stored for p in placements if p.unit.converted}),
         embeddings_copied_to=copied, tied=_tied(built), refusal=refusal, state_keys=state_keys, aliases=aliases,
-        placement=placement, disk=MappingProxyType(disk))
+        placement=placement, disk=MappingProxyType(disk), fsdp_receiver=compat.fsdp_receiver())
 
 
 def disk_tensors(model: nn.Module, placement: DevicePlacement, placements: List[Placement], reader: Any,
