@@ -17,13 +17,21 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 from archit.instantiation.basemodels import RobertaBaseModel
 from archit.instantiation.heads import MaskedLMHeadConfig, TokenClassificationHeadConfig
 from archit.instantiation.multihead import ModelWithHeads
 from archit.instantiation.tasks import ForMaskedLM, ForSingleLabelTokenClassification
 
-from tests.helpers import assert_close, make_inputs, perturb_, read_checkpoint_tensors, roberta_config
+from tests.helpers import (
+    assert_close,
+    make_inputs,
+    perturb_,
+    read_checkpoint_tensors,
+    roberta_config,
+    save_transformers_model,
+)
 from tests.ranks import run_ranks
 
 pytestmark = pytest.mark.distributed
@@ -138,3 +146,63 @@ def _check_checkpoint(kind: str, out: Path, initial: Path, logits: torch.Tensor,
     unsharded.save_pretrained(str(unsharded_out))
     assert sorted(os.listdir(out)) == sorted(os.listdir(unsharded_out))
     assert filecmp.cmpfiles(str(out), str(unsharded_out), sorted(os.listdir(out)), shallow=False)[1:] == ([], [])
+
+
+def _save_as_the_trainer_does(rank: int, world_size: int, jobs):
+    """For each ``(library, checkpoint, out)``: FSDP2, one SGD step, then what ``Trainer.save_model`` does under FSDP
+    with a full state dict: the weights gathered as accelerate's ``get_state_dict`` gathers them under FSDP2 (on every
+    rank, to the CPU of rank 0), and ``save_pretrained(out, state_dict=...)`` of the model on rank 0 alone (the other
+    ranks return from ``Trainer._save`` first). Rank 0 answers the trained model's logits."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    results = []
+    for library, checkpoint, out in jobs:
+        model = _load_masked_lm(library, checkpoint)
+        sharded = _shard(model, 2)
+        optimizer = torch.optim.SGD(sharded.parameters(), lr=0.5)
+        input_ids, attention_mask = make_inputs(seed=rank)
+        sharded(input_ids=input_ids, attention_mask=attention_mask).logits.pow(2).mean().backward()
+        optimizer.step()
+        sharded.eval()
+        input_ids, attention_mask = make_inputs()
+        with torch.no_grad():
+            logits = sharded(input_ids=input_ids, attention_mask=attention_mask).logits
+        state_dict = get_model_state_dict(sharded, options=StateDictOptions(
+            full_state_dict=True, broadcast_from_rank0=True, cpu_offload=True))
+        if rank == 0:
+            sharded.save_pretrained(out, state_dict=state_dict, is_main_process=True)
+        results.append(_as_bytes(logits) if rank == 0 else None)
+    return results
+
+
+def _load_masked_lm(library: str, checkpoint: str):
+    if library == "archit":
+        return ForMaskedLM.from_pretrained(checkpoint, RobertaBaseModel, attn_implementation="eager")
+    return transformers.RobertaForMaskedLM.from_pretrained(checkpoint, attn_implementation="eager")
+
+
+def test_state_dict_gathered_by_the_caller_is_saved_by_rank_0_alone_as_transformers_saves_it(tmp_path):
+    """The Trainer's save under FSDP (``save_model``: accelerate gathers, ``save_pretrained(state_dict=...)`` on the
+    main process only): archit writes the given weights without waiting for the other ranks, a tied output matrix once
+    (gathering copied it apart), the files an unsharded save of those weights writes; the reloaded model computes the
+    sharded model's logits, as transformers' own ``RobertaForMaskedLM`` does through the same steps."""
+    checkpoint = tmp_path / "roberta-mlm"
+    save_transformers_model(transformers.RobertaForMaskedLM, roberta_config(), checkpoint)
+    libraries = ("archit", "transformers")
+    on_0, _ = run_ranks(_save_as_the_trainer_does, [(library, str(checkpoint), str(tmp_path / library))
+                                                    for library in libraries], timeout=TIMEOUT_S)
+    logits = {library: torch.load(io.BytesIO(sent)) for library, sent in zip(libraries, on_0)}
+    assert_close(logits["archit"], logits["transformers"])
+    input_ids, attention_mask = make_inputs()
+    for library in libraries:
+        reloaded = _load_masked_lm(library, str(tmp_path / library)).eval()
+        with torch.no_grad():
+            assert_close(reloaded(input_ids=input_ids, attention_mask=attention_mask).logits, logits[library])
+
+    unsharded = _load_masked_lm("archit", str(checkpoint))
+    unsharded.load_state_dict(_load_masked_lm("archit", str(tmp_path / "archit")).state_dict())
+    unsharded.save_pretrained(str(tmp_path / "unsharded"))
+    assert sorted(os.listdir(tmp_path / "archit")) == sorted(os.listdir(tmp_path / "unsharded"))
+    assert filecmp.cmpfiles(str(tmp_path / "archit"), str(tmp_path / "unsharded"),
+                            sorted(os.listdir(tmp_path / "archit")), shallow=False)[1:] == ([], [])
+    assert "head.dense2.weight" not in read_checkpoint_tensors(tmp_path / "archit")

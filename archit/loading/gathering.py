@@ -61,15 +61,17 @@ def gather_full_state_dict(root: nn.Module) -> Dict[str, Tensor]:
 
 
 def tied_names(model: nn.Module, keys: List[str]) -> List[str]:
-    """The names in ``keys`` (a gathered state dict's, in its order) under which ``model`` holds a tensor it already
-    holds under an earlier one (a tied output matrix): gathering copies each name's tensor apart, so ties are read on
-    the model. Under FSDP1 a name is an attribute path (the parameters of ``use_orig_params=False`` are plain
+    """The names in ``keys`` (a state dict's, in its order) under which ``model`` holds a tensor it already
+    holds under an earlier one (a tied output matrix): gathering copies each name's tensor apart (torch's and
+    accelerate's alike), so ties are read on the model. Under FSDP1 a name is an attribute path (the parameters of ``use_orig_params=False`` are plain
     attributes, a nested unit forwards the attributes of the module it wraps), and tied names hold one object."""
     seen, tied = set(), []
     for key in keys:
         owner, _, name = key.rpartition(".")
-        module = model.get_submodule(owner) if owner else model
-        held = getattr(module, name, None)
+        try:
+            held = getattr(model.get_submodule(owner) if owner else model, name, None)
+        except AttributeError:  # A name the model does not have (a state dict given to save_pretrained).
+            continue
         if held is None:
             continue
         if id(held) in seen:

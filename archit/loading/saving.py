@@ -62,6 +62,9 @@ def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_sha
         return
     if not is_main_process:
         return
+    if state_dict is not None:  # Gathered by the caller (the Trainer under FSDP): tied names hold copies.
+        tied = set(tied_names(model, list(state_dict)))
+        state_dict = {key: tensor for key, tensor in state_dict.items() if key not in tied}
     tensors = _without_shared_duplicates(model.state_dict() if state_dict is None else state_dict)
     _write_model(model, tensors, save_directory, max_shard_size, safe_serialization, variant)
 
