@@ -87,7 +87,12 @@ def _train_and_save(rank: int, world_size: int, version: int, jobs):
         # As accelerate's users call it (is_main_process=accelerator.is_main_process), and with the default.
         unwrapped.save_pretrained(out, **({"is_main_process": rank == 0} if kind == "heads" else {}))
         results.append((_as_bytes((logits, gathered)) if rank == 0 else None, sorted(os.listdir(out))))
-    return results
+    # A save rank 0 cannot write (its folder would be under a file): every rank raises, none waits forever.
+    try:
+        unwrapped.save_pretrained(os.path.join(out, "config.json", "folder"))
+    except (OSError, RuntimeError) as error:
+        return results, f"{type(error).__name__}: {error}"
+    return results, None
 
 
 def _as_bytes(tensors) -> bytes:
@@ -117,7 +122,10 @@ def checkpoints(tmp_path_factory):
 def test_sharded_model_saves_on_every_rank_and_reloads_in_one_process(checkpoints, tmp_path, version):
     kinds = ("tagger", "heads")
     jobs = [(kind, str(checkpoints / kind), str(tmp_path / kind)) for kind in kinds]
-    on_0, on_1 = run_ranks(_train_and_save, version, jobs, timeout=TIMEOUT_S)
+    (on_0, failure_on_0), (on_1, failure_on_1) = run_ranks(_train_and_save, version, jobs, timeout=TIMEOUT_S)
+    assert failure_on_0 is not None and failure_on_0.startswith(("NotADirectoryError", "FileExistsError"))
+    assert failure_on_1 == f"RuntimeError: save_pretrained failed on rank 0, which writes " \
+                           f"'{tmp_path / 'heads' / 'config.json' / 'folder'}': {failure_on_0}"
     for kind, (sent, complete_on_0), (_, complete_on_1) in zip(kinds, on_0, on_1):
         logits, gathered = torch.load(io.BytesIO(sent))
         # Every rank returned after the commit: the checkpoint was complete when save_pretrained returned on either.

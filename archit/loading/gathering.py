@@ -40,8 +40,9 @@ def fsdp_root(model: nn.Module) -> Optional[nn.Module]:
         return model
     if not getattr(model, "_is_fsdp_managed_module", False):
         return None
+    # By type, not isinstance: a live object's ``__class__`` may be a property that raises (a lazy proxy).
     wrapper = next((candidate for candidate in gc.get_objects()
-                    if isinstance(candidate, FullyShardedDataParallel) and candidate.module is model), None)
+                    if issubclass(type(candidate), FullyShardedDataParallel) and candidate.module is model), None)
     if wrapper is None:
         raise ValueError(f"FSDP manages this {type(model).__name__}, but no FullyShardedDataParallel wraps it "
                          f"directly (it is part of a bigger FSDP unit): save_pretrained cannot gather its weights. "

@@ -56,6 +56,7 @@ def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_sha
         if name == "push_to_hub" and kwargs[name]:
             raise NotImplementedError("archit does not push to the hub: save, then use huggingface_hub's upload_folder.")
     check_variant(variant)
+    parse_size(max_shard_size)  # A bad argument raises on every rank, before any collective.
     root = fsdp_root(model) if state_dict is None else None
     if root is not None:
         _save_gathered(model, root, save_directory, max_shard_size, safe_serialization, is_main_process, variant)
