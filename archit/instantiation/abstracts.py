@@ -532,6 +532,12 @@ class ModelWithHead(PreTrainedModelUnderTasks, Generic[PC, HC], ABC):
         ``save_pretrained`` writes (on 5.x with its load-time conversions reversed: the original 4.x layout), so the
         checkpoint loads on every transformers release. ``variant="fp16"`` names the files as transformers does
         (``model.fp16.safetensors``), for ``from_pretrained(..., variant="fp16")``.
+
+        Only the main process writes: pass ``is_main_process=False`` on the others (as transformers takes it). A model
+        that FSDP shards (FSDP1 or FSDP2, as ``accelerator.unwrap_model`` gives it) is saved by a collective: call
+        ``save_pretrained`` on every rank; the full weights are gathered through torch's distributed state-dict API,
+        rank 0 writes them (the same files as an unsharded save) and every rank returns once they are committed. With
+        ``state_dict=`` (weights gathered already, as the ``Trainer`` does) the main process writes them alone.
         """
         save_model_with_head(self, save_directory, max_shard_size=max_shard_size,
                              safe_serialization=safe_serialization, is_main_process=is_main_process, **kwargs)

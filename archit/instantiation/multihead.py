@@ -424,7 +424,7 @@ class ModelWithHeads(compat.PreTrainedWrapper):
     def save_pretrained(self, save_directory, max_shard_size: Union[int, str] = "5GB", safe_serialization: bool = True,
                         is_main_process: bool = True, **kwargs) -> None:
         """Write ``config.json`` (the base config and every head's task and config) and the weights (``model._core.*``,
-        ``heads.<name>.*``), as ``ModelWithHead.save_pretrained`` does."""
+        ``heads.<name>.*``), as ``ModelWithHead.save_pretrained`` does (under FSDP: a collective, on every rank)."""
         save_model_with_head(self, save_directory, max_shard_size=max_shard_size,
                              safe_serialization=safe_serialization, is_main_process=is_main_process, **kwargs)
 

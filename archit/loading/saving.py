@@ -1,12 +1,19 @@
 """``ModelWithHead.save_pretrained``: ``config.json`` plus weights, safetensors by default, sharded, tied tensors once;
 crash-consistent (``commits.py``: the folder holds the old or the new checkpoint whenever the save dies); the
-code files of a base model built from checkpoint code (``trust_remote_code=True``) saved with it."""
+code files of a base model built from checkpoint code (``trust_remote_code=True``) saved with it.
+
+A model that FSDP shards (FSDP1 or FSDP2, ``gathering.py``) is saved by a collective, as transformers 5.24 saves one it
+sharded itself: every rank calls ``save_pretrained``, the full state dict is gathered through torch's distributed
+state-dict API, rank 0 (if ``is_main_process``) writes it as an unsharded model's save, and every rank returns once
+the checkpoint is committed (or raises if rank 0 failed). An explicit ``state_dict=`` (the Trainer's, gathered by
+accelerate's ``get_state_dict`` on rank 0) is written as given, by the main process alone, with no collective."""
 import json
 import logging
 import os
 import re
 from typing import Any, Callable, Dict, List, Optional, Union
 
+import torch.distributed as dist
 from torch import Tensor
 
 from .. import _compat as compat
@@ -23,6 +30,7 @@ from .files import (
     check_variant,
     weight_file_variant,
 )
+from .gathering import fsdp_root, gather_full_state_dict, tied_names
 from .keys import CORE_PATH
 from .writing import WeightWriter, tensor_nbytes
 
@@ -48,9 +56,45 @@ def save_model_with_head(model, save_directory: Union[str, os.PathLike], max_sha
         if name == "push_to_hub" and kwargs[name]:
             raise NotImplementedError("archit does not push to the hub: save, then use huggingface_hub's upload_folder.")
     check_variant(variant)
+    parse_size(max_shard_size)  # A bad argument raises on every rank, before any collective.
+    root = fsdp_root(model) if state_dict is None else None
+    if root is not None:
+        _save_gathered(model, root, save_directory, max_shard_size, safe_serialization, is_main_process, variant)
+        return
     if not is_main_process:
         return
+    if state_dict is not None:  # Gathered by the caller (the Trainer under FSDP): tied names hold copies.
+        tied = set(tied_names(model, list(state_dict)))
+        state_dict = {key: tensor for key, tensor in state_dict.items() if key not in tied}
     tensors = _without_shared_duplicates(model.state_dict() if state_dict is None else state_dict)
+    _write_model(model, tensors, save_directory, max_shard_size, safe_serialization, variant)
+
+
+def _save_gathered(model, root, save_directory: Union[str, os.PathLike], max_shard_size: Union[int, str],
+                   safe_serialization: bool, is_main_process: bool, variant: Optional[str]) -> None:
+    """The save of a model FSDP shards, on every rank: gather (``root``: ``gathering.fsdp_root``), rank 0 writes, then
+    every rank learns from rank 0 how the write went (a broadcast, which is also the barrier)."""
+    gathered = gather_full_state_dict(root)
+    failure: Optional[BaseException] = None
+    if is_main_process and dist.get_rank() == 0:
+        try:
+            tied = set(tied_names(model, list(gathered)))
+            tensors = {key: tensor.detach().contiguous() for key, tensor in gathered.items() if key not in tied}
+            _write_model(model, tensors, save_directory, max_shard_size, safe_serialization, variant)
+        except BaseException as error:  # noqa: BLE001 - re-raised below, once the other ranks know
+            failure = error
+    del gathered  # Before waiting for rank 0: the other ranks hold a full copy when gathering on the CPU.
+    outcome = [None if failure is None else f"{type(failure).__name__}: {failure}"]
+    dist.broadcast_object_list(outcome, src=0)
+    if failure is not None:
+        raise failure
+    if outcome[0] is not None:
+        raise RuntimeError(f"save_pretrained failed on rank 0, which writes '{save_directory}': {outcome[0]}")
+
+
+def _write_model(model, tensors: Dict[str, Tensor], save_directory: Union[str, os.PathLike],
+                 max_shard_size: Union[int, str], safe_serialization: bool, variant: Optional[str]) -> None:
+    """Write ``tensors`` (the model's, each tensor once) and the model's files into ``save_directory``, committed."""
     tensors = checkpoint_layout(model, tensors)
     shards = _shard(tensors, parse_size(max_shard_size))
     weights_name, index_name = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME) if safe_serialization \
