@@ -11,6 +11,7 @@ from .all_eras import adopt_core_flags as adopt_core_flags
 from .all_eras import checkpoint_code_class as checkpoint_code_class
 from .all_eras import disable_activation_checkpointing as disable_activation_checkpointing
 from .all_eras import enable_activation_checkpointing as enable_activation_checkpointing
+
 from .all_eras import get_config_dtype as get_config_dtype
 from .all_eras import hide_kwargs_from_signature as hide_kwargs_from_signature
 from .all_eras import init_core_module as init_core_module
@@ -43,6 +44,11 @@ infer_device_map = backend.infer_device_map
 place = backend.place
 offload_weight = backend.offload_weight
 save_offload_index = backend.save_offload_index
+# Tensor parallelism (issue 21).
+TENSOR_PARALLEL_KEYWORDS = backend.TENSOR_PARALLEL_KEYWORDS
+distribute_core = backend.distribute_core
+load_sharded = backend.load_sharded
+distribute_tied_heads = backend.distribute_tied_heads
 
 __all__ = [
     "Backend", "backend", "ERA", "CACHE_NAME", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
@@ -53,4 +59,5 @@ __all__ = [
     "as_auto_model_class", "hide_kwargs_from_signature", "modernbert_config_class", "enable_activation_checkpointing",
     "disable_activation_checkpointing", "is_activation_checkpointing", "CONFIG_DTYPE_KEYS", "GenerationMixin",
     "adopt_core_flags", "OFFLOAD_BUFFERS_KEYWORD", "infer_device_map", "place", "offload_weight", "save_offload_index",
+    "TENSOR_PARALLEL_KEYWORDS", "distribute_core", "load_sharded", "distribute_tied_heads",
 ]

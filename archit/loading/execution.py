@@ -33,7 +33,8 @@ def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: Checkpoi
     placement = plan.placement
     offload = Offload(plan.disk, options.offload_folder)
     converted = {target: list(keys) for target, keys in plan.converted.items()}
-    late = _assign(plan, model, reader, placement, dtype, converted, weights, offload)
+    sharded_core = built.layout.core_path if options.tensor_parallel else None
+    late = _assign(plan, model, reader, placement, dtype, converted, weights, offload, sharded_core)
     if late and not options.ignore_mismatched_sizes:
         _raise(refusal_for(plan.checkpoint, model, options, late, [], []))
     model.tie_weights()
@@ -41,6 +42,10 @@ def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: Checkpoi
         offload.copy_input_embeddings(model, plan.embeddings_copied_to, placement, dtype)
     missing = [name for name, tensor in named_tensors(model) if tensor.device.type == "meta" and name not in offload.index]
     new_base = needed_from_checkpoint(missing, built.layout, not built.expect_new_head)
+    if sharded_core is not None and any(name.startswith(sharded_core) for name in missing):
+        raise NotImplementedError(f"{type(model).__name__}: body tensors the checkpoint at '{plan.checkpoint}' lacks "
+                                  f"would be initialised shard by shard under tensor parallelism, which archit does "
+                                  f"not do: {[name for name in missing if name.startswith(sharded_core)]}.")
     if new_base and plan.unexpected and not options.ignore_unplaced_weights:  # Converted outputs that went nowhere.
         _raise(refusal_for(plan.checkpoint, model, options, [], list(plan.unexpected), new_base))
     _initialise(model, missing, placement, dtype, built.layout)
@@ -66,10 +71,11 @@ def _raise(refusal: Optional[Refusal]) -> None:
 
 def _assign(plan: LoadPlan, model: nn.Module, reader: CheckpointReader, placement: DevicePlacement,
             dtype: Optional[torch.dtype], converted: Dict[str, List[str]], weights: WeightFiles,
-            offload: Offload) -> List[Mismatch]:
+            offload: Offload, sharded_core: Optional[str] = None) -> List[Mismatch]:
     """Convert each placement's unit and assign its tensors (a rule may produce several: the outputs past the first are
     named once converted), giving back the memory of the file pages of sources that did not become the parameter
-    itself; answers the converted tensors whose shape differs from the model's."""
+    itself; answers the converted tensors whose shape differs from the model's. ``sharded_core``: the path of a core
+    distributed by tensor parallelism, whose tensors each rank takes its part of (``compat.load_sharded``)."""
     expected = model.state_dict(keep_vars=True)
     late: List[Mismatch] = []
     total_bytes = sum(open_settled(path, os.path.getsize) for path in weights.paths)
@@ -96,6 +102,10 @@ def _assign(plan: LoadPlan, model: nn.Module, reader: CheckpointReader, placemen
                 converted[target] = list(item.stored)
             if offload.takes(target):
                 offload.write(target, tensor)
+                continue
+            if sharded_core is not None and target.startswith(sharded_core) and compat.load_sharded(
+                    model.base_model, target[len(sharded_core):], tensor, dtype if tensor.is_floating_point() else None):
+                kept = True  # The shard may be a view of the file's pages: they stay.
                 continue
             set_module_tensor_to_device(model, target, placement.memory_device_of(target), value=tensor,
                                         dtype=dtype if tensor.is_floating_point() else None)
