@@ -8,10 +8,24 @@ Code that ships with a checkpoint (``auto_map``) goes through ``transformers.dyn
 since 4.36.
 When one of them changes in a release, its helper moves into the era modules and into the ``Backend`` protocol.
 """
+import contextlib
 import inspect
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+)
 
 import torch
 from accelerate import dispatch_model, infer_auto_device_map
@@ -25,6 +39,7 @@ from transformers.dynamic_module_utils import (
     get_class_from_dynamic_module,
     resolve_trust_remote_code,
 )
+from transformers.integrations.deepspeed import deepspeed_config, is_deepspeed_zero3_enabled
 from transformers.utils import TRANSFORMERS_DYNAMIC_MODULE_NAME, cached_file
 from transformers.utils import logging as transformers_logging
 
@@ -297,3 +312,63 @@ def progress(items: Iterable[T], total: int, description: str, tensors: int, nby
     output is not a terminal (the logs of batch jobs)."""
     big = tensors >= PROGRESS_MIN_TENSORS or nbytes >= PROGRESS_MIN_BYTES
     return iter(transformers_logging.tqdm(items, total=total, desc=description, disable=None if big else True))
+
+
+try:  # 4.4x+ (transformers issue #34429).
+    from transformers.modeling_utils import set_zero3_state as _set_zero3_state
+except ImportError:
+    _set_zero3_state = None
+
+# DeepSpeed ZeRO-3 (issue 21): transformers' switch (an HfDeepSpeedConfig with stage 3 alive, as the Trainer and
+# accelerate keep one) and DeepSpeed's own contexts, as every era's from_pretrained uses them. deepspeed is imported
+# when ZeRO-3 is on only, as transformers imports it: it is no dependency of archit.
+
+def zero3_enabled() -> bool:
+    """Whether models are built and loaded for DeepSpeed ZeRO-3 (transformers' ``is_deepspeed_zero3_enabled``)."""
+    return bool(is_deepspeed_zero3_enabled())
+
+
+def zero3_init() -> ContextManager:
+    """The context transformers builds a model in under ZeRO-3: ``deepspeed.zero.Init`` with the active DeepSpeed
+    config, each parameter partitioned over the ranks as it is created, and ``zero3_state()`` inside it."""
+    import deepspeed
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(deepspeed.zero.Init(config_dict_or_path=deepspeed_config()))
+    stack.enter_context(zero3_state())
+    return stack
+
+
+def zero3_state() -> ContextManager:
+    """transformers' ``set_zero3_state``: a transformers model built inside it (``from_config``) enters no
+    ``deepspeed.zero.Init`` of its own (a nested one is what transformers avoids by it, issue #34429); releases that
+    predate it have no such switch (a null context)."""
+    return _set_zero3_state() if _set_zero3_state is not None else contextlib.nullcontext()
+
+
+def zero3_gathered(parameters: List[Tensor], modifier_rank: Optional[int]) -> ContextManager:
+    """``deepspeed.zero.GatheredParameters``: ``parameters`` whole on every rank inside; with ``modifier_rank=0`` what
+    rank 0 writes into them is partitioned again on exit (how transformers loads and initialises under ZeRO-3)."""
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(parameters, modifier_rank=modifier_rank)
+
+
+def is_partitioned(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is a parameter ZeRO-3 partitioned (its data a local piece; ``ds_shape`` its shape)."""
+    return hasattr(tensor, "ds_id")
+
+
+def full_shape(tensor: Tensor) -> torch.Size:
+    """The shape of a model's tensor: ``ds_shape`` for a ZeRO-3 partitioned parameter, else its own."""
+    return tensor.ds_shape if is_partitioned(tensor) else tensor.shape
+
+
+def zero3_load(parameter: Tensor, value: Tensor) -> None:
+    """Fill a ZeRO-3 partitioned ``parameter`` with ``value`` as transformers loads under ZeRO-3: gathered with
+    ``modifier_rank=0``, rank 0 writes, and each rank keeps its partition of rank 0's values. Every rank calls it, for
+    the same parameters in the same order (a collective)."""
+    with zero3_gathered([parameter], modifier_rank=0):
+        if torch.distributed.get_rank() == 0:
+            with torch.no_grad():
+                parameter.data.copy_(value)
