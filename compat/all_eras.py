@@ -9,6 +9,7 @@ since 4.36.
 When one of them changes in a release, its helper moves into the era modules and into the ``Backend`` protocol.
 """
 import contextlib
+import importlib
 import inspect
 import re
 from dataclasses import dataclass
@@ -323,6 +324,12 @@ except ImportError:
 # accelerate keep one) and DeepSpeed's own contexts, as every era's from_pretrained uses them. deepspeed is imported
 # when ZeRO-3 is on only, as transformers imports it: it is no dependency of archit.
 
+def _deepspeed() -> Any:
+    """The ``deepspeed`` module, imported on first use under ZeRO-3 only, as transformers imports it: it is no dependency
+    of archit, and importing it detects accelerators (seconds) in every process that imports archit otherwise."""
+    return importlib.import_module("deepspeed")
+
+
 def zero3_enabled() -> bool:
     """Whether models are built and loaded for DeepSpeed ZeRO-3 (transformers' ``is_deepspeed_zero3_enabled``)."""
     return bool(is_deepspeed_zero3_enabled())
@@ -331,10 +338,8 @@ def zero3_enabled() -> bool:
 def zero3_init() -> ContextManager:
     """The context transformers builds a model in under ZeRO-3: ``deepspeed.zero.Init`` with the active DeepSpeed
     config, each parameter partitioned over the ranks as it is created, and ``zero3_state()`` inside it."""
-    import deepspeed
-
     stack = contextlib.ExitStack()
-    stack.enter_context(deepspeed.zero.Init(config_dict_or_path=deepspeed_config()))
+    stack.enter_context(_deepspeed().zero.Init(config_dict_or_path=deepspeed_config()))
     stack.enter_context(zero3_state())
     return stack
 
@@ -349,9 +354,7 @@ def zero3_state() -> ContextManager:
 def zero3_gathered(parameters: List[Tensor], modifier_rank: Optional[int]) -> ContextManager:
     """``deepspeed.zero.GatheredParameters``: ``parameters`` whole on every rank inside; with ``modifier_rank=0`` what
     rank 0 writes into them is partitioned again on exit (how transformers loads and initialises under ZeRO-3)."""
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(parameters, modifier_rank=modifier_rank)
+    return _deepspeed().zero.GatheredParameters(parameters, modifier_rank=modifier_rank)
 
 
 def is_partitioned(tensor: Tensor) -> bool:
