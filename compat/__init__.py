@@ -12,17 +12,24 @@ from .all_eras import adopt_core_flags as adopt_core_flags
 from .all_eras import checkpoint_code_class as checkpoint_code_class
 from .all_eras import disable_activation_checkpointing as disable_activation_checkpointing
 from .all_eras import enable_activation_checkpointing as enable_activation_checkpointing
+from .all_eras import full_shape as full_shape
 from .all_eras import get_config_dtype as get_config_dtype
 from .all_eras import hide_kwargs_from_signature as hide_kwargs_from_signature
 from .all_eras import init_core_module as init_core_module
 from .all_eras import is_activation_checkpointing as is_activation_checkpointing
 from .all_eras import is_checkpoint_code as is_checkpoint_code
+from .all_eras import is_partitioned as is_partitioned
 from .all_eras import no_split_modules as no_split_modules
 from .all_eras import progress as progress
 from .all_eras import resolve_file as resolve_file
 from .all_eras import save_checkpoint_code as save_checkpoint_code
 from .all_eras import stored_config_dict as stored_config_dict
 from .all_eras import trusts_checkpoint_code as trusts_checkpoint_code
+from .all_eras import zero3_enabled as zero3_enabled
+from .all_eras import zero3_gathered as zero3_gathered
+from .all_eras import zero3_init as zero3_init
+from .all_eras import zero3_load as zero3_load
+from .all_eras import zero3_state as zero3_state
 from .main import backend as backend
 from .protocol import Backend as Backend
 from .version import TRANSFORMERS_VERSION as TRANSFORMERS_VERSION
@@ -46,6 +53,11 @@ offload_weight = backend.offload_weight
 save_offload_index = backend.save_offload_index
 # FSDP RAM-efficient loading (issue 21).
 fsdp_receiver = backend.fsdp_receiver
+# Tensor parallelism (issue 21).
+TENSOR_PARALLEL_KEYWORDS = backend.TENSOR_PARALLEL_KEYWORDS
+distribute_core = backend.distribute_core
+load_sharded = backend.load_sharded
+distribute_tied_heads = backend.distribute_tied_heads
 
 __all__ = [
     "Backend", "backend", "ERA", "CACHE_NAME", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
@@ -57,4 +69,7 @@ __all__ = [
     "disable_activation_checkpointing", "is_activation_checkpointing", "CONFIG_DTYPE_KEYS", "GenerationMixin",
     "adopt_core_flags", "OFFLOAD_BUFFERS_KEYWORD", "infer_device_map", "place", "offload_weight", "save_offload_index",
     "FsdpReceiver", "fsdp_receiver",
+    "TENSOR_PARALLEL_KEYWORDS", "distribute_core", "load_sharded", "distribute_tied_heads",
+    # DeepSpeed ZeRO-3 (issue 21).
+    "zero3_enabled", "zero3_init", "zero3_state", "zero3_gathered", "zero3_load", "is_partitioned", "full_shape",
 ]

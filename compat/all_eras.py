@@ -8,10 +8,25 @@ Code that ships with a checkpoint (``auto_map``) goes through ``transformers.dyn
 since 4.36.
 When one of them changes in a release, its helper moves into the era modules and into the ``Backend`` protocol.
 """
+import contextlib
+import importlib
 import inspect
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+)
 
 import torch
 from accelerate import dispatch_model, infer_auto_device_map
@@ -25,6 +40,7 @@ from transformers.dynamic_module_utils import (
     get_class_from_dynamic_module,
     resolve_trust_remote_code,
 )
+from transformers.integrations.deepspeed import deepspeed_config, is_deepspeed_zero3_enabled
 from transformers.utils import TRANSFORMERS_DYNAMIC_MODULE_NAME, cached_file
 from transformers.utils import logging as transformers_logging
 
@@ -323,3 +339,63 @@ def fsdp_receiver_if(is_fsdp_enabled: Callable[[], bool], is_local_dist_rank_0: 
     """``FsdpReceiver(new_on_meta)`` where the era's own ``is_fsdp_enabled()`` holds and its ``is_local_dist_rank_0()``
     does not (the test ``from_pretrained`` of that era makes), else ``None``: this process reads the checkpoint."""
     return FsdpReceiver(new_on_meta) if is_fsdp_enabled() and not is_local_dist_rank_0() else None
+try:  # 4.4x+ (transformers issue #34429).
+    from transformers.modeling_utils import set_zero3_state as _set_zero3_state
+except ImportError:
+    _set_zero3_state = None
+
+# DeepSpeed ZeRO-3 (issue 21): transformers' switch (an HfDeepSpeedConfig with stage 3 alive, as the Trainer and
+# accelerate keep one) and DeepSpeed's own contexts, as every era's from_pretrained uses them. deepspeed is imported
+# when ZeRO-3 is on only, as transformers imports it: it is no dependency of archit.
+
+def _deepspeed() -> Any:
+    """The ``deepspeed`` module, imported on first use under ZeRO-3 only, as transformers imports it: it is no dependency
+    of archit, and importing it detects accelerators (seconds) in every process that imports archit otherwise."""
+    return importlib.import_module("deepspeed")
+
+
+def zero3_enabled() -> bool:
+    """Whether models are built and loaded for DeepSpeed ZeRO-3 (transformers' ``is_deepspeed_zero3_enabled``)."""
+    return bool(is_deepspeed_zero3_enabled())
+
+
+def zero3_init() -> ContextManager:
+    """The context transformers builds a model in under ZeRO-3: ``deepspeed.zero.Init`` with the active DeepSpeed
+    config, each parameter partitioned over the ranks as it is created, and ``zero3_state()`` inside it."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(_deepspeed().zero.Init(config_dict_or_path=deepspeed_config()))
+    stack.enter_context(zero3_state())
+    return stack
+
+
+def zero3_state() -> ContextManager:
+    """transformers' ``set_zero3_state``: a transformers model built inside it (``from_config``) enters no
+    ``deepspeed.zero.Init`` of its own (a nested one is what transformers avoids by it, issue #34429); releases that
+    predate it have no such switch (a null context)."""
+    return _set_zero3_state() if _set_zero3_state is not None else contextlib.nullcontext()
+
+
+def zero3_gathered(parameters: List[Tensor], modifier_rank: Optional[int]) -> ContextManager:
+    """``deepspeed.zero.GatheredParameters``: ``parameters`` whole on every rank inside; with ``modifier_rank=0`` what
+    rank 0 writes into them is partitioned again on exit (how transformers loads and initialises under ZeRO-3)."""
+    return _deepspeed().zero.GatheredParameters(parameters, modifier_rank=modifier_rank)
+
+
+def is_partitioned(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is a parameter ZeRO-3 partitioned (its data a local piece; ``ds_shape`` its shape)."""
+    return hasattr(tensor, "ds_id")
+
+
+def full_shape(tensor: Tensor) -> torch.Size:
+    """The shape of a model's tensor: ``ds_shape`` for a ZeRO-3 partitioned parameter, else its own."""
+    return tensor.ds_shape if is_partitioned(tensor) else tensor.shape
+
+
+def zero3_load(parameter: Tensor, value: Tensor) -> None:
+    """Fill a ZeRO-3 partitioned ``parameter`` with ``value`` as transformers loads under ZeRO-3: gathered with
+    ``modifier_rank=0``, rank 0 writes, and each rank keeps its partition of rank 0's values. Every rank calls it, for
+    the same parameters in the same order (a collective)."""
+    with zero3_gathered([parameter], modifier_rank=0):
+        if torch.distributed.get_rank() == 0:
+            with torch.no_grad():
+                parameter.data.copy_(value)

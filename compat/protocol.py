@@ -12,6 +12,7 @@ from typing import (
     Optional,
     Protocol,
     Sequence,
+    Tuple,
     Type,
     Union,
     runtime_checkable,
@@ -130,3 +131,28 @@ class Backend(Protocol):
         (``FsdpReceiver``); ``None`` where it reads the checkpoint. Decided by the era's own ``is_fsdp_enabled()`` and
         ``is_local_dist_rank_0()``, the functions its ``from_pretrained`` calls (``ACCELERATE_USE_FSDP`` and
         ``FSDP_CPU_RAM_EFFICIENT_LOADING`` with ``torch.distributed`` initialised; ``LOCAL_RANK``)."""
+    # Tensor parallelism (issue 21): from_pretrained(distributed_config=..., tp_plan=..., tp_size=..., device_mesh=...).
+
+    TENSOR_PARALLEL_KEYWORDS: Tuple[str, ...]
+    """The tensor-parallel keywords of this release's ``from_pretrained`` that archit follows: ``distributed_config``,
+    ``tp_plan``, ``tp_size``, ``device_mesh`` on 5.x; none before (4.36-4.49 have none; 4.50-4.57's are not followed,
+    and refused with a ``TypeError`` that says so)."""
+
+    def distribute_core(self, core: PreTrainedModel, keywords: Dict[str, Any]) -> bool:
+        """Shard ``core`` (built on the meta device; the body of a model with heads, which stay replicated) by its
+        tensor-parallel plan as this release's ``from_pretrained`` does before it loads weights, given its keywords
+        (``keywords``: those of ``TENSOR_PARALLEL_KEYWORDS`` the caller passed): the process group and device mesh set
+        up, the plan resolved (``tp_plan="auto"``: the model's own) and the forward hooks installed by the release's
+        own functions. Answers whether the core is now distributed (``False`` for a plan of one rank)."""
+
+    def load_sharded(self, core: PreTrainedModel, name: str, tensor: Tensor, dtype: Optional[torch.dtype]) -> bool:
+        """Give ``core``'s tensor ``name`` (a key of ``core``'s own state dict) this rank's part of ``tensor`` (the whole
+        tensor from the checkpoint, cast to ``dtype`` when given), as this release's loader does for a model that
+        ``distribute_core`` distributed (a ``DTensor`` wrapping the local shard). Answers ``False``, assigning nothing,
+        for a tensor the plan leaves whole (the caller assigns it as usual)."""
+
+    def distribute_tied_heads(self, model: torch.nn.Module, core: PreTrainedModel) -> None:
+        """After tying: a head's linear layer of ``model`` whose weight is a parameter of ``core`` that
+        ``distribute_core`` sharded (the input embeddings, split over the vocabulary, as later 5.x split them) computes
+        with that shard as transformers' own causal LMs compute theirs (the release's ``colwise_gather_output`` style:
+        each rank its slice of the outputs, gathered); other head parameters stay whole on every rank."""

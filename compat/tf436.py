@@ -2,7 +2,7 @@
 ModernBERT from 4.48; ``GenerationMixin`` inherited by every ``PreTrainedModel``, with a generic
 ``prepare_inputs_for_generation`` from 4.45."""
 import inspect
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -174,3 +174,24 @@ def fsdp_receiver() -> Optional[FsdpReceiver]:
     """4.x: a rank other than local rank 0 assigns every loaded tensor ``torch.empty`` on the CPU (4.36-4.49 read the
     safetensors shards first, 4.50+ not) and initialises the new ones as rank 0 does."""
     return fsdp_receiver_if(is_fsdp_enabled, is_local_dist_rank_0, new_on_meta=False)
+# Tensor parallelism (issue 21): followed on 5.x only.
+
+TENSOR_PARALLEL_KEYWORDS: Tuple[str, ...] = ()
+"""4.36-4.49 have no tensor parallelism; 4.50-4.57's ``tp_plan``/``tp_size``/``device_mesh`` (sharding at load by
+``shard_and_distribute_module``, hooks by ``distribute_model``, with signatures of their own) are not followed: the
+keywords are refused (``LoadOptions``) before anything is built, so neither function below is reached."""
+
+
+def distribute_core(core: PreTrainedModel, keywords: Dict[str, Any]) -> bool:
+    if keywords:
+        raise TypeError(f"from_pretrained() got tensor-parallel keyword arguments {sorted(keywords)}: archit follows "
+                        f"tensor parallelism on transformers 5.x, not on {TRANSFORMERS_VERSION}.")
+    return False
+
+
+def load_sharded(core: PreTrainedModel, name: str, tensor: Tensor, dtype: Optional[torch.dtype]) -> bool:
+    return False
+
+
+def distribute_tied_heads(model: torch.nn.Module, core: PreTrainedModel) -> None:
+    pass

@@ -3,7 +3,9 @@ when none is requested, chosen) at every ``PreTrainedModel.__init__`` by ``_chec
 ``_check_and_adjust_experts_implementation``; a common initialisation scheme run from ``post_init``."""
 import copy
 import functools
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+import logging
+import warnings
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from accelerate.utils import find_tied_parameters
@@ -27,6 +29,27 @@ from transformers.models.auto.auto_factory import add_generation_mixin_to_remote
 from transformers.models.modernbert.configuration_modernbert import ModernBertConfig
 
 from .all_eras import ConversionUnit, FsdpReceiver, WrapperWithoutOwnWeights, dispatch, fsdp_receiver_if, reading
+from .version import TRANSFORMERS_VERSION
+
+try:  # Later 5.x: transformers.distributed shards the model built on meta (DTensor placeholders) before loading.
+    from transformers.distributed.configuration_utils import DistributedConfig
+    from transformers.distributed.parallel_utils import ALL_PARALLEL_STYLES
+    from transformers.distributed.sharding_utils import DtensorShardOperation, _dtensor_from_local_like
+    from transformers.distributed.utils import is_dtensor
+
+    _SHARDS_BEFORE_LOADING = True
+except ImportError:  # 5.0: hooks on the model built on meta; each tensor sharded as it is loaded.
+    from torch.distributed.tensor import DTensor
+    from transformers.integrations.tensor_parallel import (
+        ALL_PARALLEL_STYLES,
+        _get_parameter_tp_plan,
+        distribute_model,
+        initialize_tensor_parallelism,
+    )
+
+    _SHARDS_BEFORE_LOADING = False
+
+logger = logging.getLogger(__name__)
 
 ERA = "5.0"
 # A 5.x release renamed the key-value cache from past_key_values to cache, in forward keywords and output fields alike.
@@ -184,3 +207,113 @@ def fsdp_receiver() -> Optional[FsdpReceiver]:
     5.x releases up to at least mid-2026) read the loaded ones, then give every parameter an empty CPU tensor and
     initialise it anew: the new ones end on the CPU there, which after accelerate's broadcast makes no difference."""
     return fsdp_receiver_if(is_fsdp_enabled, is_local_dist_rank_0, new_on_meta=True)
+# Tensor parallelism (issue 21): the core takes the release's plan and hooks; heads stay replicated.
+
+TENSOR_PARALLEL_KEYWORDS: Tuple[str, ...] = ("distributed_config", "tp_plan", "tp_size", "device_mesh")
+
+
+def distribute_core(core: PreTrainedModel, keywords: Dict[str, Any]) -> bool:
+    """As this release's ``from_pretrained``: later 5.x turn the keywords into one ``DistributedConfig`` (``tp_plan=``
+    and ``tp_size=`` deprecated, with a ``FutureWarning``), set up the mesh (``prepare_distribute_model``) and shard the
+    model built on meta (``maybe_distribute_model``: DTensor placeholders, forward hooks); 5.0 sets up the mesh
+    (``initialize_tensor_parallelism``; ``distributed_config`` alone means ``tp_plan="auto"``) and installs the hooks
+    (``distribute_model``), the tensors being sharded as they load (``load_sharded``)."""
+    if not keywords:
+        return False
+    config = keywords.get("distributed_config")
+    tp_plan, tp_size, mesh = keywords.get("tp_plan"), keywords.get("tp_size"), keywords.get("device_mesh")
+    if not _SHARDS_BEFORE_LOADING:
+        if config is not None and tp_plan is None:
+            tp_plan = "auto"
+        if tp_plan is None and tp_size is None:
+            return False
+        _, mesh, tp_size = initialize_tensor_parallelism(tp_plan, tp_size=tp_size, device_mesh=mesh, device_map=None)
+        distribute_model(core, tp_plan, config, mesh, tp_size)
+        return True
+    if config is not None and (tp_plan is not None or tp_size is not None):
+        raise ValueError("Pass either distributed_config or the standalone tp_plan/tp_size arguments, not both "
+                         f"(transformers {TRANSFORMERS_VERSION} refuses both together too).")
+    if tp_plan is not None:
+        warnings.warn(f"from_pretrained(tp_plan=...) is deprecated by transformers {TRANSFORMERS_VERSION}: pass "
+                      f"distributed_config=DistributedConfig(tp_plan=...) instead.", FutureWarning, stacklevel=5)
+    if tp_plan is not None or tp_size is not None:
+        config = DistributedConfig(tp_plan=tp_plan, tp_size=tp_size)
+    if config is None:
+        if mesh is not None:  # As from_pretrained: a device_mesh alone distributes nothing.
+            logger.warning("device_mesh= without distributed_config= distributes nothing (transformers %s).",
+                           TRANSFORMERS_VERSION)
+        return False
+    config, _, mesh_manager = type(core).prepare_distribute_model(config, device_map=None)
+    if mesh_manager is None:
+        return False
+    if type(core).maybe_distribute_model(core, config, mesh_manager) is not core:
+        raise NotImplementedError(f"{type(core).__name__}: archit follows tensor parallelism of the model itself "
+                                  f"(pipeline parallelism replaces it, and is not followed).")
+    return True
+
+
+def load_sharded(core: PreTrainedModel, name: str, tensor: Tensor, dtype: Optional[torch.dtype]) -> bool:
+    """Later 5.x: a DTensor placeholder takes this rank's slice (``DtensorShardOperation``, wrapped like the placeholder
+    by ``_dtensor_from_local_like``), as ``set_param_for_module`` does; others are left to the caller. 5.0: every
+    tensor its plan shards takes its slice from the style's ``shard_tensor`` (a DTensor where the style makes one)."""
+    module_name, _, tensor_name = name.rpartition(".")
+    module = core.get_submodule(module_name)
+    placeholder = getattr(module, tensor_name)
+    if _SHARDS_BEFORE_LOADING:
+        if not is_dtensor(placeholder):
+            return False
+        device = torch.device(placeholder.device_mesh.device_type)
+        local = DtensorShardOperation(placeholder).shard_tensor(tensor, device=device, dtype=dtype or placeholder.dtype)
+        sharded = _dtensor_from_local_like(local, placeholder)
+        setattr(module, tensor_name, torch.nn.Parameter(
+            sharded, requires_grad=placeholder.requires_grad and sharded.is_floating_point()))
+        return True
+    mesh = getattr(core, "_device_mesh", None)
+    if mesh is None or tensor_name in module._buffers:
+        return False
+    style = _get_parameter_tp_plan(name, core.tp_plan or {}, is_weight=True)
+    if style is None:
+        return False
+    # As 5.0's loader (convert_and_load_state_dict_in_model, set_param_for_module); its shard_and_distribute_module
+    # calls the registry's style instances as if they were classes and fails.
+    layer = type(ALL_PARALLEL_STYLES[style])(device_mesh=mesh, rank=mesh.get_local_rank(), empty_param=placeholder.clone())
+    local = layer.shard_tensor(_SafetensorsSlice(tensor), tensor_idx=0, device=torch.device(mesh.device_type),
+                               dtype=dtype or placeholder.dtype)
+    if layer.use_dtensor:
+        local = DTensor.from_local(local, mesh, layer.shard, run_check=False, shape=placeholder.size(),
+                                   stride=placeholder.stride())
+    setattr(module, tensor_name, torch.nn.Parameter(local, requires_grad=local.is_floating_point()))
+    return True
+
+
+def distribute_tied_heads(model: torch.nn.Module, core: PreTrainedModel) -> None:
+    """Later 5.x shard the input embeddings over the vocabulary (``embedding_rowwise``); a head tied to them takes the
+    style the release's causal LMs give their tied ``lm_head`` (``colwise_gather_output``). 5.0 leaves the embeddings
+    whole: nothing to do."""
+    mesh_manager = getattr(core, "_mesh_manager", None)
+    if not _SHARDS_BEFORE_LOADING or mesh_manager is None:
+        return
+    sharded = {id(parameter) for parameter in core.parameters() if is_dtensor(parameter)}
+    core_modules = {id(module) for module in core.modules()}
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if id(module) in core_modules or id(weight) not in sharded or getattr(module, "_is_hooked", False):
+            continue
+        if not isinstance(module, torch.nn.Linear):
+            raise NotImplementedError(f"{name} ({type(module).__name__}) is tied to a parameter that tensor "
+                                      f"parallelism shards; archit shards only linear output layers with it.")
+        ALL_PARALLEL_STYLES["colwise_gather_output"].install_forward(module, mesh_manager.get_mesh("tp"))
+        module._is_hooked = True
+
+
+class _SafetensorsSlice:
+    """A tensor as 5.0's sharding functions read a checkpoint tensor: a safetensors slice (``get_shape``, indexing)."""
+
+    def __init__(self, tensor: Tensor) -> None:
+        self.tensor = tensor
+
+    def get_shape(self) -> List[int]:
+        return list(self.tensor.shape)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return self.tensor[index]

@@ -2,10 +2,11 @@
 model alone, or a model with several heads; with what planning its load needs (where core and heads sit, which
 stored head prefixes fill them, the transformers task model whose key space and conversion rules a transformers
 checkpoint is read in)."""
+import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Type
+from typing import Any, ContextManager, Dict, Mapping, Optional, Type
 
 import torch
 from accelerate import init_empty_weights
@@ -57,6 +58,20 @@ class Built:
     """Whether tying was left as the head config says because deciding it needs tensor data (planning only)."""
 
 
+def empty_build() -> ContextManager:
+    """Where a model is built to be filled from a checkpoint, as transformers' ``from_pretrained`` builds it: on the meta
+    device without initialisation; under DeepSpeed ZeRO-3 (``compat.zero3_enabled``) inside DeepSpeed's init context
+    instead, each parameter partitioned over the ranks as it is created."""
+    stack = contextlib.ExitStack()
+    if compat.zero3_enabled():
+        stack.enter_context(compat.no_init_weights())
+        stack.enter_context(compat.zero3_init())
+    else:
+        stack.enter_context(init_empty_weights())
+        stack.enter_context(compat.no_init_weights())
+    return stack
+
+
 def build_model_with_head(cls: Type[Any], checkpoint: str, base_model_class: Type[Any], head_config: Any, options: LoadOptions,
                           reader_class: Type[Any], head_class: Optional[Type[Any]] = None) -> Built:
     """``cls`` on ``base_model_class`` for a checkpoint of any kind (see ``ModelWithHead.from_pretrained``);
@@ -71,7 +86,7 @@ def build_model_with_head(cls: Type[Any], checkpoint: str, base_model_class: Typ
     base_config = base_config_of(base_model_class, base_dict, checkpoint, options)
 
     def build(head_config: Any) -> nn.Module:
-        with init_empty_weights(), compat.no_init_weights():
+        with empty_build():
             base_model = base_model_class(base_config)
             if head_class is None or head_class is cls.headClass():
                 return cls.fromModelAndHeadConfig(base_model, head_config, loss=options.loss)
@@ -96,7 +111,7 @@ def build_base_model(cls: Type[Any], checkpoint: str, options: LoadOptions) -> B
     """The base model ``cls`` alone, from a checkpoint of any kind."""
     config_dict = read_config_dict(checkpoint, **options.hub)
     base_dict, _ = split_checkpoint_config(config_dict, checkpoint)
-    with init_empty_weights(), compat.no_init_weights():
+    with empty_build():
         model = cls(base_config_of(cls, base_dict, checkpoint, options))
     return Built(model, config_dict, resolve_dtype(options.dtype, base_dict), Layout(CORE_IN_BASE_MODEL, None), {})
 
@@ -114,7 +129,7 @@ def build_model_with_heads(cls: Type[Any], checkpoint: str, base_model_class: Ty
     config = base_config_of(base_model_class, base_dict, checkpoint, options)
     if loss_weights is None:
         loss_weights = config_dict.get("loss_weights")
-    with init_empty_weights(), compat.no_init_weights():
+    with empty_build():
         model = cls.fromModelAndHeadConfigs(base_model_class(config), specs, loss_weights=loss_weights)
     model.config.name_or_path = checkpoint
     return Built(model, config_dict, resolve_dtype(options.dtype, base_dict), Layout(CORE_PATH, HEADS_PATH),

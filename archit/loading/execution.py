@@ -35,17 +35,30 @@ def execute(plan: LoadPlan, built: Built, options: LoadOptions, reader: Checkpoi
     placement = plan.placement
     offload = Offload(plan.disk, options.offload_folder)
     converted = {target: list(keys) for target, keys in plan.converted.items()}
-    late = _assign(plan, model, reader, placement, dtype, converted, weights, offload)
+    sharded_core = built.layout.core_path if options.tensor_parallel else None
+    zero3 = compat.zero3_enabled()  # The model was built inside DeepSpeed's init context: partitioned parameters.
+    late = _assign(plan, model, reader, placement, dtype, converted, weights, offload, sharded_core, zero3)
     if late and not options.ignore_mismatched_sizes:
         _raise(refusal_for(plan.checkpoint, model, options, late, [], []))
     model.tie_weights()
     if plan.embeddings_copied_to is not None:
         offload.copy_input_embeddings(model, plan.embeddings_copied_to, placement, dtype)
     missing = [name for name, tensor in named_tensors(model) if tensor.device.type == "meta" and name not in offload.index]
+    if zero3:  # Nothing is on the meta device: what the plan found missing, and what turned out mismatched.
+        missing = [*plan.missing, *(target for target, _, _ in late)]
     new_base = needed_from_checkpoint(missing, built.layout, not built.expect_new_head)
+    if sharded_core is not None and any(name.startswith(sharded_core) for name in missing):
+        raise NotImplementedError(f"{type(model).__name__}: body tensors the checkpoint at '{plan.checkpoint}' lacks "
+                                  f"would be initialised shard by shard under tensor parallelism, which archit does "
+                                  f"not do: {[name for name in missing if name.startswith(sharded_core)]}.")
     if new_base and plan.unexpected and not options.ignore_unplaced_weights:  # Converted outputs that went nowhere.
         _raise(refusal_for(plan.checkpoint, model, options, [], list(plan.unexpected), new_base))
-    _initialise(model, missing, placement, dtype, built.layout)
+    if zero3:  # As transformers: the new tensors initialised whole (gathered), rank 0's values kept.
+        with compat.zero3_gathered([_tensor_at(model, name) for name in missing
+                                    if compat.is_partitioned(_tensor_at(model, name))], modifier_rank=0):
+            _initialise(model, missing, placement, dtype, built.layout, in_place=True)
+    else:
+        _initialise(model, missing, placement, dtype, built.layout)
     offload.write_initialised(model, missing)
     model.tie_weights()
     offload.index_tied_aliases(model)
@@ -102,10 +115,12 @@ def _raise(refusal: Optional[Refusal]) -> None:
 
 def _assign(plan: LoadPlan, model: nn.Module, reader: CheckpointReader, placement: DevicePlacement,
             dtype: Optional[torch.dtype], converted: Dict[str, List[str]], weights: WeightFiles,
-            offload: Offload) -> List[Mismatch]:
+            offload: Offload, sharded_core: Optional[str] = None, zero3: bool = False) -> List[Mismatch]:
     """Convert each placement's unit and assign its tensors (a rule may produce several: the outputs past the first are
     named once converted), giving back the memory of the file pages of sources that did not become the parameter
-    itself; answers the converted tensors whose shape differs from the model's."""
+    itself; answers the converted tensors whose shape differs from the model's. ``sharded_core``: the path of a core
+    distributed by tensor parallelism, whose tensors each rank takes its part of (``compat.load_sharded``); ``zero3``:
+    parameters partitioned by DeepSpeed ZeRO-3, each filled gathered, by rank 0 (``compat.zero3_load``)."""
     expected = model.state_dict(keep_vars=True)
     late: List[Mismatch] = []
     total_bytes = sum(open_settled(path, os.path.getsize) for path in weights.paths)
@@ -120,7 +135,7 @@ def _assign(plan: LoadPlan, model: nn.Module, reader: CheckpointReader, placemen
             target = item.target if name == item.unit.name else model_key_for(name, plan.state_keys, plan.naming)
             if target is None or target in plan.aliases:
                 continue
-            shape = tuple(expected[target].shape)
+            shape = tuple(compat.full_shape(expected[target]))
             if tuple(tensor.shape) != shape:
                 late.append((target, tuple(tensor.shape), shape))
                 continue
@@ -132,6 +147,13 @@ def _assign(plan: LoadPlan, model: nn.Module, reader: CheckpointReader, placemen
                 converted[target] = list(item.stored)
             if offload.takes(target):
                 offload.write(target, tensor)
+                continue
+            if sharded_core is not None and target.startswith(sharded_core) and compat.load_sharded(
+                    model.base_model, target[len(sharded_core):], tensor, dtype if tensor.is_floating_point() else None):
+                kept = True  # The shard may be a view of the file's pages: they stay.
+                continue
+            if zero3 and compat.is_partitioned(expected[target]):
+                compat.zero3_load(_tensor_at(model, target), tensor)
                 continue
             set_module_tensor_to_device(model, target, placement.memory_device_of(target), value=tensor,
                                         dtype=dtype if tensor.is_floating_point() else None)
@@ -163,16 +185,17 @@ def verify_weights(checkpoint: str, weights: WeightFiles) -> None:
         logger.info("Checkpoint '%s': every weight file's checksum matches.", checkpoint)
 
 
-def _initialise(model: nn.Module, missing: List[str], placement: DevicePlacement, dtype, layout: Layout) -> None:
+def _initialise(model: nn.Module, missing: List[str], placement: DevicePlacement, dtype, layout: Layout,
+                in_place: bool = False) -> None:
     """Give every tensor the checkpoint did not supply memory and its owner's initialisation, leaving loaded tensors
-    of the same modules untouched."""
+    of the same modules untouched; ``in_place``: the tensors have their memory already (ZeRO-3, gathered)."""
     by_module: Dict[str, List[str]] = {}
     for name in missing:
         module_name, _, tensor_name = name.rpartition(".")
         by_module.setdefault(module_name, []).append(tensor_name)
     for module_name, tensor_names in by_module.items():
         module = model.get_submodule(module_name)
-        for tensor_name in tensor_names:
+        for tensor_name in tensor_names if not in_place else ():
             full = f"{module_name}.{tensor_name}" if module_name else tensor_name
             old = getattr(module, tensor_name)
             new_dtype = dtype if (dtype is not None and old.is_floating_point()) else old.dtype

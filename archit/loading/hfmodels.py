@@ -80,10 +80,11 @@ def empty_task_model(suffix: str, config: Any) -> Optional[PreTrainedModel]:
         task_class = task_class_of_code(config, auto_name)
         if task_class is None:
             return None
-        with init_empty_weights(), compat.no_init_weights():
+        with init_empty_weights(), compat.no_init_weights(), compat.zero3_state():
             return task_class(copy.deepcopy(config))
     try:
-        with init_empty_weights(), compat.no_init_weights():
+        # Only its key space is read: on the meta device, never partitioned by ZeRO-3 (compat.zero3_state).
+        with init_empty_weights(), compat.no_init_weights(), compat.zero3_state():
             return getattr(transformers, auto_name).from_config(copy.deepcopy(config), trust_remote_code=False)
     except ValueError:
         return None

@@ -9,6 +9,7 @@ import copy
 import os
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
+from .. import _compat as compat
 from .building import Built, build_base_model, build_model_with_head, build_model_with_heads
 from .commits import read_consistently
 from .configs import read_generation_config
@@ -125,9 +126,13 @@ def _load(cls: Type[Any], checkpoint: str, options: LoadOptions, built: Built) -
     weights = find_weights(checkpoint, options.use_safetensors, options.variant, **options.hub)
     if options.verify:
         verify_weights(checkpoint, weights)
+    # Tensor parallelism: the body takes the release's plan before loading, as transformers' from_pretrained does.
+    compat.distribute_core(built.model.base_model, options.tensor_parallel)
     with CheckpointReader(weights.paths) as reader:
         plan = make_plan(built, checkpoint, options, reader)
         info = execute(plan, built, options, reader, weights)
+    if options.tensor_parallel:  # A head tied to a sharded body parameter computes with its shard.
+        compat.distribute_tied_heads(built.model, built.model.base_model)
     _set_generation_config(built.model, checkpoint, options)
     # A base model's weights are all base weights; a model with heads tells them from the rest by their path.
     core_path = built.layout.core_path if built.layout.head_path is not None else ""

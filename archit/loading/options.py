@@ -7,6 +7,10 @@ from torch import nn
 from .. import _compat as compat
 from .files import HUB_KWARGS
 
+TENSOR_PARALLEL = ("distributed_config", "tp_plan", "tp_size", "device_mesh")
+"""The tensor-parallel keywords of transformers' ``from_pretrained`` (5.x; ``compat.TENSOR_PARALLEL_KEYWORDS``: those
+the installed release has and archit follows)."""
+
 
 @dataclass
 class LoadOptions:
@@ -39,6 +43,9 @@ class LoadOptions:
     generation_config: Any = None
     """A ``GenerationConfig`` for a model that generates, instead of the checkpoint's ``generation_config.json``."""
     config_overrides: Dict[str, Any] = field(default_factory=dict)
+    tensor_parallel: Dict[str, Any] = field(default_factory=dict)
+    """The tensor-parallel keywords given (``distributed_config``, ``tp_plan``, ``tp_size``, ``device_mesh``): the body
+    takes the installed release's plan (``compat.distribute_core``), heads stay replicated."""
 
     _IGNORED = ("low_cpu_mem_usage", "_fast_init", "resume_download", "offload_state_dict")
     """Accepted and without effect: archit always loads without a second copy of the weights (``offload_state_dict``:
@@ -71,6 +78,16 @@ class LoadOptions:
             generation_config=kwargs.pop("generation_config", None),
         )
         kwargs.pop("torch_dtype", None)
+        given = {name: kwargs.pop(name, None) for name in TENSOR_PARALLEL}
+        options.tensor_parallel = {name: value for name, value in given.items() if value is not None}
+        for name in options.tensor_parallel:
+            if name not in compat.TENSOR_PARALLEL_KEYWORDS:
+                raise TypeError(f"from_pretrained() got an unexpected keyword argument '{name}': archit follows "
+                                f"tensor parallelism where transformers 5.x has it, not on transformers "
+                                f"{compat.TRANSFORMERS_VERSION}.")
+        if options.tensor_parallel and options.device_map is not None:
+            raise ValueError("Tensor parallelism and device_map are mutually exclusive (as in transformers' "
+                             "from_pretrained): pass one.")
         if options.offload_buffers is not None and not compat.OFFLOAD_BUFFERS_KEYWORD:
             raise TypeError(f"from_pretrained() got an unexpected keyword argument 'offload_buffers': transformers "
                             f"{compat.TRANSFORMERS_VERSION} has none (4.39 added it), and archit follows it.")

@@ -142,7 +142,8 @@ def make_plan(built: Built, checkpoint: str, options: LoadOptions, reader: Any) 
     copied = None if layout.head_path is None else embeddings_copied_into_untied_head(
         model, built.head_prefixes, built.config_dict, lambda name: name in filled)
     missing = [name for name, tensor in named_tensors(model)
-               if tensor.device.type == "meta" and name not in filled and name != copied]
+               if (tensor.device.type == "meta" or compat.is_partitioned(tensor)) and name not in filled
+               and name != copied]
     sources = {unit.name: unit.sources for unit in units}
     unexpected = [stored[key] for name in renaming.unexpected for key in sources[name]]
     placement = DevicePlacement.plan(model, options.device_map, options.max_memory, built.dtype)
@@ -210,7 +211,7 @@ def _placements(units: List[compat.ConversionUnit], targets: Mapping[str, str], 
             continue
         keys = tuple(stored[key] for key in unit.sources)
         header = None if unit.converted else reader.header(keys[0])
-        shape = tuple(expected[target].shape)
+        shape = tuple(compat.full_shape(expected[target]))
         if header is not None and header.shape != shape:
             mismatched.append((target, header.shape, shape))
             continue
