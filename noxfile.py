@@ -204,13 +204,16 @@ def matrix(session: nox.Session) -> None:
 @nox.parametrize("transformers_minor", [nox.param(m, id=f"tf{m}") for m in ("4.36", "4.57", "5.0", NEWEST)])
 def distributed(session: nox.Session, transformers_minor: str) -> None:
     """The tests that run 2 CPU processes in a gloo group (``pytest -m distributed``, ``tests/ranks.py``): FSDP's
-    RAM-efficient loading, saves under FSDP1/FSDP2, the Trainer with FSDP, tensor parallelism, against transformers' own
-    classes doing the same on the same release. Not in the default run (``nox -t distributed``): each test starts two
+    RAM-efficient loading, saves under FSDP1/FSDP2, the Trainer with FSDP, tensor parallelism, DeepSpeed ZeRO-3 (deepspeed
+    installed on the newest release only, built without its compiled ops), against transformers' own classes doing the
+    same on the same release. Not in the default run (``nox -t distributed``): each test starts two
     interpreters that import torch and transformers."""
     if transformers_minor in UNINSTALLABLE:
         session.skip(f"transformers {transformers_minor} cannot be installed from this package index: "
                      f"{UNINSTALLABLE[transformers_minor]}")
     _install(session, transformers_minor)
+    if transformers_minor == NEWEST:  # ZeRO-3 for real on the CPU, on the newest release (no dependency of archit).
+        session.install(*releases.find_links_args(), TORCH, "deepspeed", env={"DS_BUILD_OPS": "0"})
     session.run("pytest", "--strict-markers", "-m", "distributed", *(session.posargs or ("tests",)),
                 env={**OFFLINE, **ONE_THREAD})
 
