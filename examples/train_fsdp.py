@@ -17,7 +17,7 @@ import os
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator, FullyShardedDataParallelPlugin
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, set_module_tensor_to_device
 from torch.distributed.fsdp import FullyShardedDataParallel, fully_shard
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 from transformers import RobertaConfig, RobertaModel
@@ -34,8 +34,9 @@ def shard_without_accelerators(model, fsdp_version: int):
     """What ``accelerator.prepare`` does on accelerators, with torch's classes on the CPU: rank 0's weights on every
     rank (a rank that loaded on the meta device, as under RAM-efficient loading, gets them), each encoder layer a unit
     of its own (``TRANSFORMER_BASED_WRAP``), the rest in the root's."""
-    if any(tensor.is_meta for tensor in model.state_dict().values()):
-        model.to_empty(device="cpu")
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if tensor.is_meta:  # Only those: to_empty() would also empty the non-persistent buffers no broadcast fills.
+            set_module_tensor_to_device(model, name, "cpu", value=torch.empty_like(tensor, device="cpu"))
     for tensor in model.state_dict().values():
         dist.broadcast(tensor, src=0)
     layers = model.base_model.encoder.layer
