@@ -99,6 +99,9 @@ def main() -> None:
         if difference > 1e-5:
             raise SystemExit("the reloaded model does not compute what the trained one did")
     dist.barrier()
+    # Before the interpreter exits: a gloo group still alive then can abort the process ("terminate called without
+    # an active exception"), failing the launch after a complete run.
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
