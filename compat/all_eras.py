@@ -24,6 +24,7 @@ from typing import (
     Mapping,
     Optional,
     Sequence,
+    Tuple,
     TypeVar,
     Union,
 )
@@ -41,8 +42,11 @@ from transformers.dynamic_module_utils import (
     resolve_trust_remote_code,
 )
 from transformers.integrations.deepspeed import deepspeed_config, is_deepspeed_zero3_enabled
+from transformers.modeling_utils import is_fsdp_enabled, is_local_dist_rank_0
 from transformers.utils import TRANSFORMERS_DYNAMIC_MODULE_NAME, cached_file
 from transformers.utils import logging as transformers_logging
+
+from .version import TRANSFORMERS_VERSION
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -334,11 +338,42 @@ class FsdpReceiver:
     them and broadcasts rank 0's), or initialised on the CPU as on rank 0 (4.x)."""
 
 
-def fsdp_receiver_if(is_fsdp_enabled: Callable[[], bool], is_local_dist_rank_0: Callable[[], bool],
-                     new_on_meta: bool) -> Optional[FsdpReceiver]:
-    """``FsdpReceiver(new_on_meta)`` where the era's own ``is_fsdp_enabled()`` holds and its ``is_local_dist_rank_0()``
-    does not (the test ``from_pretrained`` of that era makes), else ``None``: this process reads the checkpoint."""
+def fsdp_receiver_where(new_on_meta: bool) -> Optional[FsdpReceiver]:
+    """``FsdpReceiver(new_on_meta)`` where transformers' own ``is_fsdp_enabled()`` holds and its
+    ``is_local_dist_rank_0()`` does not (``transformers.modeling_utils``' functions, the test every era's
+    ``from_pretrained`` makes), else ``None``: this process reads the checkpoint."""
     return FsdpReceiver(new_on_meta) if is_fsdp_enabled() and not is_local_dist_rank_0() else None
+
+
+def fsdp_receiver_4x() -> Optional[FsdpReceiver]:
+    """4.x (``fsdp_receiver`` of tf436 and tf450): a rank other than local rank 0 assigns every loaded tensor
+    ``torch.empty`` on the CPU (4.36-4.49 read the safetensors shards first, 4.50+ not) and initialises the new ones as
+    rank 0 does."""
+    return fsdp_receiver_where(new_on_meta=False)
+
+
+# Tensor parallelism (issue 21) on 4.x, followed on 5.x only: tf436 and tf450 take these under the protocol's names.
+NO_TENSOR_PARALLEL_KEYWORDS: Tuple[str, ...] = ()
+"""4.36-4.49 have no tensor parallelism; 4.50-4.57's ``tp_plan``/``tp_size``/``device_mesh`` (sharding at load by
+``shard_and_distribute_module``, hooks by ``distribute_model``, with signatures of their own) are not followed: the
+keywords are refused (``LoadOptions``) before anything is built, so the functions below are not reached with any."""
+
+
+def refuse_tensor_parallelism(core: PreTrainedModel, keywords: Dict[str, Any]) -> bool:
+    if keywords:
+        raise TypeError(f"from_pretrained() got tensor-parallel keyword arguments {sorted(keywords)}: archit follows "
+                        f"tensor parallelism on transformers 5.x, not on {TRANSFORMERS_VERSION}.")
+    return False
+
+
+def load_unsharded(core: PreTrainedModel, name: str, tensor: Tensor, dtype: Optional[torch.dtype]) -> bool:
+    return False
+
+
+def leave_tied_heads(model: nn.Module, core: PreTrainedModel) -> None:
+    pass
+
+
 try:  # 4.4x+ (transformers issue #34429).
     from transformers.modeling_utils import set_zero3_state as _set_zero3_state
 except ImportError:

@@ -2,30 +2,32 @@
 ModernBERT from 4.48; ``GenerationMixin`` inherited by every ``PreTrainedModel``, with a generic
 ``prepare_inputs_for_generation`` from 4.45."""
 import inspect
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 from transformers import GenerationMixin as TransformersGenerationMixin
 from transformers import PretrainedConfig, PreTrainedModel
-from transformers.modeling_utils import is_fsdp_enabled, is_local_dist_rank_0
 from transformers.modeling_utils import no_init_weights as no_init_weights
 
+# The members every 4.x backend shares come from all_eras under the protocol's names (unused here: noqa F401):
+# placement and offload through accelerate alone, loading under FSDP, tensor parallelism refused.
+from .all_eras import NO_TENSOR_PARALLEL_KEYWORDS as TENSOR_PARALLEL_KEYWORDS  # noqa: F401
 from .all_eras import (
     ConversionUnit,
-    FsdpReceiver,
     LegacyCacheReordering,
     WrapperWithoutOwnWeights,
     first_match_renaming,
-    fsdp_receiver_if,
     renaming_units,
 )
-
-# This era places and offloads through accelerate alone, as 4.36-4.57 do (the backend's members, under their names).
 from .all_eras import accelerate_device_map as infer_device_map  # noqa: F401
 from .all_eras import accelerate_offload_weight as offload_weight  # noqa: F401
 from .all_eras import accelerate_place as place  # noqa: F401
 from .all_eras import accelerate_save_offload_index as save_offload_index  # noqa: F401
+from .all_eras import fsdp_receiver_4x as fsdp_receiver  # noqa: F401
+from .all_eras import leave_tied_heads as distribute_tied_heads  # noqa: F401
+from .all_eras import load_unsharded as load_sharded  # noqa: F401
+from .all_eras import refuse_tensor_parallelism as distribute_core  # noqa: F401
 from .version import TRANSFORMERS_GE_4_39, TRANSFORMERS_VERSION
 
 try:  # ModernBERT arrived in 4.48, within this era. Its configuration module only (see modernbert_config_class).
@@ -167,31 +169,3 @@ class GenerationMixin(_InputPreparation, LegacyCacheReordering, TransformersGene
 
     def _supports_default_dynamic_cache(self) -> bool:
         return self.base_model._supports_default_dynamic_cache()
-
-
-# FSDP RAM-efficient loading (issue 21): the functions this era's from_pretrained calls, where it looks them up.
-def fsdp_receiver() -> Optional[FsdpReceiver]:
-    """4.x: a rank other than local rank 0 assigns every loaded tensor ``torch.empty`` on the CPU (4.36-4.49 read the
-    safetensors shards first, 4.50+ not) and initialises the new ones as rank 0 does."""
-    return fsdp_receiver_if(is_fsdp_enabled, is_local_dist_rank_0, new_on_meta=False)
-# Tensor parallelism (issue 21): followed on 5.x only.
-
-TENSOR_PARALLEL_KEYWORDS: Tuple[str, ...] = ()
-"""4.36-4.49 have no tensor parallelism; 4.50-4.57's ``tp_plan``/``tp_size``/``device_mesh`` (sharding at load by
-``shard_and_distribute_module``, hooks by ``distribute_model``, with signatures of their own) are not followed: the
-keywords are refused (``LoadOptions``) before anything is built, so neither function below is reached."""
-
-
-def distribute_core(core: PreTrainedModel, keywords: Dict[str, Any]) -> bool:
-    if keywords:
-        raise TypeError(f"from_pretrained() got tensor-parallel keyword arguments {sorted(keywords)}: archit follows "
-                        f"tensor parallelism on transformers 5.x, not on {TRANSFORMERS_VERSION}.")
-    return False
-
-
-def load_sharded(core: PreTrainedModel, name: str, tensor: Tensor, dtype: Optional[torch.dtype]) -> bool:
-    return False
-
-
-def distribute_tied_heads(model: torch.nn.Module, core: PreTrainedModel) -> None:
-    pass

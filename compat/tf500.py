@@ -24,11 +24,10 @@ from transformers.initialization import no_init_weights as no_init_weights
 from transformers.integrations.accelerate import get_balanced_memory, get_max_memory, infer_auto_device_map
 from transformers.integrations.accelerate import offload_weight as transformers_offload_weight
 from transformers.modeling_outputs import BaseModelOutputWithPast
-from transformers.modeling_utils import is_fsdp_enabled, is_local_dist_rank_0
 from transformers.models.auto.auto_factory import add_generation_mixin_to_remote_model
 from transformers.models.modernbert.configuration_modernbert import ModernBertConfig
 
-from .all_eras import ConversionUnit, FsdpReceiver, WrapperWithoutOwnWeights, dispatch, fsdp_receiver_if, reading
+from .all_eras import ConversionUnit, FsdpReceiver, WrapperWithoutOwnWeights, dispatch, fsdp_receiver_where, reading
 from .version import TRANSFORMERS_VERSION
 
 try:  # Later 5.x: transformers.distributed shards the model built on meta (DTensor placeholders) before loading.
@@ -206,7 +205,7 @@ def fsdp_receiver() -> Optional[FsdpReceiver]:
     (they read the loaded ones, mark everything initialised and re-initialise non-persistent buffers only). 5.0 (and
     5.x releases up to at least mid-2026) read the loaded ones, then give every parameter an empty CPU tensor and
     initialise it anew: the new ones end on the CPU there, which after accelerate's broadcast makes no difference."""
-    return fsdp_receiver_if(is_fsdp_enabled, is_local_dist_rank_0, new_on_meta=True)
+    return fsdp_receiver_where(new_on_meta=True)
 # Tensor parallelism (issue 21): the core takes the release's plan and hooks; heads stay replicated.
 
 TENSOR_PARALLEL_KEYWORDS: Tuple[str, ...] = ("distributed_config", "tp_plan", "tp_size", "device_mesh")
