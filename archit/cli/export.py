@@ -17,7 +17,7 @@ _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
 def export_checkpoint(checkpoint: str, out: str, base: Optional[str] = None, task: Optional[str] = None,
-                      trust_remote_code: bool = False) -> str:
+                      head_config: Optional[str] = None, trust_remote_code: bool = False) -> str:
     """Load ``checkpoint`` as its task (``task``, else the checkpoint's ``"task"`` field) on its base model class
     (``base``, else the one fitting its ``model_type``), export it and save it to ``out``; answers the transformers
     class's name. ``trust_remote_code`` lets a base model that ships its own code (``auto_map``) be built from it, and

@@ -309,7 +309,7 @@ def write_outputs(rows: List[Dict[str, Any]], out: Path, atol: float, title: str
 def matrix_command(checkpoint: Optional[str], base: Optional[str], task: Optional[str], head_config: Optional[str],
                    transformers: Optional[Sequence[str]], everything: bool, pre: bool, reference: Optional[str],
                    atol: float, out: str, cache_dir: Optional[str], probes_file: Optional[str],
-                   stream: TextIO, trust_remote_code: bool = False) -> int:
+                   stream: TextIO, trust_remote_code: bool = False, name: Optional[str] = None) -> int:
     """The ``archit matrix`` command: exit code 0 when every release gives the reference's outputs, 1 otherwise.
     ``trust_remote_code``: a base model that ships its own code is built from it (in a probes file: per probe)."""
     if probes_file:
