@@ -1,5 +1,6 @@
 """The classes a command works with: archit's base model classes and tasks by name (or ``package.module:Class``), the
 base model class that fits a checkpoint, and the archit task that reproduces a transformers task model's head."""
+import json
 import re
 from typing import Any, Dict, List, Optional, Type
 
@@ -9,7 +10,7 @@ from ..loading import configs
 from ..loading.hfmodels import checkpoint_suffixes, declared, equivalent_suffix
 from .guidance import CommandError, did_you_mean, listing
 
-__all__ = ["CommandError", "named_class", "valid_names", "fitting_base_class", "transformers_head", "transformers_task",
+__all__ = ["CommandError", "named_class", "head_config_of", "valid_names", "fitting_base_class", "transformers_head", "transformers_task",
            "task_head", "is_task_architecture"]
 
 
@@ -31,6 +32,17 @@ def named_class(name: str, kind: str) -> type:
     if not (isinstance(owner, type) and issubclass(owner, required)):
         raise CommandError(f"'{name}' is not a {required.__name__} subclass, so not a {kind} class.")
     return owner
+
+
+def head_config_of(task: Type[Any], head_config: Any) -> Any:
+    """``task``'s head config built from a JSON object (``--head-config``), as the matrix worker builds it; a
+    ``CommandError`` naming ``--head-config`` when it is not an object or does not fit."""
+    if not isinstance(head_config, dict):
+        raise CommandError(f"--head-config must be a JSON object, not {json.dumps(head_config)}.")
+    try:
+        return task.headClass().configClass()(**head_config)
+    except TypeError as error:
+        raise CommandError(f"--head-config does not fit {task.__name__}'s head config: {error}.") from None
 
 
 def valid_names(kind: str) -> List[str]:
