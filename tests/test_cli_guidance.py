@@ -3,16 +3,33 @@ checkpoint refused before any environment is made, releases the index does not h
 ``--base``/``--task`` inferred as ``archit inspect`` plans, wrong names answered with the valid ones and a close match,
 ``inspect`` on a head saved by ``saveHead``, and the matrix report's title. Every message is checked with its exit code,
 in-process (``archit.cli.main.main``); the import checks run in a fresh interpreter."""
+import html
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+import transformers
 
-from archit.cli import matrix, releases
+from archit.cli import guidance, matrix, releases
+from archit.cli.classes import named_class
+from archit.cli.inspection import inspect_checkpoint
 from archit.cli.main import main
+from archit.instantiation import basemodels, tasks
+from archit.instantiation.abstracts import BaseModel
+
+from tests.helpers import (
+    assert_same_outputs,
+    bert_config,
+    make_inputs,
+    save_transformers_model,
+    transformers_reference,
+)
 from tests.test_cli import assert_one_line_error, roberta_token_classifier
+from tests.test_matrix import row
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -224,3 +241,121 @@ def test_offline_only_what_the_built_in_list_proves_absent_is_refused(tagger, tm
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("archit: warning:")]
     assert len(warnings) == 2 and newer in warnings[0] and "4.57.99" in warnings[1], warnings
     assert no_environments["probes"] is not None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --base and --task: what archit inspect plans with, unless given.
+
+def test_an_archit_checkpoint_runs_as_its_own_task(tagger, tmp_path, capsys, no_environments):
+    assert matrix_main(tagger, "--transformers", "5.0", tmp_path=tmp_path) == 1
+    (probe,) = no_environments["probes"]
+    stored = json.loads((tagger / "config.json").read_text())
+    assert (probe["base"], probe["task"]) == (inspect_checkpoint(str(tagger)).base_model_class, stored["task"])
+    assert (named_class(probe["base"], "base"), named_class(probe["task"], "task")) == (
+        basemodels.RobertaBaseModel, tasks.ForSingleLabelTokenClassification)
+    assert probe["head_config"] is None  # The checkpoint's own.
+
+
+def test_a_transformers_task_model_runs_as_the_archit_task_computing_its_head(tmp_path, capsys, no_environments):
+    """A BertForTokenClassification checkpoint: the task inferred is the archit one whose head computes the same, and
+    that task loads it with transformers' logits."""
+    folder = tmp_path / "bert-ner"
+    save_transformers_model(transformers.BertForTokenClassification, bert_config(num_labels=5), folder)
+    assert matrix_main(folder, "--transformers", "5.0", tmp_path=tmp_path) == 1
+    (probe,) = no_environments["probes"]
+    assert (probe["base"], probe["task"]) == ("BertBaseModel", "ForSingleLabelTokenClassification")
+    task, base = named_class(probe["task"], "task"), named_class(probe["base"], "base")
+    model = task.from_pretrained(str(folder), base, attn_implementation="eager").eval()
+    reference = transformers_reference(transformers.BertForTokenClassification, folder)
+    input_ids, attention_mask = make_inputs()
+    with torch.no_grad():
+        assert_same_outputs(model(input_ids, attention_mask).logits, reference(input_ids, attention_mask).logits)
+
+
+def test_a_base_model_needs_a_task_and_the_example_given_is_valid(roberta_bare, tmp_path, capsys, no_environments):
+    code = matrix_main(roberta_bare, "--transformers", "5.0", tmp_path=tmp_path)
+    captured = capsys.readouterr()
+    example = f"--task {guidance.EXAMPLE_TASK} --head-config '{guidance.EXAMPLE_HEAD_CONFIG}'"
+    assert code == 2
+    assert_one_line_error(captured.err, f"'{roberta_bare}' is a base model (no head): archit matrix needs a task and a "
+                                        f"head config for a new head, e.g. {example}. Tasks: ForSingleLabelToken")
+    assert no_environments["probes"] is None
+    # The example, as a shell would split it, passes every check.
+    assert matrix_main(roberta_bare, "--transformers", "5.0", *shlex.split(example), tmp_path=tmp_path) == 1
+    (probe,) = no_environments["probes"]
+    assert probe["task"] == guidance.EXAMPLE_TASK and probe["base"] == "RobertaBaseModel"
+    assert named_class(probe["task"], "task").headClass().configClass()(**probe["head_config"]).num_labels == 2
+
+
+def test_given_classes_win_and_package_module_class_works(tagger, tmp_path, capsys, no_environments):
+    assert matrix_main(tagger, "--transformers", "5.0", "--base", "AutoBaseModel", "--task",
+                       "archit.instantiation.tasks:ForSingleLabelTokenClassification", tmp_path=tmp_path) == 1
+    (probe,) = no_environments["probes"]
+    assert (probe["base"], probe["task"]) == ("AutoBaseModel",
+                                              "archit.instantiation.tasks:ForSingleLabelTokenClassification")
+
+
+@pytest.mark.parametrize("option, wrong, expected", [
+    ("--task", "ForTokenClassification", "'ForTokenClassification' is neither an archit task nor an importable "
+                                         "'package.module:Class'; did you mean ForSingleLabelTokenClassification? "
+                                         "Tasks: "),
+    ("--base", "RobertaBase", "'RobertaBase' is neither an archit base model class nor an importable "
+                              "'package.module:Class'; did you mean RobertaBaseModel? Base model classes: "),
+    ("--task", "Zebra", "'Zebra' is neither an archit task nor an importable 'package.module:Class'; Tasks: "),
+])
+@pytest.mark.parametrize("command", ["matrix", "export"])
+def test_a_wrong_name_lists_the_valid_ones_and_the_closest(command, option, wrong, expected, tagger, tmp_path, capsys,
+                                                           no_environments):
+    """Exit 2; the close match (difflib's) where there is one, and every valid name, as archit's modules list them."""
+    if command == "matrix":
+        code = matrix_main(tagger, "--transformers", "5.0", option, wrong, tmp_path=tmp_path)
+    else:
+        code = main(["export", str(tagger), str(tmp_path / "out"), option, wrong])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert_one_line_error(captured.err, expected)
+    valid = list(tasks.TASKS) if option == "--task" else [
+        name for name in basemodels.__all__ if issubclass(getattr(basemodels, name), BaseModel)]
+    assert captured.err.strip().endswith(": " + ", ".join(valid) + ".")
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Titles
+
+@pytest.mark.parametrize("parts, expected", [
+    (("my-tagger",), "my-tagger"),
+    (("x", "my-tagger", "model"), "my-tagger/model"),
+    (("runs", "ner", "checkpoint-500"), "ner/checkpoint-500"),
+    (("ner", "checkpoint-500", "final"), "ner/checkpoint-500/final"),
+    (("hub", "models--acme--tagger", "snapshots", "0123456789abcdef0123456789abcdef01234567"), "acme/tagger"),
+])
+def test_the_title_is_the_checkpoints_name(parts, expected, tmp_path):
+    folder = tmp_path.joinpath(*parts)
+    folder.mkdir(parents=True)
+    assert guidance.checkpoint_title(str(folder)) == expected
+
+
+def test_a_path_of_generic_names_takes_the_configs_hub_name(tmp_path):
+    """Three generic names in a row: config.json's _name_or_path where it is a hub id (not a local path)."""
+    folder = tmp_path / "output" / "checkpoint-5" / "model"
+    folder.mkdir(parents=True)
+    assert guidance.checkpoint_title(str(folder)) == "output/checkpoint-5/model"
+    (folder / "config.json").write_text(json.dumps({"_name_or_path": "acme/tagger"}))
+    assert guidance.checkpoint_title(str(folder)) == "acme/tagger"
+    (folder / "config.json").write_text(json.dumps({"_name_or_path": str(tmp_path)}))
+    assert guidance.checkpoint_title(str(folder)) == "output/checkpoint-5/model"
+
+
+@pytest.mark.parametrize("name", [None, "NER tagger, release candidate"])
+def test_the_report_is_titled_by_name_or_the_checkpoint(name, tagger, tmp_path, monkeypatch, capsys):
+    """matrix.md, matrix.html and the probe column of matrix.json: --name, else "my-tagger/model" (not "model")."""
+    monkeypatch.setenv(releases.NO_INDEX_ENV, "1")
+    monkeypatch.setattr(matrix, "run_matrix", lambda probes, labels, *rest: [row("5.0", probe=probes[0]["name"])])
+    code = matrix_main(tagger, "--transformers", "5.0", *(["--name", name] if name else []), tmp_path=tmp_path)
+    assert code == 0, capsys.readouterr().err
+    title = name or "my-tagger/model"
+    markdown = (tmp_path / "out" / "matrix.md").read_text()
+    assert f"archit matrix: {title}**" in markdown.splitlines()[0] and "archit matrix: model" not in markdown
+    assert f"<title>archit matrix: {html.escape(title)}</title>" in (tmp_path / "out" / "matrix.html").read_text()
+    assert [r["probe"] for r in json.loads((tmp_path / "out" / "matrix.json").read_text())] == [title]
