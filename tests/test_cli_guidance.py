@@ -25,6 +25,7 @@ from tests.helpers import (
     assert_same_outputs,
     bert_config,
     make_inputs,
+    read_checkpoint_tensors,
     save_transformers_model,
     transformers_reference,
 )
@@ -359,3 +360,56 @@ def test_the_report_is_titled_by_name_or_the_checkpoint(name, tagger, tmp_path, 
     assert f"archit matrix: {title}**" in markdown.splitlines()[0] and "archit matrix: model" not in markdown
     assert f"<title>archit matrix: {html.escape(title)}</title>" in (tmp_path / "out" / "matrix.html").read_text()
     assert [r["probe"] for r in json.loads((tmp_path / "out" / "matrix.json").read_text())] == [title]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# archit export: the task inferred as inspect plans it, and --head-config.
+
+def test_export_infers_a_transformers_task_models_task(tmp_path, capsys):
+    """BertForTokenClassification (it used to get "pass --task (e.g. --task ForMaskedLM)"): exported as the archit
+    token classifier computing its head, back to a BertForTokenClassification with the original's logits."""
+    source = tmp_path / "bert-ner"
+    save_transformers_model(transformers.BertForTokenClassification, bert_config(num_labels=5), source)
+    assert main(["export", str(source), str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.strip() == f"Saved BertForTokenClassification to {tmp_path / 'out'}"
+    exported = transformers.AutoModelForTokenClassification.from_pretrained(str(tmp_path / "out"),
+                                                                            attn_implementation="eager").eval()
+    original = transformers_reference(transformers.BertForTokenClassification, source)
+    input_ids, attention_mask = make_inputs()
+    with torch.no_grad():
+        assert_same_outputs(exported(input_ids, attention_mask).logits, original(input_ids, attention_mask).logits)
+
+
+def test_export_of_a_base_model_names_task_and_head_config(tmp_path, capsys):
+    """A base model: exit 2 naming --task and --head-config (never the Python argument head_config=); with them, a new
+    head on the checkpoint's body, exported with the body's weights as stored."""
+    source = tmp_path / "bert-base"
+    save_transformers_model(transformers.BertModel, bert_config(), source)
+    out = str(tmp_path / "out")
+    example = f"--task {guidance.EXAMPLE_TASK} --head-config '{guidance.EXAMPLE_HEAD_CONFIG}'"
+    assert main(["export", str(source), out]) == 2
+    assert_one_line_error(capsys.readouterr().err, f"'{source}' is a base model (no head): export needs a task and a "
+                                                   f"head config for a new head, e.g. {example}. Tasks: ")
+    assert main(["export", str(source), out, "--task", "ForSingleLabelTokenClassification"]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, f"'{source}' is a base model (no head, so no head config): pass --head-config for the "
+                               f"new ForSingleLabelTokenClassification head, a JSON object of "
+                               f"TokenClassificationHeadConfig's fields (num_labels); e.g. --head-config "
+                               f"'{guidance.EXAMPLE_HEAD_CONFIG}'.")
+    assert "head_config=" not in err
+    assert main(["export", str(source), out, "--head-config", "{nope"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--head-config is not JSON")
+    assert main(["export", str(source), out, "--task", "ForSingleLabelTokenClassification", "--head-config",
+                 '{"labels": 2}']) == 2
+    assert_one_line_error(capsys.readouterr().err, "--head-config does not fit ForSingleLabelTokenClassification's "
+                                                   "head config")
+    assert not Path(out).exists()
+    assert main(["export", str(source), out, *shlex.split(example)]) == 0, capsys.readouterr().err
+    exported = transformers.AutoModelForTokenClassification.from_pretrained(out)
+    assert type(exported) is transformers.BertForTokenClassification and exported.config.num_labels == 2
+    body = read_checkpoint_tensors(source)
+    exported_tensors = read_checkpoint_tensors(out)
+    assert body and all(torch.equal(exported_tensors[f"bert.{key}"], tensor) for key, tensor in body.items()
+                        if f"bert.{key}" in exported_tensors)
+    assert {f"bert.{key}" for key in body} - set(exported_tensors) <= {"bert.pooler.dense.weight",
+                                                                       "bert.pooler.dense.bias"}
