@@ -20,10 +20,15 @@ from archit.cli.inspection import inspect_checkpoint
 from archit.cli.main import main
 from archit.instantiation import basemodels, tasks
 from archit.instantiation.abstracts import BaseModel
+from archit.instantiation.basemodels import RobertaBaseModel
+from archit.instantiation.heads import MaskedLMHeadConfig, TokenClassificationHeadConfig
+from archit.instantiation.multihead import ModelWithHeads
+from archit.instantiation.tasks import ForMaskedLM, ForSingleLabelTokenClassification
 
 from tests.helpers import (
     assert_same_outputs,
     bert_config,
+    load_archit,
     make_inputs,
     read_checkpoint_tensors,
     save_transformers_model,
@@ -413,3 +418,63 @@ def test_export_of_a_base_model_names_task_and_head_config(tmp_path, capsys):
                         if f"bert.{key}" in exported_tensors)
     assert {f"bert.{key}" for key in body} - set(exported_tensors) <= {"bert.pooler.dense.weight",
                                                                        "bert.pooler.dense.bias"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# archit inspect on a head saved by saveHead.
+
+@pytest.fixture
+def saved_heads(roberta_bare, tmp_path):
+    """A token classifier's head and a tied masked-LM head on one RoBERTa body, each written by saveHead."""
+    ner = load_archit(ForSingleLabelTokenClassification, roberta_bare, base_class=RobertaBaseModel,
+                      head_config=TokenClassificationHeadConfig(num_labels=5))
+    lm = load_archit(ForMaskedLM, roberta_bare, base_class=RobertaBaseModel, head_config=MaskedLMHeadConfig())
+    model = ModelWithHeads.fromTaskModels({"ner": ner, "lm": lm})
+    for name in ("ner", "lm"):
+        model.saveHead(name, str(tmp_path / name))
+    return model, tmp_path
+
+
+@pytest.mark.parametrize("name", ["ner", "lm"])
+def test_inspect_describes_a_head_saved_by_save_head(name, saved_heads, roberta_bare, capsys):
+    """Kind, task, head config, tying and tensors as the model that saved it has them; the tensors are the ones
+    loadHead loads (a tied output matrix is the body's, not stored)."""
+    model, folder = saved_heads
+    assert main(["inspect", str(folder / name), "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    task, head_config = model.config.heads[name]
+    body = {id(p) for p in model.model.parameters()}
+    own = {key: tensor for key, tensor in model.heads[name].state_dict(keep_vars=True).items() if id(tensor) not in body}
+    assert described["kind"] == "archit-head" and described["model_type"] == "roberta"
+    assert named_class(described["task"], "task") is task
+    assert described["head_config"] == json.loads(json.dumps(head_config.to_dict(), default=str))
+    assert described["tied"] is model.asTask(name).tiesWeights() is (name == "lm")
+    assert described["would_load"] == sorted(own)
+    assert described["parameters"] == sum(tensor.numel() for tensor in own.values())
+    assert described["files"]["weights"] == [{"name": "head.safetensors",
+                                              "bytes": (folder / name / "head.safetensors").stat().st_size}]
+    assert described["base_model_class"] == "RobertaBaseModel" and described["plan_error"] is None
+    fresh = ModelWithHeads.fromTaskModels({"ner": load_archit(ForSingleLabelTokenClassification, roberta_bare,
+                                                              base_class=RobertaBaseModel,
+                                                              head_config=TokenClassificationHeadConfig(num_labels=2))})
+    fresh.loadHead(str(folder / name), name="loaded")  # What inspect says is what loadHead takes.
+    assert main(["inspect", str(folder / name)]) == 0
+    text = capsys.readouterr().out
+    assert "kind         head saved by saveHead (without its body)" in text and f"'{name}'" in text
+
+
+@pytest.mark.parametrize("file, damage", [("head.safetensors", lambda path: path.write_bytes(path.read_bytes()[:-8])),
+                                          ("head_config.json", lambda path: path.write_text("{not json"))])
+def test_inspect_refuses_a_damaged_head_naming_the_file(file, damage, saved_heads, capsys):
+    _, folder = saved_heads
+    damage(folder / "ner" / file)
+    assert main(["inspect", str(folder / "ner")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert_one_line_error(captured.err, str(folder / "ner" / file))
+
+
+def test_matrix_refuses_a_head_folder(saved_heads, tmp_path, capsys, no_environments):
+    _, folder = saved_heads
+    code = matrix_main(folder / "ner", "--transformers", "5.0", tmp_path=tmp_path)
+    assert_refused(capsys, code, "is a head saved by saveHead, not a checkpoint", tmp_path, no_environments)
