@@ -478,3 +478,16 @@ def test_matrix_refuses_a_head_folder(saved_heads, tmp_path, capsys, no_environm
     _, folder = saved_heads
     code = matrix_main(folder / "ner", "--transformers", "5.0", tmp_path=tmp_path)
     assert_refused(capsys, code, "is a head saved by saveHead, not a checkpoint", tmp_path, no_environments)
+
+
+def test_every_probe_of_a_probes_file_is_validated(tagger, roberta_bare, tmp_path, capsys, no_environments):
+    """--probes: each probe's checkpoint read once, as archit inspect reads it; the damaged one named, exit 2."""
+    (tagger / "config.json").write_text("[1, 2]")
+    probes = [{"name": "body", "checkpoint": str(roberta_bare), "base": "RobertaBaseModel", "task": "ForMaskedLM",
+               "head_config": {}},
+              {"name": "tagger", "checkpoint": str(tagger), "base": "RobertaBaseModel",
+               "task": "ForSingleLabelTokenClassification"}]
+    (tmp_path / "probes.json").write_text(json.dumps(probes))
+    code = main(["matrix", "--probes", str(tmp_path / "probes.json"), "--transformers", "5.0", "--cache-dir",
+                 str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    assert_refused(capsys, code, f"{tagger / 'config.json'}", tmp_path, no_environments)

@@ -181,7 +181,7 @@ def _describe_head(checkpoint: str) -> CheckpointDescription:
         headers = read_tensor_headers([weights])
     except (OSError, ValueError, KeyError) as error:
         raise CommandError(str(error)) from error
-    body = spec.get("body") if isinstance(spec.get("body"), dict) else {}
+    body: Dict[str, Any] = spec["body"] if isinstance(spec.get("body"), dict) else {}
     model_type = body.get("model_type")
     stored = _stored_head(spec)
     size = open_settled(weights, os.path.getsize)
