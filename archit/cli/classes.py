@@ -8,7 +8,7 @@ from ..instantiation import basemodels, tasks
 from ..instantiation.abstracts import BaseModel, ModelWithHead
 from ..loading import configs
 from ..loading.hfmodels import checkpoint_suffixes, declared, equivalent_suffix
-from .guidance import CommandError, did_you_mean, listing
+from .messages import CommandError, did_you_mean, listing
 
 __all__ = ["CommandError", "named_class", "head_config_of", "valid_names", "fitting_base_class", "transformers_head", "transformers_task",
            "task_head", "is_task_architecture"]

@@ -21,7 +21,8 @@ from .classes import (
     transformers_task,
     valid_names,
 )
-from .guidance import EXAMPLE_HEAD_CONFIG, EXAMPLE_TASK, listing
+from .guidance import EXAMPLE_HEAD_CONFIG, EXAMPLE_TASK
+from .messages import listing
 
 logger = logging.getLogger(__name__)
 

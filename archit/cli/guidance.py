@@ -1,47 +1,21 @@
-"""What the ``archit`` command tells a user who asked for something it cannot do, before it does any work: the one
-error type of the commands (``CommandError``), valid names with a close match, releases the package index does not
-have (with the nearest ones it has), and the title a checkpoint goes by.
-
-This module imports the standard library and ``archit.cli.releases`` only (no torch, no transformers): ``main`` imports
-it to answer ``--help`` and ``--version`` at once; what needs archit's classes is imported inside the functions."""
-import difflib
+"""What the ``archit`` command tells a user before it does any work: releases the package index does not have (with the
+nearest ones it has), names that are no class, a damaged checkpoint (read once, as ``archit inspect`` reads it), the
+``--base``/``--task`` a checkpoint implies, and the title a checkpoint goes by. ``archit matrix`` runs these checks
+before it makes any environment; ``archit export`` gives the same example."""
 import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
+
+from packaging.version import Version
+
+from . import releases
+from .classes import head_config_of, named_class, valid_names
+from .inspection import inspect_checkpoint, planned_task
+from .messages import CommandError, are, listing
 
 logger = logging.getLogger(__name__)
-
-
-class CommandError(Exception):
-    """What the user asked for cannot be done: one line on stderr, and ``exit_code`` (2: a bad checkpoint or argument;
-    1: the checkpoint is fine but the command cannot do it)."""
-
-    def __init__(self, message: str, exit_code: int = 2):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def close_match(name: str, valid: Iterable[str]) -> Optional[str]:
-    """The valid name closest to a wrong one (``difflib``'s, case-insensitively), or ``None`` when none is close."""
-    valid = list(valid)
-    by_lower = {candidate.lower(): candidate for candidate in valid}
-    matches = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
-    return by_lower[matches[0]] if matches else None
-
-
-def did_you_mean(name: str, valid: Sequence[str]) -> str:
-    """``" did you mean X?"`` for the closest valid name, or ``""``."""
-    match = close_match(name, valid)
-    return f" did you mean {match}?" if match else ""
-
-
-def listing(names: Sequence[str]) -> str:
-    """Names as one comma-separated list."""
-    return ", ".join(names)
-
-
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -57,10 +31,6 @@ def check_releases(labels: Sequence[str], pre: bool = False) -> None:
     within its span that it lacks is refused, but a minor newer than it (a release after the list was written) and
     every full version of a known minor cannot be proven absent; they are let through, with a warning, and the
     installer decides."""
-    from packaging.version import Version
-
-    from . import releases
-
     floor = releases.TRANSFORMERS_FLOOR
     for label in labels:
         version = releases.parsed_version(label)
@@ -91,18 +61,16 @@ def check_releases(labels: Sequence[str], pre: bool = False) -> None:
                 raise CommandError(f"transformers {label} has only pre-releases on the package index "
                                    f"({listing(pre_only)}): pass --pre, or one of them.")
             nearest = _nearest(version.release[:2], minors)
-            raise CommandError(f"transformers {label} is not on the package index; the nearest {_are(nearest)} "
+            raise CommandError(f"transformers {label} is not on the package index; the nearest {are(nearest)} "
                                f"{listing(['%d.%d' % minor for minor in nearest])}.")
         if not any(parsed == version for parsed, _ in known):
             nearest = _nearest(version, [parsed for parsed, _ in usable])
             text = {parsed: name for parsed, name in usable}
-            raise CommandError(f"transformers {label} is not on the package index; the nearest {_are(nearest)} "
+            raise CommandError(f"transformers {label} is not on the package index; the nearest {are(nearest)} "
                                f"{listing([text[parsed] for parsed in nearest])}.")
 
 
 def _check_offline(labels: Sequence[str], minors: Sequence[str]) -> None:
-    from . import releases
-
     keys = sorted(releases.minor_key(minor) for minor in minors)
     for label in labels:
         key = releases.minor_key(label)
@@ -112,7 +80,7 @@ def _check_offline(labels: Sequence[str], minors: Sequence[str]) -> None:
         elif key not in keys:
             nearest = _nearest(key, keys)
             raise CommandError(f"transformers {label} is not a transformers release (archit's built-in list: the "
-                               f"package index cannot be reached); the nearest {_are(nearest)} "
+                               f"package index cannot be reached); the nearest {are(nearest)} "
                                f"{listing(['%d.%d' % minor for minor in nearest])}.")
         elif label.count(".") >= 2:
             logger.warning("The package index cannot be reached: transformers %s is not checked against it (only its "
@@ -126,10 +94,6 @@ def _nearest(wanted: Any, available: Sequence[Any]) -> List[Any]:
     return ([max(below)] if below else []) + ([min(above)] if above else [])
 
 
-def _are(items: Sequence[Any]) -> str:
-    return "are" if len(items) > 1 else "is"
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Checkpoints: validated once, and their classes inferred, before any environment is made.
 
@@ -141,8 +105,6 @@ EXAMPLE_HEAD_CONFIG = '{"num_labels": 2}'
 def check_names(probes: Sequence[Dict[str, Any]]) -> None:
     """Refuse what can be refused without reading a checkpoint: a checkpoint that is not there, a ``--base``/``--task``
     that names no class (with the valid names and the closest), a head config that does not fit the task named."""
-    from .classes import head_config_of, named_class
-
     for probe in probes:
         if not Path(probe["checkpoint"]).exists():
             raise CommandError(f"'{probe['checkpoint']}' does not exist.")
@@ -161,8 +123,6 @@ def validate_checkpoints(probes: List[Dict[str, Any]], name: Optional[str] = Non
     base model class and task a probe leaves out with the ones ``inspect`` plans with (``transformers_class``: the
     checkpoint is loaded with transformers' own class, and needs neither), and answer the report's title: ``name``, else
     the single checkpoint's (``checkpoint_title``), else the number of probes. A single probe is named by the title."""
-    from .inspection import inspect_checkpoint, planned_task
-
     for probe in probes:
         description = inspect_checkpoint(probe["checkpoint"])
         if description.kind == "archit-head":
@@ -189,8 +149,6 @@ def validate_checkpoints(probes: List[Dict[str, Any]], name: Optional[str] = Non
 
 def _task_needed(checkpoint: str, description: Any) -> str:
     """Why a checkpoint's task cannot be inferred, and what to pass instead."""
-    from .classes import valid_names
-
     example = f"--task {EXAMPLE_TASK} --head-config '{EXAMPLE_HEAD_CONFIG}'"
     tasks = f"Tasks: {listing(valid_names('task'))}."
     if description.kind == "base":

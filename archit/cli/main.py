@@ -14,7 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from .. import __version__ as archit_version
-from .guidance import CommandError
+from .messages import CommandError
 
 logger = logging.getLogger(__name__)
 
