@@ -19,7 +19,7 @@ import pytest
 import torch
 import transformers
 
-import archit.cli.main as cli
+import archit.cli.inspection as inspection
 from archit.cli.inspection import CheckpointDescription, WeightFile, inspect_checkpoint
 from archit.cli.main import main
 from archit.instantiation.basemodels import AutoBaseModel, BertBaseModel, RobertaBaseModel
@@ -413,7 +413,7 @@ def test_an_unforeseen_failure_is_one_line_unless_verbose(roberta_bare, monkeypa
     def fail(checkpoint):
         raise RuntimeError("something archit did not foresee")
 
-    monkeypatch.setattr(cli, "inspect_checkpoint", fail)
+    monkeypatch.setattr(inspection, "inspect_checkpoint", fail)
     capsys.readouterr()
     assert main(["inspect", str(roberta_bare)]) == 1
     assert_one_line_error(capsys.readouterr().err, "RuntimeError: something archit did not foresee (-v shows")

@@ -334,7 +334,7 @@ def test_a_worker_answering_for_other_probes_fails_every_probe_saying_so(tmp_pat
      "--head-config is not JSON"),
     (["{ckpt}", "--base", "RobertaBaseModel", "--task", "ForMaskedLM", "--head-config", '{{"num_labels": 3}}', "--all"],
      "--head-config does not fit ForMaskedLM's head config"),
-    (["{ckpt}", "--task", "ForMaskedLM", "--all"], "needs CHECKPOINT, --base and --task"),
+    (["--task", "ForMaskedLM", "--all"], "needs CHECKPOINT"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, args, message):
     (tmp_path / "ckpt").mkdir()

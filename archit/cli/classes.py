@@ -1,5 +1,6 @@
 """The classes a command works with: archit's base model classes and tasks by name (or ``package.module:Class``), the
 base model class that fits a checkpoint, and the archit task that reproduces a transformers task model's head."""
+import json
 import re
 from typing import Any, Dict, List, Optional, Type
 
@@ -7,29 +8,50 @@ from ..instantiation import basemodels, tasks
 from ..instantiation.abstracts import BaseModel, ModelWithHead
 from ..loading import configs
 from ..loading.hfmodels import checkpoint_suffixes, declared, equivalent_suffix
+from .messages import CommandError, did_you_mean, listing
 
-
-class CommandError(Exception):
-    """What the user asked for cannot be done: one line on stderr, and ``exit_code`` (2: a bad checkpoint or argument;
-    1: the checkpoint is fine but the command cannot do it)."""
-
-    def __init__(self, message: str, exit_code: int = 2):
-        super().__init__(message)
-        self.exit_code = exit_code
+__all__ = ["CommandError", "named_class", "head_config_of", "valid_names", "fitting_base_class", "transformers_head", "transformers_task",
+           "task_head", "is_task_architecture"]
 
 
 def named_class(name: str, kind: str) -> type:
     """The class ``name`` stands for: a name of ``archit.instantiation.basemodels`` (``kind="base"``: ``RobertaBaseModel``)
     or ``archit.instantiation.tasks`` (``kind="task"``: ``ForMaskedLM``), or ``package.module:Class`` (``Class`` may be
-    dotted), resolved as a checkpoint's task is (``archit.loading.configs.named_class``)."""
+    dotted), resolved as a checkpoint's task is (``archit.loading.configs.named_class``). A bare name that is none of
+    archit's gets the valid names, and the closest of them, in the ``CommandError``."""
     required, where = (BaseModel, basemodels) if kind == "base" else (ModelWithHead, tasks)
+    what, plural = ("base model class", "Base model classes") if kind == "base" else ("task", "Tasks")
     try:
         owner = configs.named_class(name, where.__name__)
     except ValueError as error:
-        raise CommandError(str(error)) from None
+        if ":" in name:  # A module of the user's own: its import error says why.
+            raise CommandError(str(error)) from None
+        valid = valid_names(kind)
+        raise CommandError(f"'{name}' is neither an archit {what} nor an importable 'package.module:Class';"
+                           f"{did_you_mean(name, valid)} {plural}: {listing(valid)}.") from None
     if not (isinstance(owner, type) and issubclass(owner, required)):
         raise CommandError(f"'{name}' is not a {required.__name__} subclass, so not a {kind} class.")
     return owner
+
+
+def head_config_of(task: Type[Any], head_config: Any) -> Any:
+    """``task``'s head config built from a JSON object (``--head-config``), as the matrix worker builds it; a
+    ``CommandError`` naming ``--head-config`` when it is not an object or does not fit."""
+    if not isinstance(head_config, dict):
+        raise CommandError(f"--head-config must be a JSON object, not {json.dumps(head_config)}.")
+    try:
+        return task.headClass().configClass()(**head_config)
+    except TypeError as error:
+        raise CommandError(f"--head-config does not fit {task.__name__}'s head config: {error}.") from None
+
+
+def valid_names(kind: str) -> List[str]:
+    """archit's own names of ``kind`` (``"base"``: the base model classes of ``archit.instantiation.basemodels``;
+    ``"task"``: ``archit.instantiation.tasks.TASKS``), as ``--base``/``--task`` take them."""
+    if kind == "task":
+        return list(tasks.TASKS)
+    return [name for name in basemodels.__all__
+            if isinstance(getattr(basemodels, name), type) and issubclass(getattr(basemodels, name), BaseModel)]
 
 
 def fitting_base_class(model_type: Optional[str]) -> type:

@@ -14,6 +14,9 @@ from ..loading.checkpointcode import code_auto_map, code_files
 from ..loading.commits import open_settled, read_consistently, resolve_local
 from ..loading.configs import base_config_from_dict
 from ..loading.files import (
+    CONFIG_NAME,
+    HEAD_CONFIG_NAME,
+    HEAD_WEIGHTS_NAME,
     SAFE_WEIGHTS_INDEX_NAME,
     WEIGHTS_INDEX_NAME,
     TensorHeader,
@@ -21,6 +24,7 @@ from ..loading.files import (
     find_weight_files,
     is_safetensors,
     read_config_dict,
+    read_json_file,
     read_tensor_headers,
 )
 from ..loading.hfmodels import transformers_head_config
@@ -40,6 +44,7 @@ KINDS = {
     "archit": "archit checkpoint",
     "archit-published": "archit checkpoint in the published ArchIt's format (it names no task)",
     "archit-multihead": "archit checkpoint with several heads (ModelWithHeads)",
+    "archit-head": "head saved by saveHead (without its body)",
 }
 """The kinds of checkpoint ``inspect`` tells apart (its ``kind`` field), in words."""
 
@@ -126,7 +131,20 @@ def inspect_checkpoint(checkpoint: str) -> CheckpointDescription:
     weight file's header cannot be read. A save into the folder meanwhile is waited out as by ``from_pretrained``
     (``read_consistently``): the description is of one checkpoint."""
     _check_folder(checkpoint)
+    if resolve_local(str(checkpoint), CONFIG_NAME) is None and resolve_local(str(checkpoint), HEAD_CONFIG_NAME):
+        return read_consistently(str(checkpoint), lambda: _describe_head(checkpoint))
     return read_consistently(str(checkpoint), lambda: _describe(checkpoint))
+
+
+def planned_task(description: CheckpointDescription) -> Optional[str]:
+    """The task ``from_pretrained`` was planned with (``archit matrix`` and ``archit export`` default to it): an archit
+    checkpoint's own, a transformers task model's archit equivalent where archit has a head computing the same (its
+    head config is then known); ``None`` for a base model, a head archit does not have, several heads, or none named."""
+    if description.kind == "archit":
+        return description.task
+    if description.kind == "transformers-task" and description.head_config is not None and description.planned:
+        return description.planned.split(".from_pretrained(", 1)[0]  # As _plan writes it.
+    return None
 
 
 def _describe(checkpoint: str) -> CheckpointDescription:
@@ -147,6 +165,43 @@ def _describe(checkpoint: str) -> CheckpointDescription:
     if is_archit:
         return _describe_archit(description, config_dict, checkpoint, base_class)
     return _describe_transformers(description, config_dict, checkpoint, base_class)
+
+
+def _describe_head(checkpoint: str) -> CheckpointDescription:
+    """A folder written by ``ModelWithHeads.saveHead``: ``head_config.json`` (task, head config, the body it fits) and
+    ``head.safetensors`` (the head's own tensors), read as ``loadHead`` reads them, headers only."""
+    folder = Path(checkpoint)
+    try:
+        spec = read_json_file(str(folder / HEAD_CONFIG_NAME))
+        if not isinstance(spec, dict):
+            raise ValueError(f"{folder / HEAD_CONFIG_NAME} is not a JSON object.")
+        weights = resolve_local(str(folder), HEAD_WEIGHTS_NAME)
+        if weights is None:
+            raise OSError(f"{folder / HEAD_WEIGHTS_NAME} is missing (saveHead writes it next to {HEAD_CONFIG_NAME}).")
+        headers = read_tensor_headers([weights])
+    except (OSError, ValueError, KeyError) as error:
+        raise CommandError(str(error)) from error
+    body: Dict[str, Any] = spec["body"] if isinstance(spec.get("body"), dict) else {}
+    model_type = body.get("model_type")
+    stored = _stored_head(spec)
+    size = open_settled(weights, os.path.getsize)
+    order = ["model_type", "hidden_size", "vocab_size"]
+    fits = ", ".join(f"{key.replace('_', ' ')} {body[key]}" for key in sorted(body, key=lambda k: (k not in order,
+                                                                                                     order.index(k) if k in order else 0, k)))
+    return CheckpointDescription(
+        checkpoint=str(checkpoint), kind="archit-head", archit_version=spec.get("archit_version"),
+        model_type=model_type, architectures=None, custom_code=None, task=stored.task, head=stored.head,
+        head_config=stored.head_config, tied=bool(spec.get("tied_to_input_embeddings", False)), heads=None,
+        key_prefix=None, files=WeightFiles(format="safetensors", sharded=False, index=None,
+                                           weights=(WeightFile(name=HEAD_WEIGHTS_NAME, bytes=size),), bytes=size),
+        parameters=sum(h.numel for h in headers.values()), dtypes=_dtypes(headers),
+        base_model_class=fitting_base_class(model_type).__name__,
+        planned=f"ModelWithHeads.loadHead(FOLDER, name={spec.get('name')!r})",
+        note=f"Fits a body with {fits or 'any model type'}"
+             + (f"; saved with transformers {spec['transformers_version']}" if spec.get("transformers_version") else "")
+             + (". The output matrix is the body's input embeddings: not stored." if spec.get("tied_to_input_embeddings")
+                else "."),
+        would_load=tuple(sorted(headers)), would_initialise=(), unused=(), converted={}, mismatched=())
 
 
 def _check_folder(checkpoint: str) -> None:

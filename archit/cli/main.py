@@ -3,7 +3,10 @@
 (--transformers V [V ...] | --all)``. Exit codes: 0 done; 1 the command cannot do it for this checkpoint (a damaged
 file; no transformers equivalent to export to; a release where the checkpoint fails or computes something else), or
 failed unforeseen; 2 a bad argument or an unreadable checkpoint. Errors are one line on stderr, logged
-as ``archit: error: ...``; ``-v`` shows archit's progress messages too, and the traceback of an unforeseen failure."""
+as ``archit: error: ...``; ``-v`` shows archit's progress messages too, and the traceback of an unforeseen failure.
+
+The parser imports nothing of archit's but the version: each command's module (and with it torch and transformers) is
+imported when the command runs, so that ``--help`` and ``--version`` answer at once."""
 import argparse
 import json
 import logging
@@ -11,11 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from .. import __version__ as archit_version
-from .classes import CommandError
-from .export import export_checkpoint
-from .inspection import inspect_checkpoint, render
-from .matrix import matrix_command
-from .verification import verify_command
+from .messages import CommandError
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +42,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    description = inspect_checkpoint(args.checkpoint)
-    sys.stdout.write((json.dumps(description.to_dict(), indent=2) if args.json else render(description)) + "\n")
+    from . import inspection
+
+    description = inspection.inspect_checkpoint(args.checkpoint)
+    sys.stdout.write((json.dumps(description.to_dict(), indent=2) if args.json else inspection.render(description))
+                     + "\n")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from .verification import verify_command
+
     report = verify_command(args.checkpoint, args.variant)
     for check in report.files:
         sys.stdout.write(f"{check.status:<10}  {check.message}\n")
@@ -57,16 +61,20 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    name = export_checkpoint(args.checkpoint, args.out, base=args.base, task=args.task,
+    from .export import export_checkpoint
+
+    name = export_checkpoint(args.checkpoint, args.out, base=args.base, task=args.task, head_config=args.head_config,
                              trust_remote_code=args.trust_remote_code)
     sys.stdout.write(f"Saved {name} to {args.out}\n")
     return 0
 
 
 def _matrix(args: argparse.Namespace) -> int:
+    from .matrix import matrix_command
+
     return matrix_command(args.checkpoint, args.base, args.task, args.head_config, args.transformers, args.all, args.pre,
                           args.reference, args.atol, args.out, args.cache_dir, args.probes, sys.stdout,
-                          trust_remote_code=args.trust_remote_code)
+                          trust_remote_code=args.trust_remote_code, name=args.name)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,7 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--base", metavar="CLASS", help="the base model class (RobertaBaseModel, AutoBaseModel, or "
                                                         "package.module:Class); default: the one fitting model_type")
     export.add_argument("--task", metavar="CLASS", help="the task (ForMaskedLM, or package.module:Class); default: "
-                                                        "the checkpoint's own")
+                                                        "the checkpoint's own (a transformers task model's: the archit "
+                                                        "task computing what its head computes)")
+    export.add_argument("--head-config", metavar="JSON", help="the head config as a JSON object (default: the "
+                                                              "checkpoint's own; a base model has none)")
     export.add_argument("--trust-remote-code", action="store_true",
                         help="build a base model that ships its own code (auto_map) from that code: it runs it")
     export.set_defaults(run=_export)
@@ -117,8 +128,11 @@ def _parser() -> argparse.ArgumentParser:
                     "matrix.html; exits 1 when a release fails or differs.")
     matrix.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", help="a local checkpoint folder")
     matrix.add_argument("--base", metavar="CLASS", help="the base model class (RobertaBaseModel, AutoBaseModel, or "
-                                                        "package.module:Class)")
-    matrix.add_argument("--task", metavar="CLASS", help="the task (ForMaskedLM, or package.module:Class)")
+                                                        "package.module:Class); default: the one archit inspect "
+                                                        "plans with")
+    matrix.add_argument("--task", metavar="CLASS", help="the task (ForMaskedLM, or package.module:Class); default: the "
+                                                        "one archit inspect plans with (an archit checkpoint's own, a "
+                                                        "transformers task model's archit equivalent)")
     matrix.add_argument("--head-config", metavar="JSON", help="the head config as a JSON object (default: the "
                                                               "checkpoint's own)")
     releases = matrix.add_mutually_exclusive_group()
@@ -140,6 +154,10 @@ def _parser() -> argparse.ArgumentParser:
                                                          "each")
     matrix.add_argument("--trust-remote-code", action="store_true",
                         help="build a base model that ships its own code (auto_map) from that code: it runs it")
+    # The guidance options (what the checks at the top of matrix_command use).
+    matrix.add_argument("--name", metavar="NAME", help="the title of the report (default: the checkpoint's name: its "
+                                                      "folder, with its parent where the folder is called model, "
+                                                      "checkpoint-500, final, ...)")
     matrix.set_defaults(run=_matrix)
 
     for command in (inspect, verify, export, matrix):

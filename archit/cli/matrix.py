@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 
 from .. import __version__ as archit_version
 from ..loading.commits import exclusive_lock
-from . import releases
+from . import guidance, releases
 from .classes import CommandError, named_class
 from .matrix_report import classify, diff_text, render_html, render_markdown, summary_line
 from .matrix_worker import max_abs_diff
@@ -309,7 +309,7 @@ def write_outputs(rows: List[Dict[str, Any]], out: Path, atol: float, title: str
 def matrix_command(checkpoint: Optional[str], base: Optional[str], task: Optional[str], head_config: Optional[str],
                    transformers: Optional[Sequence[str]], everything: bool, pre: bool, reference: Optional[str],
                    atol: float, out: str, cache_dir: Optional[str], probes_file: Optional[str],
-                   stream: TextIO, trust_remote_code: bool = False) -> int:
+                   stream: TextIO, trust_remote_code: bool = False, name: Optional[str] = None) -> int:
     """The ``archit matrix`` command: exit code 0 when every release gives the reference's outputs, 1 otherwise.
     ``trust_remote_code``: a base model that ships its own code is built from it (in a probes file: per probe)."""
     if probes_file:
@@ -318,18 +318,24 @@ def matrix_command(checkpoint: Optional[str], base: Optional[str], task: Optiona
                                "(a probe's \"trust_remote_code\"); give one or the other.")
         probes = read_probes(probes_file)
     else:
-        if not (checkpoint and base and task):
-            raise CommandError("archit matrix needs CHECKPOINT, --base and --task (or --probes FILE).")
+        if not checkpoint:
+            raise CommandError("archit matrix needs CHECKPOINT (or --probes FILE).")
         try:
             config = json.loads(head_config) if head_config is not None else None
         except ValueError as error:
             raise CommandError(f"--head-config is not JSON: {error}.") from None
-        probes = [{"name": Path(checkpoint).name or checkpoint, "checkpoint": checkpoint, "base": base, "task": task,
-                   "head_config": config, "trust_remote_code": trust_remote_code}]
+        probes = [{"name": None, "checkpoint": checkpoint, "base": base, "task": task, "head_config": config,
+                   "trust_remote_code": trust_remote_code}]
     if not transformers and not everything:
         raise CommandError("give the releases to run (--transformers 4.57 5.23) or --all.")
     if atol < 0:
         raise CommandError(f"--atol must be 0 or more, not {atol:g}.")
+    # Before any environment is made (guidance.py): names, releases, then the checkpoint as archit inspect reads it,
+    # --base/--task defaulting to the classes it plans with. (With transformers' own class, neither is needed: pass it
+    # as validate_checkpoints(..., transformers_class=...).)
+    guidance.check_names(probes)
+    guidance.check_releases([*(transformers or ()), *([reference] if reference else [])], pre)
+    title = guidance.validate_checkpoints(probes, name)
     check_probes(probes)
     labels = resolve_releases(transformers, everything, pre)
     if reference is not None:
@@ -345,7 +351,6 @@ def matrix_command(checkpoint: Optional[str], base: Optional[str], task: Optiona
 
     progress(f"{len(probes)} probe(s) on {len(labels)} transformers release(s); environments in {cache}")
     rows = run_matrix(probes, labels, out_dir, cache, atol, reference, progress)
-    title = probes[0]["name"] if len(probes) == 1 else f"{len(probes)} probes"
     write_outputs(rows, out_dir, atol, f"archit matrix: {title}")
     stream.write("\n" + render_markdown(rows, atol, f"archit matrix: {title}") + "\n")
     stream.write(f"Wrote {out_dir / 'matrix.json'}, matrix.md, matrix.html\n")

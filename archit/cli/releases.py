@@ -7,7 +7,8 @@ noxfile loads it by file path, from nox's own Python, where archit (and torch) n
 
 - ``TRANSFORMERS_MINORS``: the built-in list of minors, used when the index cannot be reached.
 - ``discover_releases()``: the newest patch of every minor from ``TRANSFORMERS_FLOOR`` on, read from the package index
-  (``PIP_INDEX_URL`` / pip's ``index-url``, else PyPI's JSON API) with a short timeout and cached for an hour.
+  (``PIP_INDEX_URL`` / pip's ``index-url``, else PyPI's JSON API) with a short timeout and cached for an hour;
+  ``discover_versions()``: every version it lists (``archit matrix`` refuses a version that is not among them).
 - ``COMPANION_CAPS`` / ``companions(minor)``: what a minor needs capped besides its own metadata.
 - ``PEFT_LINES`` / ``peft_requirement(minor)``: the peft release line the test sessions install with a minor.
 - ``torch_requirement()`` and ``pip_find_links()``: the one torch build, found where pip is configured to find it.
@@ -241,9 +242,20 @@ def discover_releases(pre: bool = False, timeout: float = INDEX_TIMEOUT_S, cache
     answer is cached in ``cache``, default ``cache_dir()/releases.json``); when it cannot be reached (or
     ``ARCHIT_RELEASES_OFFLINE=1``), the built-in ``TRANSFORMERS_MINORS`` stand, each as its minor (``{"4.36": "4.36"}``:
     install the newest patch of it)."""
-    fallback = {minor: minor for minor in TRANSFORMERS_MINORS}
+    versions, source = discover_versions(timeout, cache, fetch, index)
+    if versions is None:
+        return {minor: minor for minor in TRANSFORMERS_MINORS}, source
+    return newest_per_minor(versions, pre=pre), source
+
+
+def discover_versions(timeout: float = INDEX_TIMEOUT_S, cache: Optional[Path] = None,
+                      fetch: Callable[[str, str, float], Tuple[str, str]] = _fetch,
+                      index: Optional[str] = "configured") -> Tuple[Optional[List[str]], str]:
+    """Every transformers version the index lists (pre-releases too; below the floor too), and where the list comes
+    from, as ``discover_releases`` reads and caches it; ``(None, "built-in list")`` when the index cannot be reached
+    (or ``ARCHIT_RELEASES_OFFLINE=1``): then only the built-in ``TRANSFORMERS_MINORS`` are known, not their patches."""
     if os.environ.get(NO_INDEX_ENV, "") not in ("", "0"):
-        return fallback, "built-in list"
+        return None, "built-in list"
     if index == "configured":
         index = None if os.environ.get("PIP_INDEX_URL") is None and not _configured_index_cheaply() else index_url()
     source = index or PYPI_JSON_URL
@@ -251,21 +263,21 @@ def discover_releases(pre: bool = False, timeout: float = INDEX_TIMEOUT_S, cache
     try:
         stored = json.loads(cache.read_text())
         if stored["source"] == source and time.time() - stored["time"] < CACHE_SECONDS:
-            return newest_per_minor(stored["versions"], pre=pre), "cache"
+            return list(stored["versions"]), "cache"
     except (OSError, ValueError, KeyError, TypeError):
         pass
     try:
         versions = fetch_versions(index, timeout, fetch)
     except (OSError, ValueError, KeyError, TypeError):  # URLError and timeouts are OSErrors.
-        return fallback, "built-in list"
+        return None, "built-in list"
     if not versions:
-        return fallback, "built-in list"
+        return None, "built-in list"
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps({"source": source, "time": time.time(), "versions": versions}))
     except OSError:
         pass
-    return newest_per_minor(versions, pre=pre), source
+    return versions, source
 
 
 def _configured_index_cheaply() -> bool:
