@@ -10,7 +10,13 @@ code being developed, and a change needs no new environment); from an installed 
 dependencies and a copy of the installed package itself, so that the worker runs exactly the archit that runs the
 command, published or not. The environment is cached under ``--cache-dir`` (default ``~/.cache/archit/matrix``) in a folder keyed by all
 of these; a second run reuses it. The worker runs in the current folder with it on ``PYTHONPATH``, so that a
-``package.module:Class`` of the user's own is importable."""
+``package.module:Class`` of the user's own is importable.
+
+Besides archit's pinned load (``MatrixModes``): ``--transformers-class`` loads with transformers' own class instead,
+``--defaults`` also as a plain ``from_pretrained(checkpoint)`` does on each release, ``--across-saves`` has every
+release load every release's save (``OUT/saves/<release>/<probe>``); ``--jobs N`` runs N releases at once. Rows are
+compared once every release has ended, so ``matrix.json`` is the same whatever ``--jobs`` but for the fields ending in
+``_seconds`` (``TIMING_SUFFIX``)."""
 import hashlib
 import importlib.metadata as metadata
 import json
