@@ -568,11 +568,11 @@ def test_defaults_diagnosis_and_its_renderings():
                  "on 5.0.0, 5.23.0")
     assert summary_line(rows, 1e-5) == f"NOT THE SAME: {diagnosis}."
     markdown = render_markdown(rows, 1e-5, "tagger")
-    assert f"Diagnosis: {diagnosis}" in markdown
+    assert f"Diagnosis: {diagnosis}." in markdown
     assert "| 4.57.6 | same (0) | differs (0.02) | 0 | float32 | sdpa |  |" in markdown
     assert "| 5.23.0 | same (0) | same (0) | 0.02 | bfloat16 | sdpa |  |" in markdown
     page = render_html(rows, 1e-5, "tagger")
-    assert f'<p class="broken">Diagnosis: {diagnosis}</p>' in page.replace("&#x27;", "'")
+    assert f'<p class="broken">Diagnosis: {diagnosis}.</p>' in page.replace("&#x27;", "'")
     assert page.count('<td class="differs"') == 1 + 2  # the defaults cell of 4.57.6; defaults vs pinned twice
     same = [{**r, "status": SAME, "max_abs_diff": 0.0} for r in rows]
     assert summary_line(same, 1e-5).endswith("; the same with each release's defaults.")

@@ -14,7 +14,7 @@ from .. import __version__ as archit_version
 from .classes import CommandError
 from .export import export_checkpoint
 from .inspection import inspect_checkpoint, render
-from .matrix import matrix_command
+from .matrix import MatrixModes, matrix_command
 from .verification import verify_command
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _matrix(args: argparse.Namespace) -> int:
-    from .matrix import MatrixModes  # (the matrix's modes: one block of its own)
     modes = MatrixModes(jobs=args.jobs, transformers_class=args.transformers_class, defaults=args.defaults,
                         across_saves=args.across_saves)
     return matrix_command(args.checkpoint, args.base, args.task, args.head_config, args.transformers, args.all, args.pre,

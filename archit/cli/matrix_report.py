@@ -164,7 +164,8 @@ th { background: #eee; }
 td.same { background: %(same)s; } td.differs { background: %(differs)s; } td.fails { background: %(fails)s; }
 td.unchecked { background: %(unchecked)s; }
 tr.first-failing td { font-weight: bold; border-top: 2px solid #333; }
-tr.first-broken th, td.first-broken { font-weight: bold; } td.first-broken { outline: 3px solid #b00; }
+tr.first-broken th, td.first-broken { font-weight: bold; } tr.first-broken th { color: #900; }
+td.first-broken { outline: 3px solid #b00; }
 p.broken { font-weight: bold; color: #900; font-size: 16px; }
 table.compact { font-size: 12px; } table.compact td { white-space: nowrap; padding: 2px 5px; }
 table.compact th span { writing-mode: vertical-rl; transform: rotate(180deg); white-space: nowrap; }
@@ -282,6 +283,10 @@ def defaults_diagnosis(rows: Sequence[Dict[str, Any]], atol: float) -> Dict[str,
     return found
 
 
+def _diagnosis_text(diagnosis: Optional[str]) -> str:
+    return f"{diagnosis}." if diagnosis else "the same with defaults as with the reference release."
+
+
 def _defaults_intro(atol: float) -> str:
     return (f"With each release's defaults (a plain from_pretrained(checkpoint): no dtype, no attention implementation "
             f"asked for): max |logit difference| against the reference release's defaults, and against the same "
@@ -298,7 +303,7 @@ def defaults_markdown(rows: Sequence[Dict[str, Any]], atol: float) -> List[str]:
     lines = ["", f"**{_md_escape(_defaults_intro(atol)).replace('*', '')}**"]
     for probe in _probes(defaults):
         lines += ["", f"Diagnosis{'' if len(diagnoses) == 1 else f' ({probe})'}: "
-                      f"{_md_escape(diagnoses[probe] or 'the same with defaults as with the reference release.')}", "",
+                      f"{_md_escape(_diagnosis_text(diagnoses[probe]))}", "",
                   "| transformers | pinned | defaults | defaults vs pinned | dtype | attention | error |",
                   "|---|---|---|---|---|---|---|"]
         for release in _releases(defaults):
@@ -321,7 +326,7 @@ def defaults_html(rows: Sequence[Dict[str, Any]], atol: float) -> List[str]:
     pinned, grid, diagnoses = _grid(original_rows(rows)), _grid(defaults), defaults_diagnosis(rows, atol)
     out = ["<h2>With each release's defaults</h2>", f"<p>{esc(_defaults_intro(atol))}</p>"]
     for probe in _probes(defaults):
-        diagnosis = diagnoses[probe] or "the same with defaults as with the reference release."
+        diagnosis = _diagnosis_text(diagnoses[probe])
         out += [f'<p class="{"broken" if diagnoses[probe] else "fine"}">Diagnosis'
                 f"{'' if len(diagnoses) == 1 else f' ({esc(probe)})'}: {esc(diagnosis)}</p>", '<table class="wide">',
                 "<tr><th>transformers</th><th>pinned</th><th>defaults</th><th>defaults vs pinned</th><th>dtype</th>"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Type
 
 import torch
+import transformers
 from safetensors.torch import save_file
 
 from .. import _compat as compat
@@ -119,11 +120,10 @@ class TransformersLoad:
         self.class_name: Optional[str] = None
 
     def _resolve(self, checkpoint: str) -> Any:
-        import transformers
         if self.requested != AUTO:
             found = getattr(transformers, self.requested, None)
             if not isinstance(found, type):
-                raise ValueError(f"transformers {transformers.__version__} has no class {self.requested}")
+                raise ValueError(f"transformers {compat.TRANSFORMERS_VERSION} has no class {self.requested}")
             return found
         config = transformers.AutoConfig.from_pretrained(checkpoint, trust_remote_code=self.trust_remote_code)
         architectures = list(getattr(config, "architectures", None) or ())
