@@ -37,6 +37,7 @@ import importlib.util
 import os
 import shutil
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -193,7 +194,9 @@ def benchmark(session: nox.Session, transformers_minor: str) -> None:
 
 @nox.session(tags=["eras"])
 def matrix(session: nox.Session) -> None:
-    """The slow tests: ``archit matrix`` end to end, building environments for two releases (4.57 and 5.23) with uv."""
+    """The slow tests: ``archit matrix`` end to end (tests/test_matrix_slow.py), building environments for three
+    releases (4.36, 4.57 and 5.23) with uv, once for the module: archit's load, transformers' own class with each
+    release's defaults, and the across-saves grid, two releases at a time."""
     _install(session, NEWEST)
     session.install("uv")
     session.run("pytest", "--strict-markers", "-m", "slow", *(session.posargs or ("tests",)),
@@ -222,15 +225,39 @@ def distributed(session: nox.Session, transformers_minor: str) -> None:
 def report(session: nox.Session) -> None:
     """``archit matrix`` over the probe checkpoints (``tools/make_probes.py``: every task, every base family of the
     README) on every minor (``nox -s report -- 4.36 5.24``: those minors): writes ``report/`` (matrix.json, .md,
-    .html: one column per probe) and the README's compatibility table between its marker comments."""
+    .html: one column per probe) and the README's compatibility table between its marker comments.
+
+    Releases run ``--jobs N`` at once (environments made and workers run concurrently; default: the machine's cores, or
+    ``ARCHIT_REPORT_JOBS=N``): ``nox -s report -- --jobs 1 4.36 5.24``. A list, ``--jobs 1,2`` (or
+    ``ARCHIT_REPORT_JOBS=1,2``), runs the report once per value, each from empty environments (a cache folder of its
+    own in the session's tmp, so that each makes them all, as a first run does), logs the minutes each took and keeps
+    the last one's report: the serial and the parallel run timed in one go."""
     _install(session, NEWEST)
     session.install("uv")
     probes = Path(session.create_tmp()) / "probes"
     session.run("python", "tools/make_probes.py", str(probes), env=OFFLINE)
-    session.run("python", "-m", "archit", "matrix", "--probes", str(probes / "probes.json"), "--transformers",
-                *(session.posargs or TRANSFORMERS_MINORS), "--out", "report", env=OFFLINE, success_codes=[0, 1])
+    args = list(session.posargs)
+    jobs = os.environ.get("ARCHIT_REPORT_JOBS", str(os.cpu_count() or 1))
+    if "--jobs" in args:
+        at = args.index("--jobs")
+        jobs = args[at + 1]
+        del args[at:at + 2]
+    values = jobs.split(",")
+    timings = []
+    for value in values:
+        cache = []
+        if len(values) > 1:
+            folder = Path(session.create_tmp()) / f"environments-jobs{value}"
+            shutil.rmtree(folder, ignore_errors=True)
+            cache = ["--cache-dir", str(folder)]
+        start = time.perf_counter()
+        session.run("python", "-m", "archit", "matrix", "--probes", str(probes / "probes.json"), "--transformers",
+                    *(args or TRANSFORMERS_MINORS), "--out", "report", "--jobs", value, *cache, env=OFFLINE,
+                    success_codes=[0, 1])
+        timings.append(f"--jobs {value}: {(time.perf_counter() - start) / 60:.1f} min")
     session.run("python", "tools/readme_table.py", "report/matrix.json", "README.md")
-    session.log("report/matrix.html, matrix.md, matrix.json; README.md's compatibility table regenerated")
+    session.log(f"report/matrix.html, matrix.md, matrix.json; README.md's compatibility table regenerated "
+                f"({'; '.join(timings)})")
 
 
 # The newest LaMoTO release, archit's main downstream user (built on the published ArchIt), and what its modules that

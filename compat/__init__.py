@@ -32,6 +32,7 @@ from .all_eras import zero3_load as zero3_load
 from .all_eras import zero3_state as zero3_state
 from .main import backend as backend
 from .protocol import Backend as Backend
+from .version import TRANSFORMERS_GE_4_56 as TRANSFORMERS_GE_4_56
 from .version import TRANSFORMERS_VERSION as TRANSFORMERS_VERSION
 
 ERA: str = backend.ERA
@@ -60,7 +61,7 @@ load_sharded = backend.load_sharded
 distribute_tied_heads = backend.distribute_tied_heads
 
 __all__ = [
-    "Backend", "backend", "ERA", "CACHE_NAME", "TRANSFORMERS_VERSION", "PreTrainedWrapper", "set_attn_implementation",
+    "Backend", "backend", "ERA", "CACHE_NAME", "TRANSFORMERS_VERSION", "TRANSFORMERS_GE_4_56", "PreTrainedWrapper", "set_attn_implementation",
     "set_experts_implementation", "set_config_dtype", "get_config_dtype", "init_core_module", "no_init_weights",
     "no_split_modules", "resolve_file", "stored_config_dict", "ConversionUnit", "convert_checkpoint",
     "checkpoint_layout", "progress",

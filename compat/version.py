@@ -10,5 +10,7 @@ TRANSFORMERS_VERSION = Version(transformers.__version__)
 
 TRANSFORMERS_GE_4_39 = TRANSFORMERS_VERSION >= Version("4.39.0.dev0")
 """``from_pretrained`` takes ``offload_buffers=`` (within the 4.36 era)."""
+TRANSFORMERS_GE_4_56 = TRANSFORMERS_VERSION >= Version("4.56.0.dev0")
+"""``from_pretrained`` takes ``dtype=`` (``torch_dtype=`` before)."""
 TRANSFORMERS_GE_4_50 = TRANSFORMERS_VERSION >= Version("4.50.0.dev0")
 TRANSFORMERS_GE_5_0 = TRANSFORMERS_VERSION >= Version("5.0.0.dev0")

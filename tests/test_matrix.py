@@ -7,8 +7,10 @@ import ast
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import urllib.error
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from archit.instantiation import tasks
 
 from tests.helpers import (
     assert_same_outputs,
+    build_transformers_model,
     expected_era,
     roberta_config,
     save_transformers_model,
@@ -297,10 +300,12 @@ def test_the_worker_in_this_environment_gives_transformers_logits(tmp_path, monk
     old, new = matrix.run_matrix(probes, ["1.0", "2.0"], tmp_path / "out", tmp_path / "cache", 1e-5, None,
                                  lines.append)
     assert (old["status"], old["error"], old["max_abs_diff"]) == (FAILS, "environment: no 1.0", None)
+    assert old["transformers"] == "1.0"  # the release asked for, when its environment failed
     assert (new["status"], new["max_abs_diff"], new["reference"]) == (SAME, 0.0, new["transformers"])
     assert new["transformers"] == transformers.__version__ and new["era"] == expected_era()
     assert new["initialised"] == new["unused"] == new["converted"] == [] and new["reload_max_abs_diff"] == 0.0
-    assert "same, max |diff| 0" in lines[0] and "fails: environment: no 1.0" in lines[1]
+    assert len(lines) == 2 and any("same, max |diff| 0" in line for line in lines)  # in the order the releases end
+    assert any("fails: environment: no 1.0" in line for line in lines)
     reference = transformers_reference(transformers.RobertaForTokenClassification, tmp_path / "ckpt")
     with torch.no_grad():
         expected = reference(**fixed_inputs(tasks.ForSingleLabelTokenClassification, 99)).logits
@@ -317,7 +322,7 @@ def test_a_worker_answering_for_other_probes_fails_every_probe_saying_so(tmp_pat
                "head_config": None} for name in ("first", "second")]
     answers = {"4.57": [{"probe": "first", "ok": False, "error": "E"}],
                "5.24": [{"probe": "second", "ok": False, "error": "E"}, {"probe": "first", "ok": False, "error": "E"}]}
-    monkeypatch.setattr(matrix, "run_worker", lambda python, probes, out, atol: answers[out.name])
+    monkeypatch.setattr(matrix, "run_worker", lambda python, probes, out, atol, *more: answers[out.name])
     rows = matrix.run_matrix(probes, ["4.57", "5.24"], tmp_path / "out", tmp_path / "cache", 1e-5)
     assert [(row["release"], row["probe"], row["status"]) for row in rows] == [
         ("4.57", "first", FAILS), ("4.57", "second", FAILS), ("5.24", "first", FAILS), ("5.24", "second", FAILS)]
@@ -433,3 +438,191 @@ def test_resolution_error_reads_uv_and_caches(tmp_path, monkeypatch):
     assert calls == ["transformers~=5.25.0"]  # The second answer came from the cache.
     offline = subprocess.CompletedProcess([], 2, "", "error: Failed to fetch: https://pypi.org/simple/transformers/")
     assert releases.resolution_error(["transformers~=5.24.0"], cache=cache, run=lambda c, **k: offline) is None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --jobs, --transformers-class, --defaults, --across-saves in this environment (fake release labels)
+
+def this_environment(failing=()):
+    """build_environment for fake release labels: this interpreter, or an environment that failed for ``failing``."""
+    def build(label, cache):
+        if label in failing:
+            return matrix.FailedEnvironment(error=f"no {label}", seconds=0.1)
+        return matrix.Environment(python=sys.executable, seconds=0.0, created=False)
+    return build
+
+
+def without_timings(value):
+    """matrix.json without its timing fields (matrix.TIMING_SUFFIX)."""
+    if isinstance(value, dict):
+        return {key: without_timings(item) for key, item in value.items() if not key.endswith(matrix.TIMING_SUFFIX)}
+    if isinstance(value, list):
+        return [without_timings(item) for item in value]
+    return value
+
+
+def save_bfloat16_tagger(directory):
+    """A token classifier saved in bfloat16: its config.json records the dtype."""
+    model = build_transformers_model(transformers.RobertaForTokenClassification, roberta_config(num_labels=3))
+    model.to(torch.bfloat16).save_pretrained(str(directory))
+
+
+def replayed(recorded: Path, out: Path, end_first: str):
+    """run_worker answering what the workers of the run into ``recorded`` answered (their logits files copied), each
+    release's worker ending only after ``end_first``'s has: releases end in another order than they started in."""
+    ended = threading.Event()
+
+    def run_worker(python, probes, folder, atol, *more, **keywords):
+        label = folder.name if folder.name != "across" else folder.parent.name
+        if label != end_first:
+            assert ended.wait(timeout=60), f"{end_first} did not start while {label} ran: not run concurrently"
+        shutil.copytree(recorded / folder.relative_to(out), folder, dirs_exist_ok=True)
+        if label == end_first:
+            ended.set()
+        return json.loads((folder / "result.json").read_text())
+    return run_worker
+
+
+def test_parallel_runs_write_the_same_json_as_serial_ones(tmp_path, monkeypatch):
+    """--jobs 1 and --jobs 3 over three fake releases (one whose environment fails), with --defaults and
+    --across-saves: the same matrix.json but for the *_seconds timings, oldest release first in both, the failed
+    release keeping the version asked for."""
+    save_transformers_model(transformers.RobertaForTokenClassification, roberta_config(num_labels=5), tmp_path / "ckpt")
+    monkeypatch.setattr(matrix, "build_environment", this_environment(failing={"1.0"}))
+    probes = [{"name": "tagger", "checkpoint": str(tmp_path / "ckpt"), "base": "RobertaBaseModel",
+               "task": "ForSingleLabelTokenClassification", "head_config": None}]
+    written, progress = {}, {}
+    for jobs in (1, 3):
+        out, lines = tmp_path / f"jobs{jobs}", []
+        modes = matrix.MatrixModes(jobs=jobs, defaults=True, across_saves=True)
+        rows = matrix.run_matrix(probes, ["2.0", "1.0", "3.0"], out, tmp_path / "cache", 1e-5, None, lines.append,
+                                 modes)
+        matrix.write_outputs(rows, out, 1e-5, "tagger")
+        written[jobs], progress[jobs] = json.loads((out / "matrix.json").read_text()), lines
+        assert len(lines) == 6  # a line per release as it ends, then per release loading the saves
+        monkeypatch.setattr(matrix, "run_worker", replayed(tmp_path / "jobs1", tmp_path / "jobs3", end_first="2.0"))
+    assert without_timings(written[1]) == without_timings(written[3])
+    assert [line.split()[1] for line in progress[1]][:3] == [transformers.__version__] * 2 + ["1.0"]  # newest first
+    assert sorted(line.split()[1] for line in progress[3][:3]) == ["1.0"] + [transformers.__version__] * 2
+    assert written[1] != without_timings(written[1])  # there were timings to drop
+    for rows in written.values():
+        original = [(row["release"], row["mode"]) for row in rows if row["saved_on"] is None]
+        assert original == [("1.0", "pinned"), ("1.0", "defaults"), ("2.0", "pinned"), ("2.0", "defaults"),
+                            ("3.0", "pinned"), ("3.0", "defaults")]
+        grid = [(row["saved_on"], row["loaded_on"], row["status"]) for row in rows if row["saved_on"] is not None]
+        assert grid == [("1.0", "1.0", FAILS), ("1.0", "2.0", FAILS), ("1.0", "3.0", FAILS),
+                        ("2.0", "1.0", FAILS), ("2.0", "2.0", SAME), ("2.0", "3.0", SAME),
+                        ("3.0", "1.0", FAILS), ("3.0", "2.0", SAME), ("3.0", "3.0", SAME)]
+        failed = rows[0]
+        assert (failed["transformers"], failed["error"], failed["status"]) == ("1.0", "environment: no 1.0", FAILS)
+        assert rows[2]["transformers"] == transformers.__version__ and rows[4]["reference"] == rows[4]["transformers"]
+        assert rows[-1]["error"] is None and rows[6 + 1]["error"] == "no save: the save on 1.0 failed"
+    saved = tmp_path / "jobs1" / "saves" / "3.0" / "tagger"
+    assert (saved / "config.json").exists()  # archit's own save, loaded by every release
+    page = (tmp_path / "jobs3" / "matrix.html").read_text()
+    assert '<p class="broken">First broken pair: saved on 1.0, loaded on 1.0</p>' in page
+
+
+def test_transformers_class_and_defaults_in_this_environment(tmp_path, monkeypatch):
+    """--transformers-class auto --defaults on a bfloat16 checkpoint, this environment standing for a release: the
+    pinned load is transformers' own class in float32 with eager attention and gives its logits; the defaults load
+    is what a plain from_pretrained(checkpoint) gives here, its dtype and attention recorded, and its difference from
+    the pinned logits the one computed here independently."""
+    save_bfloat16_tagger(tmp_path / "bf16")
+    monkeypatch.setattr(matrix, "build_environment", this_environment())
+    probes = [{"name": "bf16", "checkpoint": str(tmp_path / "bf16"), "transformers_class": "auto"}]
+    modes = matrix.MatrixModes(jobs=1, transformers_class="auto", defaults=True)
+    pinned, defaults = matrix.run_matrix(probes, ["2.0"], tmp_path / "out", tmp_path / "cache", 1e-5, None,
+                                         modes=modes)
+    assert (pinned["loader"], pinned["transformers_class"], pinned["mode"]) == (
+        "transformers", "RobertaForTokenClassification", "pinned")
+    assert (pinned["dtype"], pinned["attn_implementation"], pinned["status"]) == ("float32", "eager", SAME)
+    inputs = fixed_inputs(tasks.ForSingleLabelTokenClassification, 99)
+    own = transformers_reference(transformers.RobertaForTokenClassification, tmp_path / "bf16")
+    with torch.no_grad():
+        expected = own(**inputs).logits
+    assert_same_outputs(load_file(str(tmp_path / "out" / pinned["logits_file"]))["logits"], expected)
+    plain = transformers.RobertaForTokenClassification.from_pretrained(str(tmp_path / "bf16")).eval()
+    with torch.no_grad():
+        plain_logits = plain(**inputs).logits.float()
+    assert (defaults["mode"], defaults["dtype"]) == ("defaults", str(plain.dtype).replace("torch.", ""))
+    assert defaults["attn_implementation"] == plain.config._attn_implementation
+    assert defaults["pinned_max_abs_diff"] == pytest.approx(float((plain_logits - expected).abs().max()), abs=1e-6)
+    assert defaults["status"] == SAME and defaults["reference"] == transformers.__version__
+
+
+def test_defaults_diagnosis_and_its_renderings():
+    """The diagnosis a maintainer needs, in the last line, the Markdown and the HTML: differs with defaults, same
+    when pinned, naming the first release whose defaults differ and what each release chose."""
+    rows = []
+    for release, dtype, diff, versus in (("4.57.6", "float32", 0.02, 0.0), ("5.0.0", "bfloat16", 0.0, 0.02),
+                                         ("5.23.0", "bfloat16", 0.0, 0.02)):
+        rows.append({**row(release, reference="5.0.0"), "mode": "pinned", "dtype": "float32",
+                     "attn_implementation": "eager"})
+        defaults = {**row(release, diff=diff, reference="5.0.0"), "mode": "defaults", "dtype": dtype,
+                    "attn_implementation": "sdpa", "pinned_max_abs_diff": versus}
+        defaults["status"] = classify(defaults, 1e-5)
+        rows.append(defaults)
+    diagnosis = ("differs with defaults, same when pinned: first on 4.57.6 (its defaults: float32, sdpa attention; "
+                 "reference 5.0.0's: bfloat16, sdpa attention); the defaults give other outputs than the pinned load "
+                 "on 5.0.0, 5.23.0")
+    assert summary_line(rows, 1e-5) == f"NOT THE SAME: {diagnosis}."
+    markdown = render_markdown(rows, 1e-5, "tagger")
+    assert f"Diagnosis: {diagnosis}." in markdown
+    assert "| 4.57.6 | same (0) | differs (0.02) | 0 | float32 | sdpa |  |" in markdown
+    assert "| 5.23.0 | same (0) | same (0) | 0.02 | bfloat16 | sdpa |  |" in markdown
+    page = render_html(rows, 1e-5, "tagger")
+    assert f'<p class="broken">Diagnosis: {diagnosis}.</p>' in page.replace("&#x27;", "'")
+    assert page.count('<td class="differs"') == 1 + 2  # the defaults cell of 4.57.6; defaults vs pinned twice
+    same = [{**r, "status": SAME, "max_abs_diff": 0.0} for r in rows]
+    assert summary_line(same, 1e-5).endswith("; the same with each release's defaults.")
+
+
+def across(saved_on, loaded_on, status, error=None):
+    result = {**row(loaded_on, ok=status != FAILS, diff=0.5 if status == DIFFERS else 0.0, error=error),
+              "saved_on": saved_on, "loaded_on": loaded_on, "mode": "pinned"}
+    result["status"] = classify(result, 1e-5)
+    return result
+
+
+def test_across_saves_grid_names_the_first_broken_pair():
+    """Saves by rows, loads by columns; the first broken pair (oldest save, then oldest load) named above the grid
+    and in the last line, its row and cell in bold (Markdown) or bold and outlined (HTML)."""
+    versions = ("4.36.2", "4.57.6", "5.23.0")
+    rows = [row(release) for release in versions]
+    rows += [across(saved, loaded, DIFFERS if saved == "4.57.6" and loaded != "4.36.2" else
+                    FAILS if (saved, loaded) == ("5.23.0", "4.36.2") else SAME,
+                    error="KeyError: x" if (saved, loaded) == ("5.23.0", "4.36.2") else None)
+             for saved in versions for loaded in versions]
+    assert summary_line(rows, 1e-5) == "NOT THE SAME: first broken pair: saved on 4.57.6, loaded on 4.57.6."
+    markdown = render_markdown(rows, 1e-5, "tagger")
+    assert "First broken pair: saved on 4.57.6, loaded on 4.57.6." in markdown
+    assert "| saved on \\ loaded on | 4.36.2 | 4.57.6 | 5.23.0 |" in markdown
+    assert "| 4.36.2 | same (0) | same (0) | same (0) |" in markdown
+    assert "| **4.57.6** | same (0) | **differs (0.5)** | differs (0.5) |" in markdown
+    assert "| 5.23.0 | fails | same (0) | same (0) |" in markdown
+    assert "- saved on 5.23.0, loaded on 4.36.2: `KeyError: x`" in markdown
+    page = render_html(rows, 1e-5, "tagger")
+    assert "http" not in page and "<script" not in page
+    grid = page[page.index("<h2>Across saves</h2>"):]
+    assert grid.index('<p class="broken">First broken pair: saved on 4.57.6, loaded on 4.57.6</p>') \
+        < grid.index("<table")
+    assert '<tr class="first-broken"><th>4.57.6</th><td class="same"' in grid
+    assert grid.count('class="differs first-broken"') == 1 and grid.count('<td class="differs"') == 1
+    assert grid.count('<td class="fails"') == 1 and grid.count('<td class="same"') == 6
+    fine = [r if r.get("saved_on") is None else {**r, "status": SAME, "ok": True, "max_abs_diff": 0.0} for r in rows]
+    assert summary_line(fine, 1e-5).endswith("; every release loads every release's save the same.")
+    assert "No broken pair." in render_markdown(fine, 1e-5, "tagger")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--transformers-class", "auto", "--base", "RobertaBaseModel", "--transformers", "5.23"],
+     "--transformers-class loads with transformers' own class: --base, --task and --head-config are archit's"),
+    (["--base", "RobertaBaseModel", "--task", "ForMaskedLM", "--transformers", "5.23", "--jobs", "0"],
+     "--jobs must be 1 or more, not 0."),
+])
+def test_bad_mode_arguments_exit_2(tmp_path, capsys, args, message):
+    (tmp_path / "ckpt").mkdir()
+    code = main(["matrix", str(tmp_path / "ckpt"), *args, "--cache-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err

@@ -1,6 +1,10 @@
-"""``archit matrix`` end to end, as a user runs it: environments made with uv for two real transformers releases (4.57
-and 5.23) and one that does not exist, a task class of the user's own (``mytasks:Tagger`` from the current folder), and
-the JSON, Markdown and HTML read back for content. Slow (it builds environments): ``nox -s matrix`` runs it."""
+"""``archit matrix`` end to end, as a user runs it: environments made with uv for real transformers releases (4.57 and
+5.23; 4.36 for the across-saves grid) and one that does not exist, a task class of the user's own (``mytasks:Tagger``
+from the current folder), and the JSON, Markdown and HTML read back for content: transformers' own class with each
+release's defaults on a checkpoint whose defaults changed (bfloat16: 4.x loads float32, 5.x the stored dtype), and a
+save broken on one release (the test's own task renames two keys when saving there) found in the saved-on x loaded-on
+grid. One environment cache for the module, releases run two at a time (``--jobs 2``). Slow (it builds environments):
+``nox -s matrix`` runs it."""
 import json
 import os
 import re
@@ -16,7 +20,13 @@ from archit.cli.matrix_report import COLOURS
 from archit.cli.matrix_worker import fixed_inputs
 from archit.instantiation.tasks import ForSingleLabelTokenClassification
 
-from tests.helpers import assert_same_outputs, roberta_config, save_transformers_model
+from tests.helpers import (
+    assert_same_outputs,
+    build_transformers_model,
+    roberta_config,
+    save_transformers_model,
+    transformers_dtype_kwargs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -40,11 +50,12 @@ def test_two_releases_the_same_and_a_bogus_one_failing(tmp_path, cache):
     (tmp_path / "mytasks.py").write_text("from archit.instantiation.tasks import ForSingleLabelTokenClassification\n\n"
                                          "class Tagger(ForSingleLabelTokenClassification):\n    pass\n")
     done = run_matrix(tmp_path, "ckpt", "--base", "RobertaBaseModel", "--task", "mytasks:Tagger", "--head-config",
-                      '{"num_labels": 4}', "--transformers", *RELEASES, BOGUS, "--out", "out", "--cache-dir", cache)
+                      '{"num_labels": 4}', "--transformers", *RELEASES, BOGUS, "--out", "out", "--cache-dir", cache,
+                      "--jobs", "2")
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     progress = [line for line in lines if line.startswith("transformers ")]
-    assert [line.split()[1] for line in progress][0].startswith("5.23.") and len(progress) == 3
+    assert sorted(line.split()[1][:4] for line in progress) == ["4.57", "4.99", "5.23"]
     assert re.search(r"^transformers 4\.99\.0 .*fails: environment: Because there is no version of "
                      r"transformers==4\.99\.0", "\n".join(progress), re.MULTILINE)
     assert lines[-1].startswith("NOT THE SAME: fails on 4.99.0") and "4.57" not in lines[-1]
@@ -60,6 +71,7 @@ def test_two_releases_the_same_and_a_bogus_one_failing(tmp_path, cache):
         assert good["initialised"] == good["unused"] == good["converted"] == [] and good["reload_max_abs_diff"] == 0
         assert good["counts"] == {"initialised": 0, "unused": 0, "converted": 0}
     assert not bogus["ok"] and bogus["status"] == "fails" and bogus["max_abs_diff"] is None
+    assert bogus["transformers"] == BOGUS  # the release asked for, though none was installed
     assert "Because there is no version of transformers==4.99.0" in bogus["error"]
     # The logits each release saved are transformers' own (the checkpoint is a RobertaForTokenClassification).
     reference = transformers.RobertaForTokenClassification.from_pretrained(str(tmp_path / "ckpt"),
@@ -88,7 +100,7 @@ def test_two_probes_are_two_columns_with_cached_environments(tmp_path, cache):
         {"name": "mlm", "checkpoint": "mlm", "base": "RobertaBaseModel", "task": "ForMaskedLM"},
         {"name": "qa", "checkpoint": "qa", "base": "RobertaBaseModel", "task": "ForExtractiveQA"}]))
     done = run_matrix(tmp_path, "--probes", "probes.json", "--transformers", *RELEASES, "--out", "out", "--cache-dir",
-                      cache, "--reference", RELEASES[0])
+                      cache, "--reference", RELEASES[0], "--jobs", "2")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "env cached" in done.stdout and "env made" not in done.stdout
     rows = json.loads((tmp_path / "out" / "matrix.json").read_text())
@@ -104,3 +116,98 @@ def test_two_probes_are_two_columns_with_cached_environments(tmp_path, cache):
 def _diff(row) -> str:
     value = row["max_abs_diff"]
     return "0" if value == 0 else f"{value:.2g}"
+
+
+def test_transformers_class_with_defaults_names_the_release_whose_defaults_changed(tmp_path, cache):
+    """A bfloat16 token classifier, transformers' own class (``auto``), each release's defaults next to the pinned load,
+    4.57 the reference: 4.57's plain from_pretrained loads float32, 5.23's the stored bfloat16 (checked here against
+    transformers' own model in bfloat16), so the defaults differ on 5.23 while the pinned loads are the same."""
+    model = build_transformers_model(transformers.RobertaForTokenClassification, roberta_config(num_labels=3))
+    model.to(torch.bfloat16).save_pretrained(str(tmp_path / "bf16"))
+    done = run_matrix(tmp_path, "bf16", "--transformers-class", "auto", "--defaults", "--transformers", *RELEASES,
+                      "--reference", RELEASES[0], "--out", "out", "--cache-dir", cache, "--jobs", "2")
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = json.loads((tmp_path / "out" / "matrix.json").read_text())
+    assert [(row["release"][:4], row["mode"]) for row in rows] == [("4.57", "pinned"), ("4.57", "defaults"),
+                                                                    ("5.23", "pinned"), ("5.23", "defaults")]
+    old_pinned, old_defaults, new_pinned, new_defaults = rows
+    for row in rows:
+        assert (row["loader"], row["transformers_class"]) == ("transformers", "RobertaForTokenClassification")
+    assert old_pinned["status"] == new_pinned["status"] == "same" and new_pinned["max_abs_diff"] <= 1e-5
+    assert (old_pinned["dtype"], new_pinned["dtype"], new_pinned["attn_implementation"]) == ("float32",) * 2 + ("eager",)
+    assert (old_defaults["dtype"], new_defaults["dtype"]) == ("float32", "bfloat16")
+    assert old_defaults["status"] == "same" and new_defaults["status"] == "differs"
+    assert old_defaults["pinned_max_abs_diff"] <= 1e-5 < new_defaults["pinned_max_abs_diff"]
+    # 5.23's defaults logits are transformers' own model run in bfloat16 here (upcast to float32).
+    inputs = fixed_inputs(ForSingleLabelTokenClassification, 99)
+    with torch.no_grad():
+        expected = transformers.RobertaForTokenClassification.from_pretrained(
+            str(tmp_path / "bf16"), attn_implementation=new_defaults["attn_implementation"],
+            **transformers_dtype_kwargs(torch.bfloat16)).eval()(**inputs).logits.float()
+    assert_same_outputs(load_file(str(tmp_path / "out" / new_defaults["logits_file"]))["logits"], expected)
+    new = new_defaults["transformers"]
+    diagnosis = f"differs with defaults, same when pinned: first on {new}"
+    assert diagnosis in done.stdout.splitlines()[-1]
+    assert f"Diagnosis: {diagnosis}" in (tmp_path / "out" / "matrix.md").read_text()
+    assert f'<p class="broken">Diagnosis: {diagnosis}' in (tmp_path / "out" / "matrix.html").read_text()
+
+
+BROKEN_TAGGER = """import transformers
+from archit.instantiation.tasks import ForSingleLabelTokenClassification
+
+BROKEN_ON = {broken!r}
+
+
+class Tagger(ForSingleLabelTokenClassification):
+    \"\"\"Saves like archit, but on BROKEN_ON with layer 0's attention query and key tensors swapped by name: a save
+    that every release loads without a word and that computes something else.\"\"\"
+
+    def save_pretrained(self, save_directory, **kwargs):
+        if transformers.__version__.startswith(BROKEN_ON):
+            swap = {{".layer.0.attention.self.query.": ".layer.0.attention.self.key.",
+                     ".layer.0.attention.self.key.": ".layer.0.attention.self.query."}}
+            state = {{}}
+            for name, tensor in self.state_dict().items():
+                for old, new in swap.items():
+                    if old in name:
+                        name = name.replace(old, new)
+                        break
+                state[name] = tensor
+            kwargs["state_dict"] = state
+        super().save_pretrained(save_directory, **kwargs)
+"""
+
+
+def test_across_saves_finds_the_release_whose_saves_others_misread(tmp_path, cache):
+    """Three releases spanning the eras save the checkpoint and load every save; the save written on 4.57 (the test's
+    own task swaps two keys there) is misread everywhere, and that pair is named in the JSON, the Markdown, the HTML
+    and the last line."""
+    save_transformers_model(transformers.RobertaForTokenClassification, roberta_config(num_labels=4), tmp_path / "ckpt")
+    (tmp_path / "mytasks.py").write_text(BROKEN_TAGGER.format(broken="4.57."))
+    labels = ("4.36", *RELEASES)
+    done = run_matrix(tmp_path, "ckpt", "--base", "RobertaBaseModel", "--task", "mytasks:Tagger", "--head-config",
+                      '{"num_labels": 4}', "--across-saves", "--transformers", *labels, "--out", "out",
+                      "--cache-dir", cache, "--jobs", "2")
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = json.loads((tmp_path / "out" / "matrix.json").read_text())
+    original = [row for row in rows if row["saved_on"] is None]
+    grid = [row for row in rows if row["saved_on"] is not None]
+    versions = [row["transformers"] for row in original]
+    assert [version[:4] for version in versions] == ["4.36", "4.57", "5.23"]
+    assert [(row["saved_on"][:4], row["loaded_on"][:4]) for row in grid] == [
+        (saved[:4], loaded[:4]) for saved in labels for loaded in labels]
+    for row in grid:  # the broken save computes something else everywhere; every other save is read the same
+        assert row["status"] == ("differs" if row["saved_on"].startswith("4.57") else "same"), row
+        assert row["reference"] == versions[-1]
+    assert original[1]["status"] == "fails" and "save and reload change the logits" in original[1]["error"]
+    assert original[0]["status"] == original[2]["status"] == "same"
+    assert (tmp_path / "out" / "saves" / grid[0]["saved_on"] / "ckpt" / "config.json").exists()
+    pair = f"first broken pair: saved on {versions[1]}, loaded on {versions[0]}"
+    assert done.stdout.splitlines()[-1].endswith(pair + ".")
+    markdown = (tmp_path / "out" / "matrix.md").read_text()
+    assert pair.capitalize() + "." in markdown
+    assert f"| **{versions[1]}** | **differs (" in markdown
+    page = (tmp_path / "out" / "matrix.html").read_text()
+    assert f'<p class="broken">{pair.capitalize()}</p>' in page and "http" not in page
+    assert f'<tr class="first-broken"><th>{versions[1]}</th><td class="differs first-broken"' in page
+    assert page.count('<td class="differs') == 3 and page.count('<td class="same"') >= 6

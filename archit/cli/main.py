@@ -70,11 +70,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _matrix(args: argparse.Namespace) -> int:
-    from .matrix import matrix_command
+    from .matrix import MatrixModes, matrix_command
 
+    modes = MatrixModes(jobs=args.jobs, transformers_class=args.transformers_class, defaults=args.defaults,
+                        across_saves=args.across_saves)
     return matrix_command(args.checkpoint, args.base, args.task, args.head_config, args.transformers, args.all, args.pre,
                           args.reference, args.atol, args.out, args.cache_dir, args.probes, sys.stdout,
-                          trust_remote_code=args.trust_remote_code, name=args.name)
+                          trust_remote_code=args.trust_remote_code, name=args.name, modes=modes)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -158,6 +160,17 @@ def _parser() -> argparse.ArgumentParser:
     matrix.add_argument("--name", metavar="NAME", help="the title of the report (default: the checkpoint's name: its "
                                                       "folder, with its parent where the folder is called model, "
                                                       "checkpoint-500, final, ...)")
+    modes = matrix.add_argument_group("what to run besides archit's pinned load")
+    modes.add_argument("--jobs", metavar="N", type=int, help="releases run at once: environments made and workers run "
+                                                             "concurrently (default: the machine's cores)")
+    modes.add_argument("--transformers-class", metavar="NAME", help="load with transformers' own class instead of "
+                       "archit's: auto (the class the checkpoint's config.json names, else the AutoModelFor... of its "
+                       "task, in each release) or a name (AutoModelForTokenClassification, RobertaForMaskedLM); no "
+                       "--base/--task")
+    modes.add_argument("--defaults", action="store_true", help="also load with each release's own defaults (no dtype, "
+                       "no attention implementation: a plain from_pretrained(checkpoint)) and compare those too")
+    modes.add_argument("--across-saves", action="store_true", help="every release saves the checkpoint (OUT/saves/) "
+                       "and every release loads every save: a saved-on x loaded-on grid")
     matrix.set_defaults(run=_matrix)
 
     for command in (inspect, verify, export, matrix):

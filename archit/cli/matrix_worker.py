@@ -1,13 +1,19 @@
 """The part of ``archit matrix`` that runs inside each release's environment: ``python -m archit.cli.matrix_worker
-SPEC.json``. For every probe of the spec (a checkpoint, a base model class, a task, an optional head config) it loads the
-checkpoint with archit in float32 (eager attention), runs one fixed input (seeded token ids within the vocabulary,
-fixed length, eval mode), saves and reloads into a temporary folder and checks that the reload gives the same logits.
+SPEC.json``. For every probe of the spec (a checkpoint, a base model class, a task, an optional head config; or
+``transformers_class``: transformers' own class instead of archit) and every mode it loads the checkpoint (``pinned``:
+float32, eager attention; ``defaults``: no dtype and no attention implementation asked for, what a plain
+``from_pretrained(checkpoint)`` gets on this release), runs one fixed input (seeded token ids within the vocabulary,
+fixed length, eval mode) and, pinned, saves (into a temporary folder, or ``save_to/<probe>`` for ``--across-saves``) and
+reloads and checks that the reload gives the same logits.
 
-It writes ``OUT/<probe>.safetensors`` (the logits, for the parent to compare across releases) and ``OUT/result.json``:
-one object per probe with ``ok``, ``error`` (the first line), ``era``, ``transformers``, ``torch``, ``load_seconds``,
-``reload_max_abs_diff`` and the keys newly initialised / unused / converted by the load. The spec is
-``{"out": DIR, "atol": X, "probes": [{"name", "checkpoint", "base", "task", "head_config"}]}``."""
+It writes ``OUT/<probe>.safetensors`` (``OUT/<probe>.defaults.safetensors``: the logits, for the parent to compare
+across releases) and ``OUT/result.json``: one object per probe and mode with ``ok``, ``error`` (the first line),
+``era``, ``transformers``, ``torch``, ``load_seconds``, ``reload_max_abs_diff``, ``loader``, ``transformers_class``,
+``dtype``, ``attn_implementation`` (what the load chose), ``saved`` (into ``save_to``) and the keys newly initialised / unused / converted by the load.
+The spec is ``{"out": DIR, "atol": X, "modes": ["pinned"[, "defaults"]], "save_to": DIR|null, "reload": true,
+"probes": [{"name", "checkpoint", "base", "task", "head_config", "transformers_class"}]}``."""
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -16,11 +22,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Type
 
 import torch
+import transformers
 from safetensors.torch import save_file
 
 from .. import _compat as compat
 from ..instantiation import tasks
 from .classes import named_class
+from .matrix_report import DEFAULTS as DEFAULTS
+from .matrix_report import PINNED as PINNED
 
 SEED = 0
 BATCH, LENGTH, CHOICES, WORDS, SUBWORDS = 2, 16, 3, 8, 2
@@ -64,50 +73,150 @@ def max_abs_diff(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> floa
     return max((float((a[k] - b[k]).abs().max()) if a[k].numel() else 0.0 for k in a), default=0.0)
 
 
-def _vocab_size(model) -> int:
-    config = model.config.base_model_config
-    return getattr(config, "vocab_size", None) or CHARACTERS
+AUTO = "auto"  # --transformers-class auto: the class the checkpoint's config.json names
+_NOT_LOGITS = ("hidden_states", "attentions", "past_key_values", "cross_attentions")
 
 
-def _load(task: Any, base: Type[Any], checkpoint: str, head_config: Any, trust_remote_code: bool) -> Any:
-    return task.from_pretrained(checkpoint, base, head_config, dtype=torch.float32, attn_implementation="eager",
-                                output_loading_info=True, trust_remote_code=trust_remote_code)
+class ArchitLoad:
+    """archit's own load of a probe: its task class on its base model class, with its head config."""
+    loader = "archit"
 
-
-def _logits(model, inputs) -> Dict[str, torch.Tensor]:
-    model.eval()
-    with torch.no_grad():
-        return flat_logits(model(**inputs).logits)
-
-
-def run_probe(probe: Dict[str, Any], out: Path, atol: float) -> Dict[str, Any]:
-    """Load, run, save, reload one probe; its result row (``ok`` False with the error's first line when any of it
-    fails)."""
-    row: Dict[str, Any] = {"probe": probe["name"], "ok": False, "error": None, "load_seconds": None,
-                           "reload_max_abs_diff": None, "initialised": [], "unused": [], "converted": [],
-                           "logits_file": None}
-    try:
+    def __init__(self, probe: Dict[str, Any]):
         task: Any = named_class(probe["task"], "task")
-        base = named_class(probe["base"], "base")
-        head_config = probe.get("head_config")
-        head_config = task.headClass().configClass()(**head_config) if head_config is not None else None
+        self.task, self.base = task, named_class(probe["base"], "base")
+        config = probe.get("head_config")
+        self.head_config = task.headClass().configClass()(**config) if config is not None else None
+        self.trust_remote_code = bool(probe.get("trust_remote_code"))
+        self.class_name: Optional[str] = None
+
+    def load(self, checkpoint: str, mode: str, original: bool) -> Tuple[Any, Dict[str, Any]]:
+        """The model and its loading info; ``original``: the probe's checkpoint (its head config applies), not a save."""
+        pinned = {"dtype": torch.float32, "attn_implementation": "eager"} if mode == PINNED else {}
+        model, info = self.task.from_pretrained(checkpoint, self.base, self.head_config if original else None,
+                                                output_loading_info=True, trust_remote_code=self.trust_remote_code,
+                                                **pinned)
+        return model, info
+
+    def inputs(self, model: Any) -> Dict[str, torch.Tensor]:
+        config = model.config.base_model_config
+        return fixed_inputs(self.task, getattr(config, "vocab_size", None) or CHARACTERS)
+
+    def logits(self, model: Any, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        model.eval()
+        with torch.no_grad():
+            return flat_logits(model(**inputs).logits)
+
+
+class TransformersLoad:
+    """transformers' own load of a probe: the class named (``--transformers-class NAME``, looked up in this release),
+    or for ``auto`` the class the checkpoint's ``architectures`` names in this release, else the ``AutoModelFor...`` of
+    its task (this release's auto mapping picks the model class)."""
+    loader = "transformers"
+
+    def __init__(self, probe: Dict[str, Any]):
+        self.requested = probe["transformers_class"]
+        self.trust_remote_code = bool(probe.get("trust_remote_code"))
+        self.cls: Any = None
+        self.class_name: Optional[str] = None
+
+    def _resolve(self, checkpoint: str) -> Any:
+        if self.requested != AUTO:
+            found = getattr(transformers, self.requested, None)
+            if not isinstance(found, type):
+                raise ValueError(f"transformers {compat.TRANSFORMERS_VERSION} has no class {self.requested}")
+            return found
+        config = transformers.AutoConfig.from_pretrained(checkpoint, trust_remote_code=self.trust_remote_code)
+        architectures = list(getattr(config, "architectures", None) or ())
+        if not architectures:
+            raise ValueError("the checkpoint's config.json names no architectures: give --transformers-class NAME")
+        own = getattr(transformers, architectures[0], None)
+        if isinstance(own, type):
+            return own
+        task = architectures[0][architectures[0].find("For"):] if "For" in architectures[0] else ""
+        return getattr(transformers, f"AutoModel{task}", None) or transformers.AutoModel
+
+    def load(self, checkpoint: str, mode: str, original: bool) -> Tuple[Any, Dict[str, Any]]:
+        if self.cls is None:
+            self.cls = self._resolve(checkpoint)
+        dtype_keyword = "dtype" if compat.TRANSFORMERS_GE_4_56 else "torch_dtype"
+        pinned = {dtype_keyword: torch.float32, "attn_implementation": "eager"} if mode == PINNED else {}
+        model, info = self.cls.from_pretrained(checkpoint, output_loading_info=True,
+                                               trust_remote_code=self.trust_remote_code, **pinned)
+        self.class_name = type(model).__name__
+        return model, info
+
+    def inputs(self, model: Any) -> Dict[str, torch.Tensor]:
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        vocab_size = getattr(config, "vocab_size", None) or CHARACTERS
+        generator = torch.Generator().manual_seed(SEED)
+        shape = (BATCH, CHOICES, LENGTH) if type(model).__name__.endswith("ForMultipleChoice") else (BATCH, LENGTH)
+        return {"input_ids": torch.randint(0, vocab_size, shape, generator=generator),
+                "attention_mask": torch.ones(shape, dtype=torch.long)}
+
+    def logits(self, model: Any, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Every tensor the model outputs but its hidden states, attentions and cache, by name (``logits``,
+        ``start_logits``, ...), in float32."""
+        model.eval()
+        with torch.no_grad():
+            output = model(**inputs)
+        return {key: value for name, part in output.items() if name not in _NOT_LOGITS
+                for key, value in flat_logits(part, name).items()}
+
+
+def _attention(model: Any) -> Optional[str]:
+    """The attention implementation the model runs (its base model's config's ``_attn_implementation``)."""
+    configs = [getattr(model.config, "base_model_config", None), model.config]
+    configs += [getattr(module, "config", None) for module in model.modules()]
+    for config in configs:
+        value = getattr(config, "_attn_implementation", None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _dtype(model: Any) -> Optional[str]:
+    parameter = next(iter(model.parameters()), None)
+    return str(parameter.dtype).replace("torch.", "") if parameter is not None else None
+
+
+def run_probe(probe: Dict[str, Any], out: Path, atol: float, mode: str = PINNED, save_to: Optional[Path] = None,
+              reload: bool = True) -> Dict[str, Any]:
+    """Load and run one probe in ``mode`` (``pinned``: float32, eager attention; ``defaults``: what the release does
+    unasked); pinned, also save (into ``save_to`` when given, archit's or transformers' own ``save_pretrained``) and,
+    with ``reload``, load that save again and compare. Its result row (``ok`` False with the error's first line when
+    any of it fails)."""
+    loading: Any = TransformersLoad if probe.get("transformers_class") else ArchitLoad
+    row: Dict[str, Any] = {"probe": probe["name"], "mode": mode, "ok": False, "error": None, "load_seconds": None,
+                           "reload_max_abs_diff": None, "initialised": [], "unused": [], "converted": [],
+                           "logits_file": None, "loader": loading.loader, "transformers_class": None, "dtype": None,
+                           "attn_implementation": None, "saved": False}
+    try:
+        load = loading(probe)
         start = time.perf_counter()
-        trust_remote_code = bool(probe.get("trust_remote_code"))
-        model, info = _load(task, base, probe["checkpoint"], head_config, trust_remote_code)
+        model, info = load.load(probe["checkpoint"], mode, original=True)
         row["load_seconds"] = round(time.perf_counter() - start, 4)
+        row["transformers_class"], row["dtype"], row["attn_implementation"] = \
+            load.class_name, _dtype(model), _attention(model)
         row["initialised"] = sorted(_key(entry) for entry in info.get("missing_keys", []))
         row["unused"] = sorted(_key(entry) for entry in info.get("unexpected_keys", []))
         row["converted"] = sorted(info.get("converted_keys") or {})
-        inputs = fixed_inputs(task, _vocab_size(model))
-        logits = _logits(model, inputs)
-        with tempfile.TemporaryDirectory(prefix="archit-matrix-") as folder:
-            model.save_pretrained(folder)
-            reloaded, _ = _load(task, base, folder, None, trust_remote_code)
-            row["reload_max_abs_diff"] = max_abs_diff(logits, _logits(reloaded, inputs))
-        path = out / f"{probe['name']}.safetensors"
+        inputs = load.inputs(model)
+        logits = load.logits(model, inputs)
+        path = out / (f"{probe['name']}.safetensors" if mode == PINNED else f"{probe['name']}.{mode}.safetensors")
         save_file(logits, str(path))
         row["logits_file"] = path.name
-        if row["reload_max_abs_diff"] > atol:
+        if mode == PINNED and (reload or save_to is not None):
+            with tempfile.TemporaryDirectory(prefix="archit-matrix-") as scratch:
+                folder = save_to / probe["name"] if save_to is not None else Path(scratch)
+                if save_to is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    folder.mkdir(parents=True)
+                model.save_pretrained(str(folder))
+                row["saved"] = save_to is not None
+                if reload:
+                    reloaded, _ = load.load(str(folder), mode, original=False)
+                    row["reload_max_abs_diff"] = max_abs_diff(logits, load.logits(reloaded, inputs))
+        if row["reload_max_abs_diff"] is not None and row["reload_max_abs_diff"] > atol:
             raise ValueError(f"save and reload change the logits by up to {row['reload_max_abs_diff']:.3g}")
         row["ok"] = True
     except Exception as error:  # Every failure is a result here: the parent shows it in the matrix.
@@ -125,7 +234,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(SEED)
     common = {"transformers": str(compat.TRANSFORMERS_VERSION), "torch": metadata.version("torch"), "era": compat.ERA}
-    rows = [{**common, **run_probe(probe, out, spec["atol"])} for probe in spec["probes"]]
+    save_to = Path(spec["save_to"]) if spec.get("save_to") else None
+    rows = [{**common, **run_probe(probe, out, spec["atol"], mode, save_to, spec.get("reload", True))}
+            for probe in spec["probes"] for mode in spec.get("modes", [PINNED])]
     (out / "result.json").write_text(json.dumps(rows, indent=1))
     return 0
 
