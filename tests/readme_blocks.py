@@ -146,10 +146,17 @@ def all_blocks() -> List[Block]:
 
 
 def all_commands(kind: str) -> List[Command]:
-    """Every command of the kind ``kind``, in README order."""
+    """Every command of the kind ``kind``, in README order. Blocks and commands that cannot be classified are left out
+    here (this runs when the tests are collected); ``test_every_block_is_known_and_counted`` fails on them."""
     assert kind in COMMAND_KINDS, kind
-    return [command for block in all_blocks() if block_kind(block) == "commands" for command in commands(block)
-            if command_kind(command) == kind]
+    found = []
+    for block in all_blocks():
+        try:
+            if block_kind(block) == "commands":
+                found += [command for command in commands(block) if command_kind(command) == kind]
+        except UnknownBlock:
+            continue
+    return found
 
 
 def inline_nox_commands(text: str) -> List[str]:

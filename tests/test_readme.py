@@ -16,11 +16,13 @@ import argparse
 import ast
 import contextlib
 import difflib
+import importlib.util
 import io
 import json
 import os
 import re
 import runpy
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -205,8 +207,15 @@ def _run_example(command: rb.Command, monkeypatch) -> None:
 
 def _normalise(lines: Sequence[str]) -> List[str]:
     """Timings, the archit version, the matrix's cache folder and whether an environment was made or found."""
-    out = []
+    out: List[str] = []
+    seconds_columns: List[int] = []  # the columns of the Markdown table being read whose header ends in " s"
     for line in lines:
+        if line.startswith("|") and not (out and out[-1].startswith("|")):
+            seconds_columns = [i for i, cell in enumerate(_cells(line)) if cell.strip().endswith(" s")]
+        elif line.startswith("|") and not line.startswith("|---"):
+            cells = _cells(line)
+            line = "|".join(" <t> " if i in seconds_columns and cell.strip() not in ("", "–") else cell
+                            for i, cell in enumerate(cells))
         line = re.sub(r"\b\d+(\.\d+)? s\b", "<t> s", line.rstrip())
         line = re.sub(r"\(archit \d{4}\.\d+\.\d+\)", "(archit <version>)", line)
         line = re.sub(r"environments in \S+", "environments in <cache>", line)
@@ -223,6 +232,10 @@ def _normalise(lines: Sequence[str]) -> List[str]:
     return [line for run in runs for line in sorted(run)]
 
 
+def _cells(row: str) -> List[str]:
+    return re.split(r"(?<!\\)\|", row)  # a cell may hold an escaped \|
+
+
 def _assert_output(command: rb.Command, printed: str) -> None:
     """What the command printed is what the README shows; a ``...`` line there stands for any lines."""
     expected = _normalise(command.output)
@@ -234,13 +247,15 @@ def _assert_output(command: rb.Command, printed: str) -> None:
 
 
 def test_output_comparison_can_fail():
-    block = rb.Block("console", "$ archit x\nsame in 1.5 s\n...\nlast\n", 1)
+    block = rb.Block("console", "$ archit x\nsame in 1.5 s\n...\nlast\n| \\|a\\| | load s |\n|---|---|\n| 0 | 0.1 |\n", 1)
     (command,) = rb.commands(block)
-    _assert_output(command, "same in 9 s\nanything\nmore\nlast\n")
+    _assert_output(command, "same in 9 s\nanything\nmore\nlast\n| \\|a\\| | load s |\n|---|---|\n| 0 | 7.5 |\n")
+    with pytest.raises(AssertionError):
+        _assert_output(command, "same in 9 s\nlast\n| \\|a\\| | load s |\n|---|---|\n| 1 | 0.1 |\n")
     with pytest.raises(AssertionError):
         _assert_output(command, "differs in 9 s\nlast\n")
     with pytest.raises(AssertionError):
-        _assert_output(command, "same in 9 s\nlast\nextra\n")
+        _assert_output(command, "same in 9 s\nlast\nextra\n| \\|a\\| | load s |\n|---|---|\n| 0 | 0.1 |\n")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -281,7 +296,7 @@ def _noxfile() -> Dict[str, object]:
 
 
 def _check_nox(line: str, where: str) -> None:
-    argv = __import__("shlex").split(line)
+    argv = shlex.split(line)
     assert argv[0] == "nox", line
     nox = _noxfile()
     words, posargs = (argv[1:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv[1:], [])
@@ -318,6 +333,38 @@ def test_nox_commands_of_the_blocks(command):
 @pytest.mark.parametrize("line", rb.inline_nox_commands(README_TEXT))
 def test_nox_commands_of_the_prose(line):
     _check_nox(line, "README.md prose")
+
+
+def _section(title: str) -> str:
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", README_TEXT, flags=re.S | re.M)
+    assert match, f"README.md has no section '## {title}'"
+    return match.group(1)
+
+
+def test_setup_is_two_commands_after_clone_cd_and_venv():
+    """The set-up section: clone, cd and a virtual environment in its prose, then exactly two commands: one that runs
+    the main job (examples/quickstart.py), one that runs the tests (nox)."""
+    section = _section("Set-up")
+    blocks = rb.read_blocks(section)
+    assert len(blocks) == 2 and all(rb.block_kind(b) == "commands" for b in blocks), [b.text for b in blocks]
+    lines = [line for block in blocks for line in block.text.splitlines()]
+    assert len(lines) == 2 and "examples/quickstart.py" in lines[0] and lines[1].endswith("&& nox"), lines
+    prose = re.sub(r"^```.*?^```", "", section, flags=re.S | re.M)
+    assert re.search(r"`git clone [^`]+ (\w+)`", prose) and re.search(r"`cd \w+`", prose), prose
+    assert "-m venv .venv`" in prose and "`source .venv/bin/activate`" in prose
+
+
+def test_the_default_nox_run_is_what_the_setup_says():
+    """The number of sessions plain ``nox`` runs, as nox itself lists them (where nox is installed: not inside the
+    nox sessions, whose environments hold the test requirements only)."""
+    if importlib.util.find_spec("nox") is None:
+        pytest.skip("nox is not installed in this environment")
+    stated = re.search(r"Plain `nox` runs (\d+) sessions", _section("Set-up"))
+    assert stated, "the set-up section no longer says how many sessions plain `nox` runs"
+    listed = subprocess.run([sys.executable, "-m", "nox", "-l", "--json"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=300)
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == int(stated.group(1))
 
 
 def test_nox_check_can_fail():
@@ -382,7 +429,7 @@ def test_layout_names_existing_folders():
 # ---------------------------------------------------------------------------------------------------------------------
 # For real, in the slow and distributed sessions.
 
-def _make_modernbert_tagger(folder: Path) -> None:
+def _make_modernbert_tagger(cwd: Path, checkpoint: str) -> None:
     import transformers
 
     from archit.instantiation.basemodels import ModernBertBaseModel
@@ -395,22 +442,22 @@ def _make_modernbert_tagger(folder: Path) -> None:
     torch.manual_seed(0)
     model = ForSingleLabelTokenClassification.fromModelAndHeadConfig(
         ModernBertBaseModel(config), TokenClassificationHeadConfig(num_labels=5))
-    model.save_pretrained(str(folder))
+    model.save_pretrained(str(cwd / checkpoint))
 
 
-def _make_tagger(folder: Path) -> None:
-    """What the README's python block before the inspect example writes (run here, from the README itself)."""
-    (block,) = [b for b in rb.all_blocks() if b.language == "python" and '.save_pretrained("path/to/tagger")' in b.text]
-    cwd = os.getcwd()
-    os.chdir(folder.parents[1])
+def _make_tagger(cwd: Path, checkpoint: str) -> None:
+    """What the README's python block that saves it writes (that block, run here in ``cwd``)."""
+    (block,) = [b for b in rb.all_blocks() if b.language == "python" and f'.save_pretrained("{checkpoint}")' in b.text]
+    before = os.getcwd()
+    os.chdir(cwd)
     try:
         exec(compile(block.text, str(rb.README), "exec"), {"__name__": "readme_tagger"})
     finally:
-        os.chdir(cwd)
+        os.chdir(before)
 
 
 # The checkpoints the matrix examples read, by the path they name.
-MATRIX_CHECKPOINTS: Dict[str, Callable[[Path], None]] = {
+MATRIX_CHECKPOINTS: Dict[str, Callable[[Path, str], None]] = {
     "path/to/tagger": _make_tagger,
     "path/to/modernbert-tagger": _make_modernbert_tagger,
 }
@@ -428,7 +475,7 @@ def test_archit_matrix_examples_run(command, tmp_path, matrix_cache):
     """The command as printed (in a folder holding the checkpoint it names), its output as the README shows it."""
     checkpoint = command.argv[2]
     assert checkpoint in MATRIX_CHECKPOINTS, f"{command.block.where}: the test makes no {checkpoint}; add it"
-    MATRIX_CHECKPOINTS[checkpoint](tmp_path / checkpoint)
+    MATRIX_CHECKPOINTS[checkpoint](tmp_path, checkpoint)
     env = {**os.environ, "OMP_NUM_THREADS": "1", releases.CACHE_DIR_ENV: str(matrix_cache)}
     done = subprocess.run([sys.executable, "-m", "archit", *command.argv[1:]], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=1800)
