@@ -124,7 +124,7 @@ def no_environments(monkeypatch):
         seen["made"].append(release)
         raise Stop(release)
 
-    def run(probes, labels, out, cache, atol, reference=None, progress=None):
+    def run(probes, labels, out, cache, atol, reference=None, progress=None, modes=None):
         seen["probes"] = [dict(probe) for probe in probes]
         raise Stop("run_matrix")
 
