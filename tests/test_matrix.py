@@ -486,10 +486,11 @@ def replayed(recorded: Path, out: Path, end_first: str):
 def test_parallel_runs_write_the_same_json_as_serial_ones(tmp_path, monkeypatch):
     """--jobs 1 and --jobs 3 over three fake releases (one whose environment fails), with --defaults and
     --across-saves: the same matrix.json but for the *_seconds timings, oldest release first in both, the failed
-    release keeping the version asked for."""
+    release keeping the version asked for. The probe is named as a title is (``runs/tagger``): its files and saves are
+    named ``runs--tagger``."""
     save_transformers_model(transformers.RobertaForTokenClassification, roberta_config(num_labels=5), tmp_path / "ckpt")
     monkeypatch.setattr(matrix, "build_environment", this_environment(failing={"1.0"}))
-    probes = [{"name": "tagger", "checkpoint": str(tmp_path / "ckpt"), "base": "RobertaBaseModel",
+    probes = [{"name": "runs/tagger", "checkpoint": str(tmp_path / "ckpt"), "base": "RobertaBaseModel",
                "task": "ForSingleLabelTokenClassification", "head_config": None}]
     written, progress = {}, {}
     for jobs in (1, 3):
@@ -497,7 +498,7 @@ def test_parallel_runs_write_the_same_json_as_serial_ones(tmp_path, monkeypatch)
         modes = matrix.MatrixModes(jobs=jobs, defaults=True, across_saves=True)
         rows = matrix.run_matrix(probes, ["2.0", "1.0", "3.0"], out, tmp_path / "cache", 1e-5, None, lines.append,
                                  modes)
-        matrix.write_outputs(rows, out, 1e-5, "tagger")
+        matrix.write_outputs(rows, out, 1e-5, "runs/tagger")
         written[jobs], progress[jobs] = json.loads((out / "matrix.json").read_text()), lines
         assert len(lines) == 6  # a line per release as it ends, then per release loading the saves
         monkeypatch.setattr(matrix, "run_worker", replayed(tmp_path / "jobs1", tmp_path / "jobs3", end_first="2.0"))
@@ -517,7 +518,7 @@ def test_parallel_runs_write_the_same_json_as_serial_ones(tmp_path, monkeypatch)
         assert (failed["transformers"], failed["error"], failed["status"]) == ("1.0", "environment: no 1.0", FAILS)
         assert rows[2]["transformers"] == transformers.__version__ and rows[4]["reference"] == rows[4]["transformers"]
         assert rows[-1]["error"] is None and rows[6 + 1]["error"] == "no save: the save on 1.0 failed"
-    saved = tmp_path / "jobs1" / "saves" / "3.0" / "tagger"
+    saved = tmp_path / "jobs1" / "saves" / "3.0" / "runs--tagger"
     assert (saved / "config.json").exists()  # archit's own save, loaded by every release
     page = (tmp_path / "jobs3" / "matrix.html").read_text()
     assert '<p class="broken">First broken pair: saved on 1.0, loaded on 1.0</p>' in page

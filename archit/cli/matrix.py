@@ -38,7 +38,7 @@ from ..loading.commits import exclusive_lock
 from . import guidance, releases
 from .classes import CommandError, named_class
 from .matrix_report import classify, diff_text, render_html, render_markdown, summary_line
-from .matrix_worker import DEFAULTS, PINNED, max_abs_diff
+from .matrix_worker import DEFAULTS, PINNED, file_name, max_abs_diff
 
 WORKER_TIMEOUT_S = 900
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -374,7 +374,7 @@ def _across_saves(runs: Dict[str, ReleaseRun], original: List[Dict[str, Any]], p
     order = sorted(runs, key=releases.version_key, reverse=True)
     saved_order = order[::-1]
     saves = [{**probe, "name": f"{probe['name']}.saved-on-{label}", "probe": probe["name"], "head_config": None,
-              "saved_on": label, "original": probe["checkpoint"], "checkpoint": str(out / "saves" / label / probe["name"])}
+              "saved_on": label, "original": probe["checkpoint"], "checkpoint": str(out / "saves" / label / file_name(probe["name"]))}
              for label in saved_order for probe in probes]
     written = {(row["release"], row["probe"]) for row in original if row["mode"] == PINNED and row["saved"]}
     loadable = [save for save in saves if (save["saved_on"], save["probe"]) in written]

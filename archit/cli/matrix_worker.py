@@ -179,6 +179,12 @@ def _dtype(model: Any) -> Optional[str]:
     return str(parameter.dtype).replace("torch.", "") if parameter is not None else None
 
 
+def file_name(probe: str) -> str:
+    """A probe's name as one file or folder name: a title such as ``runs/ner/checkpoint-500`` or ``org/name`` has its
+    separators spelled ``--``, as the hub's cache spells ``org/name``."""
+    return probe.replace("/", "--").replace("\\", "--")
+
+
 def run_probe(probe: Dict[str, Any], out: Path, atol: float, mode: str = PINNED, save_to: Optional[Path] = None,
               reload: bool = True) -> Dict[str, Any]:
     """Load and run one probe in ``mode`` (``pinned``: float32, eager attention; ``defaults``: what the release does
@@ -202,12 +208,13 @@ def run_probe(probe: Dict[str, Any], out: Path, atol: float, mode: str = PINNED,
         row["converted"] = sorted(info.get("converted_keys") or {})
         inputs = load.inputs(model)
         logits = load.logits(model, inputs)
-        path = out / (f"{probe['name']}.safetensors" if mode == PINNED else f"{probe['name']}.{mode}.safetensors")
+        stem = file_name(probe["name"])
+        path = out / (f"{stem}.safetensors" if mode == PINNED else f"{stem}.{mode}.safetensors")
         save_file(logits, str(path))
         row["logits_file"] = path.name
         if mode == PINNED and (reload or save_to is not None):
             with tempfile.TemporaryDirectory(prefix="archit-matrix-") as scratch:
-                folder = save_to / probe["name"] if save_to is not None else Path(scratch)
+                folder = save_to / file_name(probe["name"]) if save_to is not None else Path(scratch)
                 if save_to is not None:
                     shutil.rmtree(folder, ignore_errors=True)
                     folder.mkdir(parents=True)
