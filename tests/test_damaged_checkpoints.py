@@ -14,17 +14,26 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from transformers import CONFIG_MAPPING
 
 from archit import CheckpointError
-from archit.instantiation.basemodels import AutoBaseModel, RobertaBaseModel
+from archit.instantiation.basemodels import AutoBaseModel, DebertaBaseModel, RobertaBaseModel
 from archit.instantiation.heads import TokenClassificationHeadConfig
 from archit.instantiation.tasks import ForSingleLabelTokenClassification
+from archit.loading.configs import _check_field_types as check_field_types
 
-from tests.helpers import perturb_, roberta_config
+from tests.helpers import (
+    assert_same_last_hidden_state,
+    load_archit,
+    perturb_,
+    roberta_config,
+    save_transformers_model,
+    transformers_reference,
+)
 
 THOROUGH = os.environ.get("ARCHIT_THOROUGH") == "1"
 settings.register_profile("archit", deadline=None, derandomize=not THOROUGH, database=None,
@@ -217,14 +226,17 @@ def scalar_fields(config_dict: dict) -> list:
                   and k != "model_type")
 
 
-def wrong_value(default):
-    """Values of a type that cannot be a field whose default is ``default``."""
+def wrong_value(default, key: str = ""):
+    """Values of a type that cannot be the field ``key`` whose default is ``default`` (a float fits an int default of
+    0, a rate for all we know, unless the field is a token id)."""
     anything = st.one_of(st.text(max_size=5), st.floats(allow_nan=False), st.booleans(), st.lists(st.integers(), max_size=2),
                          st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
     if isinstance(default, bool):
         return anything.filter(lambda v: not isinstance(v, bool))
     if isinstance(default, int):
-        return anything.filter(lambda v: type(v) is not int and not isinstance(v, list))
+        rate = default == 0 and not key.endswith("token_id")
+        return anything.filter(lambda v: type(v) is not int and not isinstance(v, list)
+                               and not (rate and type(v) is float))
     if isinstance(default, float):
         return anything.filter(lambda v: type(v) not in (int, float))
     return anything.filter(lambda v: not isinstance(v, str))
@@ -253,7 +265,7 @@ def test_damaged_config(data, intact, scratch):
     elif kind == "base field type":
         key = data.draw(st.sampled_from(scalar_fields(config["base_model_config"])), label="field")
         default = getattr(type(roberta_config())(), key)
-        config["base_model_config"][key] = data.draw(wrong_value(default), label="value")
+        config["base_model_config"][key] = data.draw(wrong_value(default, key), label="value")
         path.write_text(json.dumps(config))
     elif kind == "head field type":
         key = data.draw(st.sampled_from(["num_labels"]), label="field")
@@ -273,6 +285,34 @@ def test_damaged_config(data, intact, scratch):
         load(directory)
     assert "config.json" in str(caught.value)
     assert key is None or key in str(caught.value), str(caught.value)
+
+
+def test_a_float_where_an_int_default_of_zero_stands_is_a_rate_not_damage(tmp_path):
+    """DeBERTa's pooler_dropout defaults to ``0`` before transformers 5.23 and to ``0.0`` from then on, so a save of
+    5.23 or later holds a float rate where older releases' default is an int: archit loads it on every release (as
+    transformers' DebertaModel does; the era sessions run this on 4.x), with the same hidden states. A float token id
+    or size is still refused, naming the field."""
+    config = transformers.DebertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=64, max_position_embeddings=64, pad_token_id=0,
+                                        pooler_dropout=0.1)
+    save_transformers_model(transformers.DebertaModel, config, tmp_path / "deberta")
+    model = load_archit(ForSingleLabelTokenClassification, tmp_path / "deberta", base_class=DebertaBaseModel,
+                        head_config=TokenClassificationHeadConfig(num_labels=3))
+    assert model.config.base_model_config.pooler_dropout == 0.1
+    assert_same_last_hidden_state(model.base_model, transformers_reference(transformers.DebertaModel,
+                                                                           tmp_path / "deberta"))
+
+    class OldDebertaRates(transformers.PretrainedConfig):  # an int default of 0, as DebertaConfig's before 5.23
+        model_type = "archit-test-old-rates"
+
+        def __init__(self, pooler_dropout=0, hidden_size=32, pad_token_id=0, **kwargs):
+            super().__init__(pad_token_id=pad_token_id, **kwargs)
+            self.pooler_dropout, self.hidden_size = pooler_dropout, hidden_size
+
+    check_field_types(OldDebertaRates, {"pooler_dropout": 0.1}, "config.json")
+    for key, value in (("pad_token_id", 0.5), ("hidden_size", 32.5), ("pooler_dropout", "0.1")):
+        with pytest.raises(CheckpointError, match=f"config.json, {key}: has"):
+            check_field_types(OldDebertaRates, {key: value}, "config.json")
 
 
 @pytest.mark.parametrize("model_type", ["robertx", 7])

@@ -237,7 +237,9 @@ def _check_field_types(config_class: Type[PretrainedConfig], config_dict: Dict[s
     """Values whose type cannot be the field's, judged by the type of the config class's own default for the field
     (only where that default is a bool, int, float or str): a string for a size, a number for a flag. Token ids may be
     lists (several end-of-sequence tokens); fields whose default is ``None`` or a container are not judged, nor is the
-    dtype (its default is ``None``, and reading ``torch_dtype`` of a 4.56+ config logs a deprecation)."""
+    dtype (its default is ``None``, and reading ``torch_dtype`` of a 4.56+ config logs a deprecation). An int default of
+    0 does not say the field counts (DeBERTa's ``pooler_dropout`` defaults to ``0`` before transformers 5.23 and to
+    ``0.0`` from then on, so a 5.23 save holds a float rate): any number fits it, except for token ids."""
     try:
         defaults = config_class()
     except Exception:  # A config class without defaults for every field: nothing to judge by.
@@ -251,7 +253,8 @@ def _check_field_types(config_class: Type[PretrainedConfig], config_dict: Dict[s
         if isinstance(default, bool):
             fits = isinstance(value, bool)
         elif isinstance(default, int):
-            fits = type(value) is int or (isinstance(value, list) and all(type(v) is int for v in value))
+            fits = (type(value) is int or (isinstance(value, list) and all(type(v) is int for v in value))
+                    or (default == 0 and type(value) is float and not key.endswith("token_id")))
         elif isinstance(default, float):
             fits = type(value) in (int, float)
         else:
