@@ -30,23 +30,32 @@ from transformers.models.modernbert.configuration_modernbert import ModernBertCo
 from .all_eras import ConversionUnit, FsdpReceiver, WrapperWithoutOwnWeights, dispatch, fsdp_receiver_where, reading
 from .version import TRANSFORMERS_VERSION
 
-try:  # Later 5.x: transformers.distributed shards the model built on meta (DTensor placeholders) before loading.
+try:  # 5.15+: transformers.distributed shards the model built on meta (DTensor placeholders) before loading.
     from transformers.distributed.configuration_utils import DistributedConfig
-    from transformers.distributed.parallel_utils import ALL_PARALLEL_STYLES
     from transformers.distributed.sharding_utils import DtensorShardOperation, _dtensor_from_local_like
     from transformers.distributed.utils import is_dtensor
 
     _SHARDS_BEFORE_LOADING = True
-except ImportError:  # 5.0: hooks on the model built on meta; each tensor sharded as it is loaded.
-    from torch.distributed.tensor import DTensor
-    from transformers.integrations.tensor_parallel import (
-        ALL_PARALLEL_STYLES,
-        _get_parameter_tp_plan,
-        distribute_model,
-        initialize_tensor_parallelism,
-    )
+except ImportError:  # 5.0-5.14: hooks on the model built on meta; each tensor sharded as it is loaded.
+    from transformers.integrations.tensor_parallel import distribute_model, initialize_tensor_parallelism
 
     _SHARDS_BEFORE_LOADING = False
+try:  # 5.0-5.15: a tensor its plan shards, left plain on the model built on meta, is sliced by its style as it loads.
+    from torch.distributed.tensor import DTensor
+    from transformers.integrations.tensor_parallel import _get_parameter_tp_plan, add_tensor_parallel_hooks_to_module
+
+    _SHARDS_BY_STYLE = True
+except ImportError:  # 5.16+: every tensor the plan shards is a DTensor placeholder.
+    _SHARDS_BY_STYLE = False
+# The registry of parallel styles moved twice: integrations.tensor_parallel (5.0-5.15), distributed.tensor_parallel
+# (5.16-5.21), distributed.parallel_utils (5.22+).
+try:
+    from transformers.distributed.parallel_utils import ALL_PARALLEL_STYLES
+except ImportError:
+    try:
+        from transformers.distributed.tensor_parallel import ALL_PARALLEL_STYLES
+    except ImportError:
+        from transformers.integrations.tensor_parallel import ALL_PARALLEL_STYLES
 
 logger = logging.getLogger(__name__)
 
@@ -252,15 +261,14 @@ def distribute_core(core: PreTrainedModel, keywords: Dict[str, Any]) -> bool:
 
 
 def load_sharded(core: PreTrainedModel, name: str, tensor: Tensor, dtype: Optional[torch.dtype]) -> bool:
-    """Later 5.x: a DTensor placeholder takes this rank's slice (``DtensorShardOperation``, wrapped like the placeholder
-    by ``_dtensor_from_local_like``), as ``set_param_for_module`` does; others are left to the caller. 5.0: every
-    tensor its plan shards takes its slice from the style's ``shard_tensor`` (a DTensor where the style makes one)."""
+    """5.15+: a DTensor placeholder takes this rank's slice (``DtensorShardOperation``, wrapped like the placeholder by
+    ``_dtensor_from_local_like``), as ``set_param_for_module`` does. 5.0-5.15: a plain tensor its plan shards takes its
+    slice from the style's ``shard_tensor`` (a DTensor where the style makes one; 5.15's loader does both, by the
+    placeholder's type). Others are left to the caller."""
     module_name, _, tensor_name = name.rpartition(".")
     module = core.get_submodule(module_name)
     placeholder = getattr(module, tensor_name)
-    if _SHARDS_BEFORE_LOADING:
-        if not is_dtensor(placeholder):
-            return False
+    if _SHARDS_BEFORE_LOADING and is_dtensor(placeholder):
         device = torch.device(placeholder.device_mesh.device_type)
         local = DtensorShardOperation(placeholder).shard_tensor(tensor, device=device, dtype=dtype or placeholder.dtype)
         sharded = _dtensor_from_local_like(local, placeholder)
@@ -268,7 +276,7 @@ def load_sharded(core: PreTrainedModel, name: str, tensor: Tensor, dtype: Option
             sharded, requires_grad=placeholder.requires_grad and sharded.is_floating_point()))
         return True
     mesh = getattr(core, "_device_mesh", None)
-    if mesh is None or tensor_name in module._buffers:
+    if not _SHARDS_BY_STYLE or mesh is None or tensor_name in module._buffers:
         return False
     style = _get_parameter_tp_plan(name, core.tp_plan or {}, is_weight=True)
     if style is None:
@@ -278,21 +286,25 @@ def load_sharded(core: PreTrainedModel, name: str, tensor: Tensor, dtype: Option
     layer = type(ALL_PARALLEL_STYLES[style])(device_mesh=mesh, rank=mesh.get_local_rank(), empty_param=placeholder.clone())
     local = layer.shard_tensor(_SafetensorsSlice(tensor), tensor_idx=0, device=torch.device(mesh.device_type),
                                dtype=dtype or placeholder.dtype)
-    if layer.use_dtensor:
+    if getattr(layer, "use_dtensor", False):  # 5.0 only: 5.1-5.15 keep the local slice as a plain tensor.
         local = DTensor.from_local(local, mesh, layer.shard, run_check=False, shape=placeholder.size(),
                                    stride=placeholder.stride())
     setattr(module, tensor_name, torch.nn.Parameter(local, requires_grad=local.is_floating_point()))
+    if hasattr(layer, "update_module_attributes"):  # 5.4+: in_features/out_features follow the slice.
+        layer.update_module_attributes(module)
     return True
 
 
 def distribute_tied_heads(model: torch.nn.Module, core: PreTrainedModel) -> None:
-    """Later 5.x shard the input embeddings over the vocabulary (``embedding_rowwise``); a head tied to them takes the
-    style the release's causal LMs give their tied ``lm_head`` (``colwise_gather_output``). 5.0 leaves the embeddings
-    whole: nothing to do."""
-    mesh_manager = getattr(core, "_mesh_manager", None)
-    if not _SHARDS_BEFORE_LOADING or mesh_manager is None:
+    """Where the release's plan shards the input embeddings over the vocabulary (``embedding_rowwise``: 5.15+ for tied
+    models), a head tied to them takes the style the release's causal LMs give their tied ``lm_head``
+    (``colwise_gather_output``), installed as the release installs it (a style's ``install_forward``, 5.16+; transformers'
+    ``add_tensor_parallel_hooks_to_module`` before). Where the embeddings stay whole (5.0-5.14), nothing happens."""
+    mesh = _tp_mesh(core)
+    if mesh is None:
         return
-    sharded = {id(parameter) for parameter in core.parameters() if is_dtensor(parameter)}
+    sharded = {id(parameter) for owner in core.modules() for parameter in owner.parameters(recurse=False)
+               if _is_sharded(owner, parameter)}
     core_modules = {id(module) for module in core.modules()}
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
@@ -301,8 +313,29 @@ def distribute_tied_heads(model: torch.nn.Module, core: PreTrainedModel) -> None
         if not isinstance(module, torch.nn.Linear):
             raise NotImplementedError(f"{name} ({type(module).__name__}) is tied to a parameter that tensor "
                                       f"parallelism shards; archit shards only linear output layers with it.")
-        ALL_PARALLEL_STYLES["colwise_gather_output"].install_forward(module, mesh_manager.get_mesh("tp"))
+        style = ALL_PARALLEL_STYLES["colwise_gather_output"]
+        if hasattr(style, "install_forward"):
+            style.install_forward(module, mesh)
+        else:
+            add_tensor_parallel_hooks_to_module(core, module, "colwise_gather_output", name, mesh)
         module._is_hooked = True
+
+
+def _is_sharded(owner: torch.nn.Module, parameter: torch.nn.Parameter) -> bool:
+    """A DTensor shard (5.0, 5.15+), or a plain local slice of a module the plan styles (5.1-5.15: ``_hf_tp_plan``)."""
+    if _SHARDS_BEFORE_LOADING and is_dtensor(parameter):
+        return True
+    return _SHARDS_BY_STYLE and (isinstance(parameter, DTensor) or getattr(owner, "_hf_tp_plan", None) is not None)
+
+
+def _tp_mesh(core: PreTrainedModel) -> Any:
+    """The tensor-parallel mesh of a distributed core: its mesh manager's (5.19+), else its device mesh (5.15-5.18:
+    the "tp" dimension of a mesh with several); None when the core is not distributed."""
+    mesh_manager = getattr(core, "_mesh_manager", None)
+    if mesh_manager is not None:
+        return mesh_manager.get_mesh("tp")
+    mesh = getattr(core, "_device_mesh", None)
+    return mesh["tp"] if mesh is not None and mesh.ndim > 1 else mesh
 
 
 class _SafetensorsSlice:

@@ -1,13 +1,15 @@
-"""Tensor parallelism (issue 21): ``from_pretrained(distributed_config=DistributedConfig(tp_size=2))`` (later 5.x) or
-``tp_plan="auto"`` (5.0) on two CPU processes in a gloo group. The body takes transformers' own plan through the
-release's own functions (``compat.distribute_core``, ``compat.load_sharded``), the heads stay whole on every rank; the
-logits equal transformers' one-process logits and its own tensor-parallel load's, and the body is sharded exactly as
-transformers shards its own model. On 4.x the keywords are refused, naming the keyword and the release.
+"""Tensor parallelism (issue 21): ``from_pretrained(distributed_config=DistributedConfig(tp_size=2))`` (where
+DistributedConfig takes tp_size) or ``tp_plan="auto"`` on two CPU processes in a gloo group. The body takes
+transformers' own plan through the release's own functions (``compat.distribute_core``, ``compat.load_sharded``), the
+heads stay whole on every rank; the logits equal transformers' one-process logits and its own tensor-parallel load's,
+and the body is sharded exactly as transformers shards its own model. On 4.x the keywords are refused, naming the
+keyword and the release.
 
 The 2-process tests are marked ``distributed`` (``pytest -m distributed``, ``nox -t distributed``)."""
 from pathlib import Path
 from typing import Any, Dict
 
+import numpy
 import pytest
 import torch
 import transformers
@@ -48,6 +50,12 @@ def _local_shapes(module: torch.nn.Module) -> Dict[str, tuple]:
             for name, p in module.named_parameters()}
 
 
+def _values(parameter: torch.Tensor) -> Any:
+    """A parameter's values as this rank sees them: a DTensor gathered whole (every rank takes part, in the same
+    order), a plain tensor (whole, or the local slice 5.1-5.15 keep) as it is."""
+    return (parameter.full_tensor() if hasattr(parameter, "full_tensor") else parameter).detach().numpy().copy()
+
+
 def _load_on_rank(rank: int, world_size: int, folder: str, task: str) -> Dict[str, Any]:
     archit_class, auto_class, _ = TASKS[task]
     keywords = _tp_keywords()
@@ -58,13 +66,12 @@ def _load_on_rank(rank: int, world_size: int, folder: str, task: str) -> Dict[st
         expected = reference(input_ids=ids).logits
         actual = model(input_ids=ids).logits
     reference_head = reference.get_output_embeddings() if task.startswith("causal_lm") else reference.score
-    # A DTensor head parameter is gathered whole (every rank takes part, in the same order) to compare its values.
-    head = {name: (shape, (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().numpy().copy())
-            for (name, p), shape in zip(model.head.named_parameters(remove_duplicate=False),
-                                        _local_shapes(model.head).values())}
+    head = {name: (shape, _values(p)) for (name, p), shape in zip(model.head.named_parameters(remove_duplicate=False),
+                                                                   _local_shapes(model.head).values())}
     return {"expected": expected.numpy().copy(), "actual": actual.numpy().copy(),
             "reference_body": _local_shapes(reference.base_model), "body": _local_shapes(model.base_model),
             "reference_head": _local_shapes(reference_head), "head": head,
+            "reference_head_values": {name: _values(p) for name, p in reference_head.named_parameters()},
             "tied": model.head.dense.weight is model.base_model.get_input_embeddings().weight}
 
 
@@ -96,20 +103,28 @@ def test_tensor_parallel_body_takes_transformers_plan_and_heads_stay_whole(check
         single = one_process(input_ids=_input_ids()).logits
     head = one_process.get_output_embeddings() if task.startswith("causal_lm") else one_process.score
     results = run_ranks(_load_on_rank, str(checkpoint), task)
+    # transformers 5.14's own tensor-parallel LlamaForCausalLM with tied embeddings gives logits twice the vocabulary
+    # wide (its lm_head's output gathered over whole embeddings): archit is held to the one-process logits alone there.
+    reference_holds = not (task == "causal_lm_tied" and transformers.__version__.startswith("5.14."))
     for rank, result in enumerate(results):
-        assert_close(torch.from_numpy(result["expected"]), single)  # transformers' own TP: the reference holds.
         assert_close(torch.from_numpy(result["actual"]), single)
-        assert_close(torch.from_numpy(result["actual"]), torch.from_numpy(result["expected"]))
+        if reference_holds:
+            assert_close(torch.from_numpy(result["expected"]), single)  # transformers' own TP: the reference holds.
+            assert_close(torch.from_numpy(result["actual"]), torch.from_numpy(result["expected"]))
         assert result["body"] == result["reference_body"], f"rank {rank}: body sharded unlike transformers'"
-        assert any(kind == "DTensor" for kind, _ in result["body"].values()), "nothing was sharded"
+        # A shard: a DTensor (5.0, 5.15+) or a plain local slice (5.1-5.15), smaller than the whole parameter.
+        whole = {name: tuple(p.shape) for name, p in one_process.base_model.named_parameters()}
+        assert any(shape != whole[name] for name, (_, shape) in result["body"].items()), "nothing was sharded"
         assert {name.rpartition(".")[2] for name in result["head"]} == {name for name, _ in head.named_parameters()}
         assert result["tied"] == task.endswith("_tied")
         for name, (shape, value) in result["head"].items():
-            if result["tied"]:  # The body's embeddings (vocabulary-sharded on later 5.x): as transformers' lm_head.
-                assert shape == result["reference_head"][name.rpartition(".")[2]], f"rank {rank}: {name}: {shape}"
+            short = name.rpartition(".")[2]
+            if result["tied"]:  # The body's embeddings (vocabulary-sharded on 5.15+): as transformers' lm_head.
+                assert shape == result["reference_head"][short], f"rank {rank}: {name}: {shape}"
+                assert numpy.array_equal(value, result["reference_head_values"][short]), f"rank {rank}: {name}"
             else:
                 assert shape == ("Tensor", tuple(value.shape)), f"rank {rank}: head {name} is not whole: {shape}"
-            assert torch.equal(torch.from_numpy(value), getattr(head, name.rpartition(".")[2]).detach())
+                assert torch.equal(torch.from_numpy(value), getattr(head, short).detach())
 
 
 @skip_on_era("5.0", reason="transformers 5.x has tensor parallelism, and archit follows it")
