@@ -207,8 +207,10 @@ def matrix(session: nox.Session) -> None:
                 env={**OFFLINE, **ONE_THREAD})
 
 
+# 5.15: the one release whose loader shards both ways (DTensor placeholders, and the styles' plain local slices of
+# 5.1-5.14); 5.16-5.21 moved the parallel-style registry (compat/tf500.py).
 @nox.session(tags=["distributed"])
-@nox.parametrize("transformers_minor", [nox.param(m, id=f"tf{m}") for m in ("4.36", "4.57", "5.0", NEWEST)])
+@nox.parametrize("transformers_minor", [nox.param(m, id=f"tf{m}") for m in ("4.36", "4.57", "5.0", "5.15", NEWEST)])
 def distributed(session: nox.Session, transformers_minor: str) -> None:
     """The tests that run 2 CPU processes in a gloo group (``pytest -m distributed``, ``tests/ranks.py``): FSDP's
     RAM-efficient loading, saves under FSDP1/FSDP2, the Trainer with FSDP, tensor parallelism, DeepSpeed ZeRO-3 (deepspeed
