@@ -7,6 +7,7 @@ save_pretrained`` (transformers' writer, staged) and ``ModelWithHeads.saveHead``
 The models are a RoBERTa of ~44 MB (vocabulary 30000, hidden 256, 4 layers), saved in 4 MB shards (8 files) or as one
 file. Children are forked from the test process (no second import of torch). The default run kills at a spread of
 points; ``ARCHIT_THOROUGH=1`` (``nox -t fuzz``) kills at every file operation of every layout."""
+import fcntl
 import json
 import multiprocessing
 import os
@@ -26,7 +27,7 @@ from archit.instantiation.basemodels import RobertaBaseModel
 from archit.instantiation.heads import TokenClassificationHeadConfig
 from archit.instantiation.multihead import ModelWithHeads
 from archit.instantiation.tasks import ForSingleLabelTokenClassification
-from archit.loading.commits import JOURNAL_NAME, TEMP_PREFIX
+from archit.loading.commits import JOURNAL_NAME, TEMP_PREFIX, read_consistently, resolve_local
 from archit.loading.headfiles import read_head_files
 from archit.loading.writing import WeightWriter
 
@@ -360,13 +361,49 @@ def test_loads_during_saves_see_old_or_new(models, tmp_path):
     assert json.loads((directory / "config.json").read_text())["head_config"]["num_labels"] == 5
 
 
-def test_load_that_resolved_a_temporary_file_before_the_renames_sees_new(models, tmp_path, monkeypatch):
-    """The interleaving the concurrent test above met about once in 16 busy runs: a load resolves a weight file's name
+def _let_the_save_finish_after(where: str, child, resume, reached: list, monkeypatch) -> None:
+    """Patch the load so that the paused save finishes (every rename of its roll-forward) right when the load has a
+    temporary weight file's path in hand at ``where``: "resolve" (the name resolved through the journal, nothing opened
+    yet), "safe_open" (the header checked under the temporary name, safetensors about to open it) or "mmap" (inside
+    ``safe_open``: safetensors has read the file, torch's ``UntypedStorage.from_file`` is about to map it by name)."""
+    def temporary_weights(path) -> bool:
+        return path is not None and os.path.basename(path).startswith(TEMP_PREFIX) and path.endswith(".safetensors.part")
+
+    def finish_the_save(path) -> None:
+        if temporary_weights(path) and child.is_alive():
+            reached.append(os.path.basename(path))
+            resume.set()
+            child.join(60)
+
+    if where == "resolve":
+        def resolve(folder, name, original=files.resolve_local):
+            path = original(folder, name)
+            finish_the_save(path)
+            return path
+        monkeypatch.setattr(files, "resolve_local", resolve)
+    elif where == "safe_open":
+        def safe_open(path, *args, original=files.safe_open, **kwargs):
+            finish_the_save(path)
+            return original(path, *args, **kwargs)
+        monkeypatch.setattr(files, "safe_open", safe_open)
+    else:  # Inside safe_open: safetensors has opened the file and checked it; torch maps it by name.
+        def from_file(path, *args, original=torch.UntypedStorage.from_file, **kwargs):
+            finish_the_save(path)
+            return original(path, *args, **kwargs)
+        monkeypatch.setattr(torch.UntypedStorage, "from_file", from_file)
+
+
+@pytest.mark.parametrize("where", ["resolve", "safe_open", "mmap"])
+def test_load_that_resolved_a_temporary_file_before_the_renames_sees_new(where, models, tmp_path, monkeypatch):
+    """The interleavings the concurrent test above met about once in 16 busy runs: a load resolves a weight file's name
     through the journal to its temporary file, then the save renames every file (the inode, size and mtime stay, so the
-    load's consistency check sees no change), then the load opens the temporary name. Deterministic: the saver pauses
-    right after its commit point, and the load lets it finish between resolving a temporary file and opening it. Before
-    the fix the load raised "CheckpointError: ...model-00004-of-00005.safetensors.part: cannot be read: No such file"
-    (the header check's FileNotFoundError, wrapped, was not retried under the final name)."""
+    load's consistency check sees no change), then the load opens the temporary name: for the header check ("resolve"),
+    with safetensors ("safe_open"), or inside safetensors, where torch maps the file by name ("mmap"). Deterministic: the saver pauses right after its
+    commit point, and the load lets it finish at that point. Before the fixes the load raised "CheckpointError:
+    ...model-00004-of-00005.safetensors.part: cannot be read: No such file" (the header check's FileNotFoundError,
+    wrapped, was not retried under the final name) and, at "mmap", "...: safetensors cannot read it: unable to open file
+    <...part> in read-only mode: No such file or directory (2)" (torch raises a RuntimeError there, which neither the
+    opener's retry nor the load's recognised; met in CI's tests(tf4.57) run)."""
     old_shards, new_shards = LAYOUTS["sharded-to-sharded"]
     (tmp_path / "count").mkdir()
     total = count_operations(models, tmp_path, old_shards, new_shards)
@@ -384,28 +421,47 @@ def test_load_that_resolved_a_temporary_file_before_the_renames_sees_new(models,
             resume.set()  # Not committed yet: pause one operation later.
             child.join(60)
             continue
-        resolved = []
-
-        def resolve_then_let_the_save_finish(folder, name, original=files.resolve_local):
-            path = original(folder, name)
-            if path is not None and os.path.basename(path).startswith(TEMP_PREFIX) and path.endswith(
-                    ".safetensors.part") and child.is_alive():
-                resolved.append(os.path.basename(path))
-                resume.set()
-                child.join(60)
-            return path
-
-        monkeypatch.setattr(files, "resolve_local", resolve_then_let_the_save_finish)
+        reached: list = []
+        _let_the_save_finish_after(where, child, resume, reached, monkeypatch)
         try:
             assert which_checkpoint(directory, models) == "new"
         finally:
             resume.set()
             child.join(60)
         assert child.exitcode == 0
-        assert resolved, "the load resolved no temporary weight file: the test did not reach the interleaving"
+        assert reached, f"the load had no temporary weight file in hand at {where}: the test did not reach the interleaving"
         assert not temporary_files(directory)
         return
     pytest.fail("the save never reached its commit point")
+
+
+def test_a_failed_load_whose_temporary_file_was_renamed_loads_again(tmp_path):
+    """The load's own net under every opener: a read that resolved a name to a save's temporary file and then failed,
+    with any error, loads again when that name now resolves to another path (the file renamed to its final name: same
+    inode, so the identity check alone sees no change). Built with a journal by hand (a save committed, not rolled
+    forward), a read that renames the file itself before failing as torch does, and no ``open_settled``."""
+    final, temp = "model.safetensors", f"{TEMP_PREFIX}0000-model.safetensors.part"
+    (tmp_path / temp).write_bytes(b"new")
+    (tmp_path / final).write_bytes(b"old")
+    (tmp_path / JOURNAL_NAME).write_text(json.dumps({"save_id": "0000", "files": {final: temp}, "remove": []}))
+    reads = []
+
+    def read():
+        path = resolve_local(str(tmp_path), final)
+        reads.append(os.path.basename(path))
+        if path.endswith(".part"):  # The save's roll-forward, between resolving and opening.
+            os.replace(path, tmp_path / final)
+            (tmp_path / JOURNAL_NAME).unlink()
+            raise RuntimeError(f"unable to open file <{path}> in read-only mode: No such file or directory (2)")
+        return Path(path).read_bytes()
+
+    lock = os.open(tmp_path, os.O_RDONLY)  # A save "runs": the reader cannot roll the journal forward itself.
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        assert read_consistently(str(tmp_path), read) == b"new"
+    finally:
+        os.close(lock)
+    assert reads == [temp, final]
 
 
 def pause_points(total: int, layouts: int) -> list:

@@ -39,7 +39,10 @@ checkpoint from the commit point on. A load records which file (device, inode, s
 once done, checks that each name still resolves to the same file; if a save committed in between, it loads again (up
 to three times, then under a shared lock on the folder, which waits for a running save). Since every save writes
 ``config.json`` and every weight file anew, a commit during a load always changes a name the load read, and the loaded
-model keeps its weight files mapped, so their inode numbers cannot be reused. A reader that finds a journal and can
+model keeps its weight files mapped, so their inode numbers cannot be reused. A load that resolved a temporary file
+may find it renamed to its final name when it opens it (same file, other path): every opening of a resolved path
+(``open_settled``) then opens the final name, and a load that fails anyway while a name it resolved now resolves to
+another path loads again, whatever its opener raised. A reader that finds a journal and can
 take the lock without waiting (no save running, the folder writable) rolls it forward itself, and removes what saves
 killed before their commit point left.
 
@@ -86,7 +89,8 @@ _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>
 T = TypeVar("T")
 _Identity = Optional[Tuple[int, int, int, int]]
 # The names a load resolved in local folders, and the file each resolved to (``read_consistently``).
-_observed: contextvars.ContextVar[Optional[Dict[Tuple[str, str], _Identity]]] = contextvars.ContextVar(
+_Observed = Dict[Tuple[str, str], Tuple[Optional[str], _Identity]]
+_observed: contextvars.ContextVar[Optional[_Observed]] = contextvars.ContextVar(
     "archit_observed_files", default=None)
 
 
@@ -251,7 +255,7 @@ def resolve_local(folder: str, name: str) -> Optional[str]:
     path = _resolve(folder, name, journal)
     observed = _observed.get()
     if observed is not None:
-        observed.setdefault((folder, name), _identity(path))
+        observed.setdefault((folder, name), (path, _identity(path)))
     return path
 
 
@@ -269,8 +273,11 @@ def open_settled(path: str, opener: Callable[[str], T]) -> T:
     one)."""
     try:
         return opener(path)
-    except OSError as error:
-        if not _not_found(error) or settled_path(path) == path:
+    except Exception:
+        # Whatever the opener raises for a vanished file (``FileNotFoundError``; a ``CheckpointError`` raised from one;
+        # safetensors' ``RuntimeError`` "unable to open file ... No such file or directory"), the question is the same:
+        # is the temporary file gone, renamed to its final name by the save's roll-forward?
+        if settled_path(path) == path or os.path.lexists(path):
             raise
         return opener(settled_path(path))
 
@@ -291,13 +298,15 @@ def read_consistently(folder: Optional[str], read: Callable[[], T]) -> T:
         return read()
     _recover_if_idle(folder)
     for attempt in range(_OPTIMISTIC_READS):
-        observed: Dict[Tuple[str, str], _Identity] = {}
+        observed: _Observed = {}
         token = _observed.set(observed)
         try:
             result = read()
         except Exception as error:
-            # A file gone between resolving its name and opening it was renamed or removed by a save: read again.
-            if _not_found(error) or _changed(observed):
+            # A file gone between resolving its name and opening it was renamed or removed by a save: read again. A
+            # temporary file renamed to its final name keeps its identity, so a failed read also retries when a name
+            # now resolves to another path (``moved``), whatever the opener raised for the vanished one.
+            if _not_found(error) or _changed(observed) or _moved(observed):
                 logger.info("A save into '%s' committed while loading from it: loading again.", folder)
                 continue
             raise
@@ -346,14 +355,26 @@ def _identity(path: Optional[str]) -> _Identity:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def _changed(observed: Dict[Tuple[str, str], _Identity]) -> bool:
+def _changed(observed: _Observed) -> bool:
     """Whether any name a load resolved now resolves to another file (or appeared, or went)."""
-    for (folder, name), identity in observed.items():
+    for (folder, name), (_, identity) in observed.items():
         try:
             now = _identity(_resolve(folder, name, _read_journal(folder)))
         except CheckpointError:
             return True
         if now != identity:
+            return True
+    return False
+
+
+def _moved(observed: _Observed) -> bool:
+    """Whether any name a load resolved now resolves to another path: a temporary file the save has since renamed to
+    its final name (the same file, so ``_changed`` sees nothing, but the path the load held is gone)."""
+    for (folder, name), (path, _) in observed.items():
+        try:
+            if _resolve(folder, name, _read_journal(folder)) != path:
+                return True
+        except CheckpointError:
             return True
     return False
 
