@@ -398,12 +398,12 @@ def test_load_that_resolved_a_temporary_file_before_the_renames_sees_new(where, 
     """The interleavings the concurrent test above met about once in 16 busy runs: a load resolves a weight file's name
     through the journal to its temporary file, then the save renames every file (the inode, size and mtime stay, so the
     load's consistency check sees no change), then the load opens the temporary name: for the header check ("resolve"),
-    with safetensors ("safe_open"), or inside safetensors, where torch maps the file by name ("mmap"). Deterministic: the saver pauses right after its
-    commit point, and the load lets it finish at that point. Before the fixes the load raised "CheckpointError:
-    ...model-00004-of-00005.safetensors.part: cannot be read: No such file" (the header check's FileNotFoundError,
-    wrapped, was not retried under the final name) and, at "mmap", "...: safetensors cannot read it: unable to open file
-    <...part> in read-only mode: No such file or directory (2)" (torch raises a RuntimeError there, which neither the
-    opener's retry nor the load's recognised; met in CI's tests(tf4.57) run)."""
+    with safetensors ("safe_open"), or inside safetensors, where torch maps the file by name ("mmap"). Deterministic:
+    the saver pauses right after its commit point, and the load lets it finish at that point. Before the fixes the load
+    raised "CheckpointError: ...model-00004-of-00005.safetensors.part: cannot be read: No such file" (the header
+    check's FileNotFoundError, wrapped, was not retried under the final name) and, at "mmap", "...: safetensors cannot
+    read it: unable to open file <...part> in read-only mode: No such file or directory (2)" (torch raises a
+    RuntimeError there, which neither the opener's retry nor the load's recognised; met in CI's tests(tf4.57) run)."""
     old_shards, new_shards = LAYOUTS["sharded-to-sharded"]
     (tmp_path / "count").mkdir()
     total = count_operations(models, tmp_path, old_shards, new_shards)
@@ -429,7 +429,7 @@ def test_load_that_resolved_a_temporary_file_before_the_renames_sees_new(where, 
             resume.set()
             child.join(60)
         assert child.exitcode == 0
-        assert reached, f"the load had no temporary weight file in hand at {where}: the test did not reach the interleaving"
+        assert reached, f"the load had no temporary weight file in hand at {where}: the test missed the interleaving"
         assert not temporary_files(directory)
         return
     pytest.fail("the save never reached its commit point")

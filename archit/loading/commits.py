@@ -268,15 +268,13 @@ def settled_path(path: str) -> str:
 
 
 def open_settled(path: str, opener: Callable[[str], T]) -> T:
-    """``opener(path)``; once more with the final name if a save renamed the temporary file ``path`` meanwhile (the
-    opener's error is then a ``FileNotFoundError``, or a ``CheckpointError`` saying the file cannot be read, raised from
-    one)."""
+    """``opener(path)``; once more with the final name if it failed and the temporary file ``path`` is gone (a save
+    renamed it meanwhile), whatever the opener raised for the vanished file."""
     try:
         return opener(path)
     except Exception:
-        # Whatever the opener raises for a vanished file (``FileNotFoundError``; a ``CheckpointError`` raised from one;
-        # safetensors' ``RuntimeError`` "unable to open file ... No such file or directory"), the question is the same:
-        # is the temporary file gone, renamed to its final name by the save's roll-forward?
+        # A vanished file is a FileNotFoundError, a CheckpointError raised from one, or torch's RuntimeError "unable to
+        # open file ... No such file or directory" inside safe_open: ask the file system, not the error.
         if settled_path(path) == path or os.path.lexists(path):
             raise
         return opener(settled_path(path))
@@ -305,8 +303,8 @@ def read_consistently(folder: Optional[str], read: Callable[[], T]) -> T:
         except Exception as error:
             # A file gone between resolving its name and opening it was renamed or removed by a save: read again. A
             # temporary file renamed to its final name keeps its identity, so a failed read also retries when a name
-            # now resolves to another path (``moved``), whatever the opener raised for the vanished one.
-            if _not_found(error) or _changed(observed) or _moved(observed):
+            # now resolves to another path, whatever the opener raised for the vanished one.
+            if _not_found(error) or _changed(observed, compare_paths=True):
                 logger.info("A save into '%s' committed while loading from it: loading again.", folder)
                 continue
             raise
@@ -355,26 +353,16 @@ def _identity(path: Optional[str]) -> _Identity:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def _changed(observed: _Observed) -> bool:
-    """Whether any name a load resolved now resolves to another file (or appeared, or went)."""
-    for (folder, name), (_, identity) in observed.items():
+def _changed(observed: _Observed, compare_paths: bool = False) -> bool:
+    """Whether any name a load resolved now resolves to another file (or appeared, or went); with ``compare_paths``,
+    also to the same file under another path: a temporary file the save has since renamed to its final name (the
+    identity stays, but the path the load held is gone)."""
+    for (folder, name), (path, identity) in observed.items():
         try:
-            now = _identity(_resolve(folder, name, _read_journal(folder)))
+            now = _resolve(folder, name, _read_journal(folder))
         except CheckpointError:
             return True
-        if now != identity:
-            return True
-    return False
-
-
-def _moved(observed: _Observed) -> bool:
-    """Whether any name a load resolved now resolves to another path: a temporary file the save has since renamed to
-    its final name (the same file, so ``_changed`` sees nothing, but the path the load held is gone)."""
-    for (folder, name), (path, _) in observed.items():
-        try:
-            if _resolve(folder, name, _read_journal(folder)) != path:
-                return True
-        except CheckpointError:
+        if _identity(now) != identity or (compare_paths and now != path):
             return True
     return False
 
